@@ -1,0 +1,134 @@
+"""The Game: a callable from coalition masks to utilities, on a real model and task.
+
+    game = lf.Game(model, task, utility="acc_norm")
+    u = game(masks)   # masks: bool [m, n_players], True = kept -> float64 [m]
+
+Every evaluated coalition's per-request log-likelihoods are memoised in memory and, with
+``cache=``, in SQLite on disk, so repeated coalitions are never recomputed and a killed sweep
+resumes where it stopped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .cache import UtilityCache
+from .executor import NaiveExecutor
+from .models import SublayerModel
+from .requests import build_requests, requests_fingerprint
+from .tasks import Task
+from .utility import ACCURACY_UTILITIES, Scorer, check_utility
+
+EXECUTORS = {"naive": NaiveExecutor}
+
+
+class Game:
+    """v(S) for coalitions S of a model's sublayers on a task.
+
+    Args:
+        model: a :class:`SublayerModel` (see ``lf.load``).
+        task: a :class:`Task` (see ``lf.tasks.load``).
+        utility: "acc" | "acc_norm" | "acc_bytes" | "logprob" | "margin".
+        executor: "naive" (the reference executor).
+        cache: None (memory only), True (the user cache file) or a path to an SQLite file.
+        batch_tokens: token budget of one forward batch (padded B x T).
+        progress: show a progress bar counting coalitions.
+    """
+
+    def __init__(self, model: SublayerModel, task: Task, utility: str = "acc_norm",
+                 executor: str = "naive", cache: bool | str | Path | None = None,
+                 batch_tokens: int = 4096, max_length: int = 2048, progress: bool = True):
+        if not isinstance(model, SublayerModel):
+            raise TypeError(f"model must be a SublayerModel (use lf.load), got {type(model).__name__}")
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        self.model = model
+        self.task = task
+        self.utility = check_utility(utility)
+        self.scorer = Scorer(task)
+        self.requests = build_requests(task, model.tokenizer, max_length)
+        self.executor = EXECUTORS[executor](model, self.requests, batch_tokens=batch_tokens)
+        self.progress = progress
+        self.players = list(model.players)
+        self.n_players = model.n_players
+        self._memo: dict[str, np.ndarray] = {}
+        self._cache = None if cache is None or cache is False else UtilityCache(
+            None if cache is True else cache)
+        self._key = (model.fingerprint(),
+                     f"{task.fingerprint()}-{_short_hash(requests_fingerprint(self.requests))}",
+                     model.device.type)
+        self.n_forward = 0  # coalitions actually run by this game (not served from a cache)
+
+    @property
+    def chance(self) -> float | None:
+        """Utility of a uniform random guess (accuracy utilities only; None for smooth ones)."""
+        return self.task.chance if self.utility in ACCURACY_UTILITIES else None
+
+    def with_utility(self, utility: str) -> "Game":
+        """The same game (sharing its memo and cache) scored by another utility."""
+        other = object.__new__(Game)
+        other.__dict__.update(self.__dict__)
+        other.utility = check_utility(utility)
+        return other
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def check_masks(self, masks) -> np.ndarray:
+        arr = np.asarray(masks)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.n_players:
+            raise ValueError(f"masks must be bool [m, {self.n_players}] (one column per player "
+                             f"{self.players[0]}..{self.players[-1]}), got shape {arr.shape}")
+        if arr.dtype != np.bool_:
+            if arr.size and not np.isin(arr, (0, 1)).all():
+                raise ValueError("masks must hold booleans (or 0/1)")
+            arr = arr.astype(bool)
+        return arr
+
+    def loglik(self, masks) -> np.ndarray:
+        """Per-request summed log-likelihoods, float64 [m, n_requests]."""
+        arr = self.check_masks(masks)
+        keys = ["".join("1" if b else "0" for b in row) for row in arr]
+        missing = [k for k in dict.fromkeys(keys) if k not in self._memo]
+        if missing and self._cache is not None:
+            self._memo.update(self._cache.get(self._key, missing))
+            missing = [k for k in missing if k not in self._memo]
+        for key in _progress(missing, self.progress and len(missing) > 1, "coalitions"):
+            ll = self.executor.loglik(np.array([c == "1" for c in key]))
+            self.n_forward += 1
+            self._memo[key] = ll
+            if self._cache is not None:
+                self._cache.put(self._key, key, ll)
+        return np.stack([self._memo[k] for k in keys]) if keys else np.zeros((0, len(self.requests)))
+
+    def __call__(self, masks) -> np.ndarray:
+        """Utilities float64 [m] for bool masks [m, n_players] (True = kept)."""
+        return np.array([self.scorer(ll, self.utility) for ll in self.loglik(masks)], dtype=np.float64)
+
+    def per_item(self, mask, utility: str | None = None) -> np.ndarray:
+        """The utility's per-item terms for one coalition, float64 [n_items]."""
+        return self.scorer.per_item(self.loglik(mask)[0], utility or self.utility)
+
+    def full_mask(self) -> np.ndarray:
+        return np.ones(self.n_players, dtype=bool)
+
+    def __repr__(self) -> str:
+        return (f"Game({self.model.name!r}, task={self.task.name!r} ({len(self.task)} items), "
+                f"utility={self.utility!r}, executor={self.executor.name!r})")
+
+
+def _short_hash(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _progress(seq, show: bool, unit: str):
+    if not show:
+        return seq
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return seq
+    return tqdm(seq, unit=unit, desc="evaluating", leave=False)

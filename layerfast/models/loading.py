@@ -1,0 +1,121 @@
+"""``lf.load``: a packaged model name, a local HF folder or an HF model object -> SublayerModel.
+
+Packaged models come from pip archives (see :mod:`layerfast.assets`), are de-quantised from GGUF
+once (about 20-40 s) and cached as safetensors under ``<cache>/models/<name>``, so later loads take
+about a second. Nothing is fetched from a model hub.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import assets
+from .sublayer_model import SublayerModel
+
+# Packaged model names (lower-cased) -> (asset, cache folder name)
+PACKAGED = {
+    "smollm2-135m": (assets.SMOLLM2_GGUF, "smollm2-135m-instruct"),
+    "smollm2-135m-instruct": (assets.SMOLLM2_GGUF, "smollm2-135m-instruct"),
+    "huggingfacetb/smollm2-135m-instruct": (assets.SMOLLM2_GGUF, "smollm2-135m-instruct"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def load(model: str | os.PathLike | nn.Module = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
+         device: str | torch.device | None = None, tokenizer: Any = None) -> SublayerModel:
+    """Load a causal LM as a :class:`SublayerModel`.
+
+    Args:
+        model: a packaged name (``"smollm2-135m"``), a local Hugging Face model folder, or a
+            ``transformers`` model object (its weights are shared, not copied).
+        dtype: torch dtype or one of "fp32", "bf16", "fp16"; None keeps the stored dtype (fp32
+            for the packaged models).
+        device: e.g. "cpu" or "cuda"; None keeps the model where it is (CPU for loaded ones).
+        tokenizer: a tokenizer to attach (loaded from the folder when None).
+    """
+    torch_dtype = parse_dtype(dtype)
+    if isinstance(model, SublayerModel):
+        hf_model, name, tokenizer = model.hf_model, model.name, tokenizer or model.tokenizer
+    elif isinstance(model, nn.Module):
+        hf_model, name = model, None
+    else:
+        folder, name = _resolve_folder(str(model))
+        hf_model, tokenizer = _load_folder(folder, torch_dtype, tokenizer)
+    if torch_dtype is not None and hf_model.dtype != torch_dtype:
+        hf_model = hf_model.to(torch_dtype)
+    if device is not None:
+        hf_model = hf_model.to(device)
+    return SublayerModel(hf_model, tokenizer, name=name)
+
+
+def _resolve_folder(spec: str) -> tuple[Path, str]:
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+        return path, path.name
+    key = spec.lower()
+    if key in PACKAGED:
+        asset, folder_name = PACKAGED[key]
+        return packaged_model_folder(asset, folder_name), folder_name
+    raise ValueError(
+        f"{spec!r} is neither a local model folder nor a packaged model "
+        f"({', '.join(sorted(PACKAGED))}); layerfast does not download from a model hub"
+    )
+
+
+def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
+    """Convert a packaged GGUF to a safetensors folder once; return the folder."""
+    folder = assets.cache_dir() / "models" / folder_name
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = assets.fetch(asset)
+    print(f"layerfast: converting {gguf.name} to safetensors in {folder} (once)...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                    dtype=torch.float32)
+    # The weights are already de-quantised to fp32; forget the GGUF quantiser so the folder
+    # loads as an ordinary model.
+    if hasattr(hf_model, "hf_quantizer"):
+        del hf_model.hf_quantizer
+    if hasattr(hf_model.config, "quantization_config"):
+        del hf_model.config.quantization_config
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf_model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _load_folder(folder: Path, dtype: torch.dtype | None, tokenizer: Any):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or "auto", local_files_only=True)
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError):
+            tokenizer = None
+    return hf_model.eval(), tokenizer

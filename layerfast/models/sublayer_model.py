@@ -1,0 +1,202 @@
+"""A Hugging Face causal LM seen as an ordered list of skippable sublayers.
+
+Players are ``attn0, mlp0, attn1, mlp1, ...`` in execution order. Switching a player off drops its
+residual branch (``h = h + f(norm(h))`` becomes ``h = h``); the skip connection stays. The forward
+loop is written out here so that an executor can stop after any sublayer and resume from the
+residual state it kept.
+
+How the inputs of the decoder layers are obtained: :meth:`SublayerModel.prepare` runs the HF decoder
+stack once with every decoder layer replaced by a recorder that returns its input unchanged. That
+yields the embeddings (with whatever scaling, positions and dropout the architecture applies) and,
+for every layer, the exact keyword arguments HF would pass it (attention mask for its attention
+type, rotary cos/sin, position ids). The cost is the embedding lookup and mask construction only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adapter import Adapter, ParallelState, adapter_for
+
+State = Any  # torch.Tensor [B, T, d] or ParallelState
+
+
+@dataclass
+class LayerInputs:
+    """What one batch needs besides the residual state, shared by every coalition.
+
+    embeddings: [B, T, d] the residual stream entering block 0.
+    layer_kwargs: per block, the keyword arguments of its attention branch.
+    attention_mask: [B, T] 1 for real tokens, 0 for padding.
+    """
+
+    embeddings: torch.Tensor
+    layer_kwargs: list[dict[str, Any]]
+    attention_mask: torch.Tensor
+
+
+class SublayerModel(nn.Module):
+    """Any supported HF causal LM with a keep-mask over its sublayers.
+
+    Attributes:
+        players: ['attn0', 'mlp0', 'attn1', ...] in execution order (MoE blocks are 'mlpN').
+        hf_model: the wrapped ``transformers`` model (weights shared, not copied).
+        tokenizer: its tokenizer, or None.
+    """
+
+    def __init__(self, hf_model: nn.Module, tokenizer: Any = None, name: str | None = None):
+        super().__init__()
+        self.hf_model = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.adapter: Adapter = adapter_for(hf_model)
+        self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
+        self.blocks = self.adapter.layers()
+        self.n_blocks = len(self.blocks)
+        self.players = [f"{kind}{i}" for i in range(self.n_blocks) for kind in ("attn", "mlp")]
+        self.n_players = len(self.players)
+        self._fingerprint: str | None = None
+
+    # --- properties --------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def config(self):
+        return self.hf_model.config
+
+    # --- validation ----------------------------------------------------------------------------
+    def keep_mask(self, keep: Sequence[bool] | np.ndarray | torch.Tensor | None) -> list[bool]:
+        """Validate a keep-mask: bool [n_players], True = kept; None means all kept."""
+        if keep is None:
+            return [True] * self.n_players
+        arr = np.asarray(keep.cpu() if isinstance(keep, torch.Tensor) else keep)
+        if arr.ndim != 1 or arr.shape[0] != self.n_players:
+            raise ValueError(
+                f"keep must be a 1-D bool mask of length {self.n_players} (players "
+                f"{self.players[0]}..{self.players[-1]}), got shape {tuple(arr.shape)}"
+            )
+        if arr.dtype != np.bool_:
+            if not np.isin(arr, (0, 1)).all():
+                raise ValueError(f"keep must hold booleans (or 0/1), got values {np.unique(arr)[:5]}")
+            arr = arr.astype(bool)
+        return arr.tolist()
+
+    # --- the forward loop, in pieces ------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> LayerInputs:
+        """Embeddings [B, T, d] and each block's branch arguments for input_ids [B, T]."""
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(self.device)
+        records: list[tuple[torch.Tensor, tuple, dict] | None] = [None] * self.n_blocks
+
+        def recorder(i: int):
+            def forward(hidden_states, *args, **kwargs):
+                records[i] = (hidden_states, args, kwargs)
+                return hidden_states
+            return forward
+
+        for i, layer in enumerate(self.blocks):
+            layer.forward = recorder(i)
+        try:
+            self.adapter.base_model()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        finally:
+            for layer in self.blocks:
+                del layer.forward
+        embeddings = records[0][0]
+        layer_kwargs = [self.adapter.branch_kwargs(layer, rec[0], rec[1], rec[2])
+                        for layer, rec in zip(self.blocks, records)]
+        return LayerInputs(embeddings, layer_kwargs, attention_mask)
+
+    def initial_state(self, inputs: LayerInputs) -> State:
+        if self.adapter.parallel_residual:
+            return ParallelState(inputs.embeddings)
+        return inputs.embeddings
+
+    def step(self, j: int, state: State, inputs: LayerInputs, on: bool) -> State:
+        """Run player j (``attn{j//2}`` or ``mlp{j//2}``) on the residual state, or skip it."""
+        block, is_mlp = divmod(j, 2)
+        layer = self.blocks[block]
+        if self.adapter.parallel_residual:
+            return self._parallel_step(layer, state, inputs.layer_kwargs[block], is_mlp, on)
+        h = state
+        if not on:
+            return h  # the skip connection stays: h = h
+        if is_mlp:
+            return h + self.adapter.mlp_branch(layer, h)
+        return h + self.adapter.attn_branch(layer, h, inputs.layer_kwargs[block])
+
+    def _parallel_step(self, layer, state: ParallelState, kwargs, is_mlp: int, on: bool) -> State:
+        x = state.x
+        if not is_mlp:
+            attn_out = self.adapter.attn_branch(layer, x, kwargs) if on else None
+            return ParallelState(x, attn_out)
+        # Same summation order as HF: mlp_out + attn_out + x.
+        total = self.adapter.mlp_branch(layer, x) if on else None
+        if state.attn_out is not None:
+            total = state.attn_out if total is None else total + state.attn_out
+        return ParallelState(x if total is None else total + x)
+
+    @staticmethod
+    def residual(state: State) -> torch.Tensor:
+        """The residual stream [B, T, d] held by a state (after a whole block for parallel ones)."""
+        return state.x if isinstance(state, ParallelState) else state
+
+    def final_hidden(self, state: State) -> torch.Tensor:
+        """Final norm of the residual stream: [B, T, d]."""
+        return self.adapter.final_norm()(self.residual(state))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head (with soft-capping where the architecture has it): [..., d] -> [..., V]."""
+        return self.adapter.logits(hidden)
+
+    # --- the whole forward ---------------------------------------------------------------------
+    def hidden_states(self, input_ids: torch.Tensor, keep=None,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-normed hidden states [B, T, d] with only the kept players run."""
+        kept = self.keep_mask(keep)
+        inputs = self.prepare(input_ids, attention_mask)
+        state = self.initial_state(inputs)
+        for j in range(self.n_players):
+            state = self.step(j, state, inputs, kept[j])
+        return self.final_hidden(state)
+
+    def forward(self, input_ids: torch.Tensor, keep=None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for input_ids [B, T]; keep: bool [n_players], None = all kept."""
+        return self.logits(self.hidden_states(input_ids, keep, attention_mask))
+
+    # --- identity ------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A short hash of the config, dtype and weights, used to key cached utilities."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            digest.update(json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode())
+            digest.update(str(self.dtype).encode())
+            for name, p in self.hf_model.named_parameters():
+                flat = p.detach().reshape(-1)
+                step = max(1, flat.numel() // 4096)
+                sample = flat[::step].float().cpu().numpy()
+                digest.update(name.encode())
+                digest.update(sample.tobytes())
+                digest.update(np.float64(flat.double().sum().item()).tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return (f"SublayerModel({self.name!r}, {type(self.hf_model).__name__}, "
+                f"{self.n_blocks} blocks, {self.n_players} players, {self.dtype})")

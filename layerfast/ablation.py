@@ -2,7 +2,8 @@
 
 Cornerstones are the players whose removal drops the utility to the chance level: v(N\\{l}) <=
 chance + margin. The default margin is two binomial standard errors at chance,
-2·sqrt(chance·(1 − chance) / n_items): a drop that far is indistinguishable from guessing.
+2·sqrt(chance·(1 − chance) / n_items): a drop that far is indistinguishable from guessing. A game
+without a task (a plain callable with ``chance``) has no item count: its margin defaults to 0.
 """
 from __future__ import annotations
 
@@ -59,10 +60,15 @@ def ablate(game, margin: float | None = None, chance: float | None = None) -> Ab
     values = np.asarray(game(ablation_masks(n)), dtype=np.float64)
     chance = chance if chance is not None else getattr(game, "chance", None)
     n_items = len(game.task) if hasattr(game, "task") else None
-    if margin is None and chance is not None and n_items:
-        margin = 2.0 * float(np.sqrt(chance * (1.0 - chance) / n_items))
+    margin_rule = None if margin is None else "given"
+    if margin is None and chance is not None:
+        if n_items:
+            margin = 2.0 * float(np.sqrt(chance * (1.0 - chance) / n_items))
+            margin_rule = "2*sqrt(c(1-c)/n_items)"
+        else:
+            margin = 0.0
+            margin_rule = "0 (no item count)"
     players = list(getattr(game, "players", [f"p{i}" for i in range(n)]))
     return AblationResult(players, float(values[0]), values[1:], chance, margin,
                           utility=getattr(game, "utility", ""),
-                          info={"n_items": n_items, "margin_rule": "2*sqrt(c(1-c)/n_items)"
-                                if margin is not None else None})
+                          info={"n_items": n_items, "margin_rule": margin_rule})

@@ -73,7 +73,7 @@ class NaiveExecutor:
 
     name = "naive"
 
-    def __init__(self, model: SublayerModel, requests: list[Request], batch_tokens: int = 4096,
+    def __init__(self, model: SublayerModel, requests: list[Request], batch_tokens: int = 2048,
                  vocab_chunk: int = DEFAULT_VOCAB_CHUNK):
         self.model = model
         self.requests = requests

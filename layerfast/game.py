@@ -38,7 +38,7 @@ class Game:
 
     def __init__(self, model: SublayerModel, task: Task, utility: str = "acc_norm",
                  executor: str = "naive", cache: bool | str | Path | None = None,
-                 batch_tokens: int = 4096, max_length: int = 2048, progress: bool = True):
+                 batch_tokens: int = 2048, max_length: int = 2048, progress: bool = True):
         if not isinstance(model, SublayerModel):
             raise TypeError(f"model must be a SublayerModel (use lf.load), got {type(model).__name__}")
         if executor not in EXECUTORS:
@@ -81,8 +81,10 @@ class Game:
             raise ValueError(f"masks must be bool [m, {self.n_players}] (one column per player "
                              f"{self.players[0]}..{self.players[-1]}), got shape {arr.shape}")
         if arr.dtype != np.bool_:
-            if arr.size and not np.isin(arr, (0, 1)).all():
-                raise ValueError("masks must hold booleans (or 0/1)")
+            valid = np.isin(arr, (0, 1))
+            if not valid.all():
+                raise ValueError(f"masks must be bool [m, {self.n_players}] (or 0/1; True = kept), "
+                                 f"got values such as {arr[~valid][:3].tolist()}")
             arr = arr.astype(bool)
         return arr
 

@@ -45,10 +45,24 @@ def _gemma2():
         final_logit_softcapping=1.0, attn_logit_softcapping=5.0, query_pre_attn_scalar=8)
 
 
-def _gemma3():
-    return tf.Gemma3ForCausalLM, tf.Gemma3TextConfig(
+def _gemma3_text_config():
+    return tf.Gemma3TextConfig(
         **_COMMON, head_dim=8, sliding_window=4, query_pre_attn_scalar=8,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+
+
+def _gemma3():
+    return tf.Gemma3ForCausalLM, _gemma3_text_config()
+
+
+def _gemma3_multimodal():
+    # model_type "gemma3": the image-text model; its decoder is model.language_model. Text-only
+    # inputs never reach the (one-layer) vision tower.
+    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=4, image_size=28, patch_size=14)
+    return tf.Gemma3ForConditionalGeneration, tf.Gemma3Config(
+        text_config=_gemma3_text_config(), vision_config=vision, mm_tokens_per_image=4,
+        boi_token_index=VOCAB - 3, eoi_token_index=VOCAB - 2, image_token_index=VOCAB - 1)
 
 
 def _gpt2():
@@ -82,6 +96,12 @@ def _qwen2_moe():
         shared_expert_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[1])
 
 
+def _qwen3_moe():
+    return tf.Qwen3MoeForCausalLM, tf.Qwen3MoeConfig(
+        **_COMMON, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        decoder_sparse_step=1, mlp_only_layers=[1])
+
+
 _BUILDERS = {
     "llama": _llama,
     "mistral": _mistral,
@@ -90,12 +110,14 @@ _BUILDERS = {
     "phi3": _phi3,
     "gemma2": _gemma2,
     "gemma3": _gemma3,
+    "gemma3_multimodal": _gemma3_multimodal,
     "gpt2": _gpt2,
     "gpt_neox": lambda: _gpt_neox(parallel=True),
     "gpt_neox_sequential": lambda: _gpt_neox(parallel=False),
     "mixtral": _mixtral,
     "olmoe": _olmoe,
     "qwen2_moe": _qwen2_moe,
+    "qwen3_moe": _qwen3_moe,
 }
 
 TINY_ARCHS: list[str] = list(_BUILDERS)
@@ -113,6 +135,9 @@ def tiny_model(arch: str, dtype: torch.dtype = torch.float32, seed: int = 0,
     """A seeded random-weight model of architecture ``arch`` in eval mode."""
     cls, config = tiny_config(arch)
     config._attn_implementation = attn_implementation
+    for sub in ("text_config", "vision_config"):
+        if hasattr(config, sub):
+            getattr(config, sub)._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = cls(config)
     # Random init leaves norm weights at their defaults (ones, or zeros for Gemma's 1 + w);

@@ -110,13 +110,18 @@ class SublayerModel(nn.Module):
                 return hidden_states
             return forward
 
+        # A layer may already carry an instance-level forward (accelerate hooks do): put it back.
+        saved = [vars(layer).get("forward") for layer in self.blocks]
         for i, layer in enumerate(self.blocks):
             layer.forward = recorder(i)
         try:
             self.adapter.base_model()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         finally:
-            for layer in self.blocks:
-                del layer.forward
+            for layer, forward in zip(self.blocks, saved):
+                if forward is None:
+                    del layer.forward
+                else:
+                    layer.forward = forward
         embeddings = records[0][0]
         layer_kwargs = [self.adapter.branch_kwargs(layer, rec[0], rec[1], rec[2])
                         for layer, rec in zip(self.blocks, records)]

@@ -82,7 +82,7 @@ class KernelEstimator(Estimator):
                 values=[c], stderr=[0.0], n_evaluations=game.n_evaluations, method=self.name,
                 players=game.players, full=full, empty=empty, info={"n_pairs": 0},
             )
-        chunk = self.options["chunk"] or max(1, 128)
+        chunk = self.options["chunk"] or 128
         max_pairs = self.options["max_pairs"] or budget
         Z: list[np.ndarray] = []
         Y: list[np.ndarray] = []

@@ -67,7 +67,7 @@ def analogies() -> Task:
     rng = random.Random(_DISTRACTOR_SEED)
     items = []
     for name, rows in sections.items():
-        pool = [r[3] for r in rows]
+        pool = sorted({r[3] for r in rows})  # unique words: rows repeat them (O(rows^2) otherwise)
         for k, (a, b, c, d) in enumerate(rows):
             choices, gold = _with_distractors(d, pool, {a, b, c}, rng)
             items.append(Item(f"{a} is to {b} as {c} is to", tuple(choices), gold, f"{name}/{k}"))

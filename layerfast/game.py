@@ -15,12 +15,13 @@ import numpy as np
 
 from .cache import UtilityCache
 from .executor import NaiveExecutor
+from .prefix_executor import PrefixExecutor, trie_order
 from .models import SublayerModel
 from .requests import build_requests, requests_fingerprint
 from .tasks import Task
 from .utility import ACCURACY_UTILITIES, Scorer, check_utility
 
-EXECUTORS = {"naive": NaiveExecutor}
+EXECUTORS = {"prefix": PrefixExecutor, "naive": NaiveExecutor}
 
 
 class Game:
@@ -30,15 +31,19 @@ class Game:
         model: a :class:`SublayerModel` (see ``lf.load``).
         task: a :class:`Task` (see ``lf.tasks.load``).
         utility: "acc" | "acc_norm" | "acc_bytes" | "logprob" | "margin".
-        executor: "naive" (the reference executor).
+        executor: "prefix" (shares the hidden states of common prefixes; bit-identical to the
+            reference) or "naive" (the reference: every coalition from scratch).
         cache: None (memory only), True (the user cache file) or a path to an SQLite file.
         batch_tokens: token budget of one forward batch (padded B x T).
         progress: show a progress bar counting coalitions.
+        chunk: coalitions evaluated together (more shares more prefixes; each finished chunk
+            is written to the cache at once, so a kill loses at most one chunk).
     """
 
     def __init__(self, model: SublayerModel, task: Task, utility: str = "acc_norm",
-                 executor: str = "naive", cache: bool | str | Path | None = None,
-                 batch_tokens: int = 2048, max_length: int = 2048, progress: bool = True):
+                 executor: str = "prefix", cache: bool | str | Path | None = None,
+                 batch_tokens: int = 2048, max_length: int = 2048, progress: bool = True,
+                 chunk: int = 64):
         if not isinstance(model, SublayerModel):
             raise TypeError(f"model must be a SublayerModel (use lf.load), got {type(model).__name__}")
         if executor not in EXECUTORS:
@@ -50,6 +55,9 @@ class Game:
         self.requests = build_requests(task, model.tokenizer, max_length)
         self.executor = EXECUTORS[executor](model, self.requests, batch_tokens=batch_tokens)
         self.progress = progress
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.chunk = chunk
         self.players = list(model.players)
         self.n_players = model.n_players
         self._memo: dict[str, np.ndarray] = {}
@@ -96,12 +104,23 @@ class Game:
         if missing and self._cache is not None:
             self._memo.update(self._cache.get(self._key, missing))
             missing = [k for k in missing if k not in self._memo]
-        for key in _progress(missing, self.progress and len(missing) > 1, "coalitions"):
-            ll = self.executor.loglik(np.array([c == "1" for c in key]))
-            self.n_forward += 1
-            self._memo[key] = ll
-            if self._cache is not None:
-                self._cache.put(self._key, key, ll)
+        if missing:
+            todo = np.array([[c == "1" for c in key] for key in missing])
+            todo_keys = [missing[i] for i in trie_order(todo)]  # neighbours share prefixes
+            bar = _progress(len(todo_keys), self.progress and len(todo_keys) > 1)
+            n_batches = len(self.executor.batches)
+            tick = (lambda k: bar.update(k / n_batches)) if bar is not None else None
+            for start in range(0, len(todo_keys), self.chunk):
+                chunk = todo_keys[start:start + self.chunk]
+                lls = self.executor.loglik_many(np.array([[c == "1" for c in key] for key in chunk]),
+                                                tick=tick)
+                for key, ll in zip(chunk, lls):
+                    self.n_forward += 1
+                    self._memo[key] = ll
+                    if self._cache is not None:
+                        self._cache.put(self._key, key, ll)
+            if bar is not None:
+                bar.close()
         return np.stack([self._memo[k] for k in keys]) if keys else np.zeros((0, len(self.requests)))
 
     def __call__(self, masks) -> np.ndarray:
@@ -126,11 +145,12 @@ def _short_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _progress(seq, show: bool, unit: str):
+def _progress(total: int, show: bool):
     if not show:
-        return seq
+        return None
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
-        return seq
-    return tqdm(seq, unit=unit, desc="evaluating", leave=False)
+        return None
+    return tqdm(total=total, unit="coalition", desc="evaluating", leave=False,
+                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")

@@ -19,17 +19,19 @@ def make_game(model, task, **kw):
 
 
 def count_calls(monkeypatch, game, fail_after=None):
-    """Wrap game.executor.loglik: record the masks it runs; raise once ``fail_after`` ran."""
+    """Wrap game.executor.loglik_many: record the masks it runs; raise (a simulated kill) when a
+    call would take the count past ``fail_after``."""
     seen = []
-    original = game.executor.loglik
+    original = game.executor.loglik_many
 
-    def loglik(keep):
-        if fail_after is not None and len(seen) >= fail_after:
+    def loglik_many(masks, tick=None):
+        keys = ["".join("1" if b else "0" for b in keep) for keep in masks]
+        if fail_after is not None and len(seen) + len(keys) > fail_after:
             raise KeyboardInterrupt("simulated kill")
-        seen.append("".join("1" if b else "0" for b in keep))
-        return original(keep)
+        seen.extend(keys)
+        return original(masks, tick=tick)
 
-    monkeypatch.setattr(game.executor, "loglik", loglik)
+    monkeypatch.setattr(game.executor, "loglik_many", loglik_many)
     return seen
 
 
@@ -151,14 +153,17 @@ SWEEP = masks_for("111111", "011111", "101111", "110111", "111011", "111101", "1
                   "001111", "100111", "000000")
 
 
-@pytest.mark.parametrize("k", [0, 4])
-def test_resume_after_kill(tiny_llama, tiny_task, tmp_path, monkeypatch, k):
+@pytest.mark.parametrize("k, chunk", [(0, 1), (4, 1), (4, 3)])
+def test_resume_after_kill(tiny_llama, tiny_task, tmp_path, monkeypatch, k, chunk):
+    """A kill loses at most the chunk in flight: every finished chunk is already on disk."""
     path = tmp_path / "utilities.sqlite"
     m = len(SWEEP)
     killed = make_game(tiny_llama, tiny_task, cache=path)
+    killed.chunk = chunk
     done = count_calls(monkeypatch, killed, fail_after=k)
     with pytest.raises(KeyboardInterrupt):
         killed(SWEEP)
+    k = (k // chunk) * chunk  # coalitions of the chunks that finished before the kill
     assert len(done) == k
 
     resumed = make_game(tiny_llama, tiny_task, cache=path)

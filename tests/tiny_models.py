@@ -131,9 +131,14 @@ def tiny_config(arch: str):
 
 
 def tiny_model(arch: str, dtype: torch.dtype = torch.float32, seed: int = 0,
-               attn_implementation: str = "eager") -> torch.nn.Module:
-    """A seeded random-weight model of architecture ``arch`` in eval mode."""
+               attn_implementation: str = "eager", vocab_size: int | None = None) -> torch.nn.Module:
+    """A seeded random-weight model of architecture ``arch`` in eval mode.
+
+    vocab_size: override the vocabulary (e.g. ``len(tiny_tokenizer())`` for scoring tests).
+    """
     cls, config = tiny_config(arch)
+    if vocab_size is not None:
+        getattr(config, "text_config", config).vocab_size = vocab_size
     config._attn_implementation = attn_implementation
     for sub in ("text_config", "vision_config"):
         if hasattr(config, sub):

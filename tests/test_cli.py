@@ -1,0 +1,265 @@
+"""The ``layerfast`` command line on a tiny random Llama saved as a local HF folder.
+
+Most verbs run in-process through ``layerfast.cli.main``; one run goes through
+``python -m layerfast.cli`` in a subprocess to check the entry point itself.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import layerfast as lf
+from layerfast import cli
+from layerfast.shapley import proximity_cost, shapley
+from tests.conftest import TINY_ITEMS
+
+N = 6  # players of the tiny 3-block Llama
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, model_factory, tiny_tokenizer_fixture):
+    """A tiny random Llama + tokenizer saved with ``save_pretrained``.
+
+    The weights (not the norms) are scaled up 30x: at the default init scale every choice gets
+    almost the same log-prob and acc_norm is flat, so no ablation would change anything.
+    """
+    model = model_factory(tiny_tokenizer_fixture, 0)
+    with torch.no_grad():
+        for name, p in model.hf_model.named_parameters():
+            if "norm" not in name:
+                p.mul_(30.0)
+    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
+    model.hf_model.save_pretrained(folder)
+    tiny_tokenizer_fixture.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("task") / "tiny6.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, (context, choices, gold) in enumerate(TINY_ITEMS[:6]):
+            f.write(json.dumps({"context": context, "choices": choices, "gold": gold,
+                                "id": f"t{i}"}) + "\n")
+    return path
+
+
+def run(capsys, *argv):
+    """``layerfast ARGV`` in-process -> (exit code, stdout, stderr)."""
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def sweep(verb, model_dir, task_file, out, *extra):
+    return [verb, "--model", model_dir, "--task", task_file, "--out", out, "--no-progress", *extra]
+
+
+def direct_game(model_dir, task_file, utility="acc_norm"):
+    return lf.Game(lf.load(model_dir), lf.tasks.load(task_file), utility=utility, progress=False)
+
+
+def record_games(monkeypatch):
+    """Every lf.Game the CLI builds; ``Game.n_forward`` counts the coalitions it really ran."""
+    games = []
+    original = lf.Game.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        games.append(self)
+
+    monkeypatch.setattr(lf.Game, "__init__", init)
+    return games
+
+
+def cached_rows(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM coalitions").fetchone()[0]
+
+
+# --- ablate ----------------------------------------------------------------------------------------
+def test_ablate(capsys, model_dir, task_file, tmp_path):
+    out = tmp_path / "abl"
+    rc, stdout, err = run(capsys, *sweep("ablate", model_dir, task_file, out))
+    assert rc == 0, err
+    for name in ("ablation.json", "ablation.csv", "ablation.png", "utilities.sqlite"):
+        assert (out / name).is_file(), name
+    assert "ablation.png" in stdout and "cornerstones" in stdout
+
+    data = json.loads((out / "ablation.json").read_text())
+    game = direct_game(model_dir, task_file)
+    assert data["players"] == game.players == ["attn0", "mlp0", "attn1", "mlp1", "attn2", "mlp2"]
+    assert data["full"] == pytest.approx(game(game.full_mask())[0], abs=1e-12)
+    expected = lf.ablate(game)
+    np.testing.assert_allclose(data["values"], expected.values, atol=1e-12)
+    assert data["chance"] == pytest.approx(game.chance)
+    assert data["cornerstones"] == expected.cornerstones
+    assert data["n_items"] == 6 and data["utility"] == "acc_norm" and data["dtype"] == "float32"
+    # the command recorded is this call's argv, not the test runner's sys.argv
+    assert data["command"].startswith("layerfast ablate --model ")
+    assert str(task_file) in data["command"]
+
+    with open(out / "ablation.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == N
+    assert [r["player"] for r in rows] == data["players"]
+    np.testing.assert_allclose([float(r["utility_without"]) for r in rows], data["values"])
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ablate_resumes_without_forward_passes(capsys, model_dir, task_file, tmp_path, monkeypatch):
+    games = record_games(monkeypatch)
+    out = tmp_path / "resume"
+    argv = sweep("ablate", model_dir, task_file, out, "--utility", "margin")
+    assert run(capsys, *argv)[0] == 0
+    assert games[0].n_forward == N + 1  # v(N) and v(N \ {l}) for every l
+    assert cached_rows(out / "utilities.sqlite") == N + 1
+    first = json.loads((out / "ablation.json").read_text())
+
+    assert run(capsys, *argv)[0] == 0
+    assert len(games) == 2
+    assert games[1].n_forward == 0, "the second run must be served from OUT/utilities.sqlite"
+    assert cached_rows(out / "utilities.sqlite") == N + 1
+    second = json.loads((out / "ablation.json").read_text())
+    assert second["values"] == first["values"] and second["full"] == first["full"]
+
+    # the cache holds log-likelihoods, so another utility reuses the same coalitions
+    assert run(capsys, *sweep("ablate", model_dir, task_file, out, "--utility", "acc"))[0] == 0
+    assert games[2].n_forward == 0
+    assert cached_rows(out / "utilities.sqlite") == N + 1
+
+
+# --- shapley ---------------------------------------------------------------------------------------
+def test_shapley_proximity(capsys, model_dir, task_file, tmp_path):
+    out = tmp_path / "prox"
+    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "proximity",
+                                    "--window", "2", "--utility", "margin"))
+    assert rc == 0, err
+    for name in ("shapley.json", "shapley.csv", "shapley.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "shapley.json").read_text())
+    # documented cost: sum_{k=1..L} (n-k+1) + 1 = 6 + 5 + 1
+    assert data["n_evaluations"] == proximity_cost(N, 2) == 12
+    assert data["method"] == "proximity" and data["info"]["window"] == 2
+    assert data["players"] == ["attn0", "mlp0", "attn1", "mlp1", "attn2", "mlp2"]
+    expected = shapley(direct_game(model_dir, task_file, "margin"), method="proximity", window=2)
+    np.testing.assert_allclose(data["values"], expected.values, atol=1e-12)
+    with open(out / "shapley.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == N
+
+
+def test_shapley_permutation_convergence(capsys, model_dir, task_file, tmp_path):
+    out = tmp_path / "perm"
+    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "permutation",
+                                    "--budget", "20", "--budgets", "12,20"))
+    assert rc == 0, err
+    for name in ("convergence.png", "convergence.json", "shapley.json", "shapley.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "shapley.json").read_text())
+    assert data["method"] == "permutation" and data["n_evaluations"] <= 20
+    assert all(np.isfinite(data["values"]))
+    records = json.loads((out / "convergence.json").read_text())["records"]
+    assert [r["budget"] for r in records] == [12, 20]
+    assert all(r["n_evaluations"] <= r["budget"] for r in records)
+
+
+def test_shapley_budget_below_minimum_is_a_clean_error(capsys, model_dir, task_file, tmp_path):
+    # one antithetic permutation pair of 6 players needs 2n = 12 coalitions
+    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o",
+                                    "--method", "permutation", "--budgets", "10,20"))
+    assert rc == 2
+    assert "budget=10 is too small" in err and "12" in err
+
+
+def test_shapley_boolean_option(capsys, model_dir, task_file, tmp_path):
+    out = tmp_path / "trunc"
+    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "truncated",
+                                    "--budget", "40", "--option", "antithetic=false",
+                                    "--option", "tolerance=0"))
+    assert rc == 0, err
+    info = json.loads((out / "shapley.json").read_text())["info"]
+    assert info["antithetic"] is False and info["tolerance"] == 0
+
+
+# --- report ----------------------------------------------------------------------------------------
+def test_report(capsys, model_dir, task_file, tmp_path):
+    out = tmp_path / "report"
+    rc, stdout, err = run(capsys, *sweep("report", model_dir, task_file, out))
+    assert rc == 0, err
+    for name in ("report.md", "ablation.png", "shapley.png", "ablation.json", "shapley.json"):
+        assert (out / name).is_file(), name
+    md = (out / "report.md").read_text()
+    assert md.startswith("# layerfast report: tiny-llama on tiny6")
+    assert "![ablation](ablation.png)" in md and "![shapley](shapley.png)" in md
+    assert f"{proximity_cost(N, 3)} coalitions" in md
+    for player in ("attn0", "mlp2"):
+        assert player in md
+    assert "top Shapley players" in stdout
+
+
+# --- the console entry point -----------------------------------------------------------------------
+def test_module_entry_point_subprocess(model_dir, task_file, tmp_path):
+    out = tmp_path / "sub"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "layerfast.cli",
+                           *map(str, sweep("ablate", model_dir, task_file, out))],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "ablation.json").is_file() and (out / "ablation.png").is_file()
+    assert "full model" in proc.stdout
+
+
+# --- bad input -------------------------------------------------------------------------------------
+def test_malformed_task_line(capsys, model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"context": "a", "choices": ["x", "y"], "gold": 0}\n'
+                   '{"context": "b", "choices": ["x", "y"\n')
+    rc, _, err = run(capsys, *sweep("ablate", model_dir, bad, tmp_path / "o"))
+    assert rc == 2
+    assert f"{bad}:2" in err and "not valid JSON" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_model(capsys, task_file, tmp_path):
+    rc, _, err = run(capsys, "ablate", "--model", "no-such-model", "--task", task_file,
+                     "--out", tmp_path / "o", "--no-progress")
+    assert rc == 2
+    assert "'no-such-model' is neither a local model folder nor a packaged model" in err
+    assert "smollm2-135m" in err  # names the packaged models
+
+
+def test_misspelled_estimator_option(capsys, model_dir, task_file, tmp_path):
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "proximity",
+                                    "--option", "windw=3"))
+    assert rc == 2
+    assert "'windw'" in err and "did you mean 'window'" in err and "valid options: ['window']" in err
+    assert not out.exists(), "a bad option must fail before the model loads and OUT is created"
+
+
+def test_option_without_equals(capsys, model_dir, task_file, tmp_path):
+    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o",
+                                    "--option", "window"))
+    assert rc == 2 and "KEY=VALUE" in err
+
+
+def test_parse_options_types():
+    assert cli._parse_options(["a=3", "b=0.5", "c=true", "d=False", "e=none", "f=x=y"]) == {
+        "a": 3, "b": 0.5, "c": True, "d": False, "e": None, "f": "x=y"}
+
+
+def test_tasks_lists_builtins(capsys):
+    rc, stdout, _ = run(capsys, "tasks")
+    assert rc == 0
+    names = stdout.split()
+    assert "capitals" in names and "analogies" in names

@@ -31,9 +31,16 @@ def _legend(ax, extra=()):
 
 
 def _ticks(ax, players):
-    step = max(1, len(players) // 30)
-    ax.set_xticks(range(0, len(players), step))
-    ax.set_xticklabels(players[::step], rotation=90, fontsize=6)
+    blocks = len(players) // 2
+    if players == [f"{k}{i}" for i in range(blocks) for k in ("attn", "mlp")]:
+        step = max(1, blocks // 40)
+        ax.set_xticks([2 * i + 0.5 for i in range(0, blocks, step)])
+        ax.set_xticklabels([str(i) for i in range(0, blocks, step)], fontsize=7)
+        ax.set_xlabel("block (each: attention, then MLP)", fontsize=8)
+    else:
+        step = max(1, len(players) // 40)
+        ax.set_xticks(range(0, len(players), step))
+        ax.set_xticklabels(players[::step], rotation=90, fontsize=6)
 
 
 def plot_ablation(players: Sequence[str], values: np.ndarray, full: float, chance: float | None,

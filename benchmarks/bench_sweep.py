@@ -1,0 +1,192 @@
+"""Sweep throughput: the seed paper's way vs our naive executor vs the prefix-cached executor.
+
+All three paths score the same coalitions on the same model and task items, in one run:
+
+(a) ``seed``   the way the seed paper's scripts and lm-evaluation-harness do it: the plain HF
+               forward with a forward hook that multiplies each removed sublayer's output by zero
+               (so the sublayer is still computed), logits over the whole vocabulary at every
+               position, a full log-softmax, then the continuation's log-probs summed;
+(b) ``naive``  our executor: removed sublayers are skipped, log-probs only at continuation
+               positions, chunked over the vocabulary;
+(c) ``prefix`` (b) plus prefix sharing across coalitions.
+
+Each path runs in its own subprocess so that its peak resident memory is its own. Printed: wall
+time per path, ratios, sublayer evaluations per utility (machine independent), peak RSS, and a
+check that the three paths give the same utilities.
+
+    python benchmarks/bench_sweep.py --task capitals --limit 20 --sweep ablation
+    python benchmarks/bench_sweep.py --task capitals --limit 20 --sweep proximity
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+PATHS = ("seed", "naive", "prefix")
+
+
+def sweep_masks(n: int, sweep: str) -> np.ndarray:
+    from layerfast.ablation import ablation_masks
+
+    if sweep == "ablation":
+        return ablation_masks(n)
+    rows = [np.ones(n, dtype=bool)]  # proximity, window 3: N and N minus every contiguous window
+    for k in range(1, 4):
+        for start in range(n - k + 1):
+            row = np.ones(n, dtype=bool)
+            row[start:start + k] = False
+            rows.append(row)
+    return np.array(rows)
+
+
+class SeedPaperScorer:
+    """Masking hooks + full-vocabulary log-softmax per request, as the seed paper's scripts run."""
+
+    def __init__(self, model, requests, batch_tokens: int):
+        from layerfast.executor import make_batches
+
+        self.model = model
+        self.hf = model.hf_model
+        self.requests = requests
+        self.batches = make_batches(requests, batch_tokens, 0)
+        self.sublayer_evaluations = 0
+        self.removed: set[tuple[str, int]] = set()
+        for i, layer in enumerate(model.blocks):
+            attn = getattr(layer, "self_attn", None) or getattr(layer, "attn", None) or layer.attention
+            attn.register_forward_hook(self._hook("attn", i))
+            layer.mlp.register_forward_hook(self._hook("mlp", i))
+
+    def _hook(self, kind: str, block: int):
+        def hook(module, args, output):
+            if (kind, block) not in self.removed:
+                return output
+            if isinstance(output, tuple):
+                return (output[0] * 0,) + tuple(output[1:])
+            return output * 0
+        return hook
+
+    @torch.inference_mode()
+    def loglik_many(self, masks: np.ndarray, tick=None) -> np.ndarray:
+        out = np.zeros((len(masks), len(self.requests)))
+        for m, mask in enumerate(masks):
+            self.removed = {("mlp" if j % 2 else "attn", j // 2) for j in np.flatnonzero(~mask)}
+            for batch in self.batches:
+                logits = self.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 use_cache=False).logits  # [B, T, V]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
+                lp = logprobs[batch.rows, batch.positions, batch.targets]
+                sums = torch.zeros(len(batch.request_index), dtype=torch.float64)
+                sums.index_add_(0, batch.rows, lp.double())
+                out[m, batch.request_index] = sums.numpy()
+                self.sublayer_evaluations += len(mask)  # every sublayer runs, removed or not
+        return out
+
+
+def run_path(args) -> dict:
+    """One path in this process: returns utilities, wall time, sublayer counts, peak RSS."""
+    import layerfast as lf
+    from layerfast.executor import NaiveExecutor
+    from layerfast.prefix_executor import PrefixExecutor
+    from layerfast.requests import build_requests
+    from layerfast.utility import Scorer
+
+    torch.manual_seed(0)
+    model = load_model(args)
+    task = lf.tasks.load(args.task, limit=args.limit, seed=args.seed)
+    requests = build_requests(task, model.tokenizer)
+    masks = sweep_masks(model.n_players, args.sweep)
+    if args.path == "seed":
+        executor = SeedPaperScorer(model, requests, args.batch_tokens)
+    else:
+        cls = PrefixExecutor if args.path == "prefix" else NaiveExecutor
+        executor = cls(model, requests, batch_tokens=args.batch_tokens)
+    warm = executor.loglik_many(masks[:1])  # warm-up (first pass is slower on this CPU)
+    executor.sublayer_evaluations = 0
+    t0 = time.perf_counter()
+    ll = executor.loglik_many(masks)
+    wall = time.perf_counter() - t0
+    scorer = Scorer(task)
+    assert np.allclose(warm[0], ll[0], atol=1e-4)
+    return {"path": args.path, "wall_s": wall, "n_coalitions": len(masks),
+            "n_requests": len(requests), "n_tokens": sum(len(r.input_ids) for r in requests),
+            "sublayer_evaluations": executor.sublayer_evaluations,
+            "acc_norm": [scorer(row, "acc_norm") for row in ll],
+            "loglik": ll.tolist(),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def load_model(args):
+    import layerfast as lf
+
+    if args.model != "llama-random":
+        return lf.load(args.model, dtype=args.dtype)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base = lf.load("smollm2-135m")  # for its tokenizer
+    cfg = LlamaConfig(vocab_size=len(base.tokenizer), hidden_size=2048, intermediate_size=8192,
+                      num_hidden_layers=args.layers, num_attention_heads=32, num_key_value_heads=8)
+    return lf.load(LlamaForCausalLM(cfg), dtype=args.dtype, tokenizer=base.tokenizer)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m",
+                   help="packaged name, local folder, or 'llama-random' (1B-shaped, --layers)")
+    p.add_argument("--layers", type=int, default=16)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--task", default="capitals")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep", choices=["ablation", "proximity"], default="ablation")
+    p.add_argument("--batch-tokens", type=int, default=2048)
+    p.add_argument("--paths", default=",".join(PATHS))
+    p.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)  # internal: run one path
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args()
+    if args.path:
+        print(json.dumps(run_path(args)))
+        return
+
+    results = {}
+    for path in args.paths.split(","):
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--path", path]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"path {path} failed:\n{proc.stderr[-3000:]}")
+        results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = results[path]
+        print(f"{path:>7}: {r['wall_s']:8.1f} s  {r['sublayer_evaluations']:7d} sublayer evals "
+              f"({r['sublayer_evaluations'] / r['n_coalitions']:.1f} per utility)  "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    first = next(iter(results.values()))
+    print(f"\n{args.model} | {args.task} x {args.limit} items ({first['n_requests']} requests, "
+          f"{first['n_tokens']} tokens) | {args.sweep} sweep, {first['n_coalitions']} coalitions")
+    for a in results:
+        for b in results:
+            if a != b and b != "seed" and (a == "seed" or (a, b) == ("naive", "prefix")):
+                ra, rb = results[a], results[b]
+                print(f"  {a} / {b}: wall {ra['wall_s'] / rb['wall_s']:.2f}x, sublayer evals "
+                      f"{rb['sublayer_evaluations'] / ra['sublayer_evaluations']:.3f} of {a}")
+    if "naive" in results and "prefix" in results:
+        same = np.array_equal(results["naive"]["loglik"], results["prefix"]["loglik"])
+        print(f"  prefix == naive bit for bit: {same}")
+    if "seed" in results and "naive" in results:
+        diff = np.max(np.abs(np.array(results["seed"]["loglik"]) - np.array(results["naive"]["loglik"])))
+        agree = np.mean(np.array(results["seed"]["acc_norm"]) == np.array(results["naive"]["acc_norm"]))
+        print(f"  seed vs naive: max |loglik diff| {diff:.2e}, same acc_norm in {agree:.0%} of coalitions")
+    if args.json:
+        for r in results.values():
+            r.pop("loglik")
+        with open(args.json, "w") as f:
+            json.dump({"argv": sys.argv[1:], "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

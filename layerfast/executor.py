@@ -2,71 +2,21 @@
 
 :class:`NaiveExecutor` is the reference: for every coalition and every batch it runs the whole
 forward loop of :class:`~layerfast.models.SublayerModel` with the switched-off sublayers skipped
-(never computed), then scores only the continuation positions. Batches are fixed once (requests
-sorted by length, longest first, packed to a token budget, right-padded), so every coalition sees
-the same batch composition: the fast executor is tested bit-for-bit against this one.
+(never computed), then scores only the continuation positions. Batches are fixed once (see
+:mod:`layerfast.batching`; with ``pack=True`` an item's context is shared by its choices), so every
+coalition sees the same batch composition: the fast executor is tested bit-for-bit against this one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .batching import Batch, build_rows, make_batches
 from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
 from .models import SublayerModel
 from .requests import Request
-
-
-@dataclass
-class Batch:
-    """A padded batch of requests.
-
-    request_index: int64 [B] positions of these requests in the request list.
-    input_ids, attention_mask: int64 [B, T] (right-padded).
-    rows, positions, targets: int64 [N] one entry per scored token (N = sum of continuation lengths).
-    owner: int64 [N] which row of the batch each scored token belongs to.
-    """
-
-    request_index: np.ndarray
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    rows: torch.Tensor
-    positions: torch.Tensor
-    targets: torch.Tensor
-
-
-def make_batches(requests: list[Request], batch_tokens: int, pad_id: int) -> list[Batch]:
-    """Sort by length (longest first) and pack so that B * T_max <= batch_tokens (B >= 1)."""
-    order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].input_ids), i))
-    batches, current = [], []
-    for i in order:
-        t_max = len(requests[current[0]].input_ids) if current else len(requests[i].input_ids)
-        if current and (len(current) + 1) * t_max > batch_tokens:
-            batches.append(_pad(requests, current, pad_id))
-            current = []
-        current.append(i)
-    if current:
-        batches.append(_pad(requests, current, pad_id))
-    return batches
-
-
-def _pad(requests: list[Request], index: list[int], pad_id: int) -> Batch:
-    t_max = max(len(requests[i].input_ids) for i in index)
-    ids = torch.full((len(index), t_max), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(index), t_max), dtype=torch.long)
-    rows, positions, targets = [], [], []
-    for b, i in enumerate(index):
-        r = requests[i]
-        t = len(r.input_ids)
-        ids[b, :t] = torch.tensor(r.input_ids)
-        mask[b, :t] = 1
-        rows += [b] * len(r.targets)
-        positions += range(t - len(r.targets), t)
-        targets += r.targets
-    as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return Batch(np.asarray(index), ids, mask, as_long(rows), as_long(positions), as_long(targets))
 
 
 class NaiveExecutor:
@@ -75,16 +25,21 @@ class NaiveExecutor:
     name = "naive"
 
     def __init__(self, model: SublayerModel, requests: list[Request], batch_tokens: int = 2048,
-                 vocab_chunk: int = DEFAULT_VOCAB_CHUNK):
+                 vocab_chunk: int = DEFAULT_VOCAB_CHUNK, pack: bool = False):
         self.model = model
         self.requests = requests
+        self.pack = pack and packing_supported(model, requests) is None
         tok = model.tokenizer
         pad_id = getattr(tok, "pad_token_id", None)
         if pad_id is None:
             pad_id = getattr(tok, "eos_token_id", None) or 0
-        self.batches = make_batches(requests, batch_tokens, pad_id)
+        self.batches = make_batches(build_rows(requests, self.pack), batch_tokens, pad_id,
+                                    mask_style=model.config._attn_implementation, dtype=model.dtype)
         self.vocab_chunk = vocab_chunk
         self.sublayer_evaluations = 0  # sublayer runs x batches, a machine-independent cost count
+
+    def _prepare(self, batch: Batch):
+        return self.model.prepare(batch.input_ids, batch.attention_mask, batch.position_ids)
 
     @torch.inference_mode()
     def loglik(self, keep: np.ndarray) -> np.ndarray:
@@ -92,7 +47,7 @@ class NaiveExecutor:
         kept = self.model.keep_mask(keep)
         out = np.zeros(len(self.requests), dtype=np.float64)
         for batch in self.batches:
-            inputs = self.model.prepare(batch.input_ids, batch.attention_mask)
+            inputs = self._prepare(batch)
             state = self.model.initial_state(inputs)
             for j in range(self.model.n_players):
                 state = self.model.step(j, state, inputs, kept[j])
@@ -121,5 +76,17 @@ class NaiveExecutor:
                             getattr(self.model.config, "final_logit_softcapping", None),
                             self.vocab_chunk)
         sums = torch.zeros(len(batch.request_index), dtype=torch.float64, device=device)
-        sums.index_add_(0, batch.rows.to(device), lp.double())
+        sums.index_add_(0, batch.owner.to(device), lp.double())
         return sums.cpu().numpy()
+
+
+def packing_supported(model: SublayerModel, requests: list[Request]) -> str | None:
+    """None when shared-context packing is exact for this model, else the reason it is not."""
+    impl = model.config._attn_implementation
+    if impl not in ("sdpa", "eager"):
+        return f"attention implementation {impl!r} takes no custom 4D mask"
+    window = getattr(model.config, "sliding_window", None)
+    longest = max((len(r.input_ids) for r in requests), default=0)
+    if window and longest >= window:
+        return f"sliding-window attention ({window}) would need its own packed mask"
+    return None

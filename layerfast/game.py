@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import UtilityCache
-from .executor import NaiveExecutor
+from .executor import NaiveExecutor, packing_supported
 from .prefix_executor import PrefixExecutor, trie_order
 from .models import SublayerModel
 from .requests import build_requests, requests_fingerprint
@@ -36,6 +36,9 @@ class Game:
         cache: None (memory only), True (the user cache file) or a path to an SQLite file.
         batch_tokens: token budget of one forward batch (padded B x T).
         progress: show a progress bar counting coalitions.
+        pack: share each item's context across its choices (one row per item, see
+            :mod:`layerfast.batching`); turned off, with the reason in ``packing_note``, where it
+            would not be exact (sliding-window attention over long inputs, flash attention).
         chunk: coalitions evaluated together (more shares more prefixes; each finished chunk
             is written to the cache at once, so a kill loses at most one chunk).
     """
@@ -43,7 +46,7 @@ class Game:
     def __init__(self, model: SublayerModel, task: Task, utility: str = "acc_norm",
                  executor: str = "prefix", cache: bool | str | Path | None = None,
                  batch_tokens: int = 2048, max_length: int = 2048, progress: bool = True,
-                 chunk: int = 64):
+                 chunk: int = 64, pack: bool = True):
         if not isinstance(model, SublayerModel):
             raise TypeError(f"model must be a SublayerModel (use lf.load), got {type(model).__name__}")
         if executor not in EXECUTORS:
@@ -53,7 +56,8 @@ class Game:
         self.utility = check_utility(utility)
         self.scorer = Scorer(task)
         self.requests = build_requests(task, model.tokenizer, max_length)
-        self.executor = EXECUTORS[executor](model, self.requests, batch_tokens=batch_tokens)
+        self.executor = EXECUTORS[executor](model, self.requests, batch_tokens=batch_tokens, pack=pack)
+        self.packing_note = packing_supported(model, self.requests) if pack else "pack=False"
         self.progress = progress
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -63,8 +67,9 @@ class Game:
         self._memo: dict[str, np.ndarray] = {}
         self._cache = None if cache is None or cache is False else UtilityCache(
             None if cache is True else cache)
+        layout = "packed" if self.executor.pack else "unpacked"  # packing changes the last bits
         self._key = (model.fingerprint(),
-                     f"{task.fingerprint()}-{_short_hash(requests_fingerprint(self.requests))}",
+                     f"{task.fingerprint()}-{_short_hash(requests_fingerprint(self.requests))}-{layout}",
                      model.device.type)
         self.n_forward = 0  # coalitions actually run by this game (not served from a cache)
 
@@ -136,7 +141,8 @@ class Game:
 
     def __repr__(self) -> str:
         return (f"Game({self.model.name!r}, task={self.task.name!r} ({len(self.task)} items), "
-                f"utility={self.utility!r}, executor={self.executor.name!r})")
+                f"utility={self.utility!r}, executor={self.executor.name!r}, "
+                f"packed={self.executor.pack})")
 
 
 def _short_hash(data: bytes) -> str:

@@ -79,7 +79,7 @@ class PrefixExecutor(NaiveExecutor):
         n = self.model.n_players
         out = np.zeros((len(masks), len(self.requests)), dtype=np.float64)
         for batch in self.batches:
-            inputs = self.model.prepare(batch.input_ids, batch.attention_mask)
+            inputs = self._prepare(batch)
             stack = [(0, self.model.initial_state(inputs))]  # (depth, state), depths increasing
             kept_bytes = 0
             for k, mask in enumerate(ordered):

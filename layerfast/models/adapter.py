@@ -95,7 +95,7 @@ class Adapter:
                 named[name] = value
         first = list(signature.parameters)[1]  # the hidden-state parameter, after self
         return {k: v for k, v in named.items()
-                if k not in _CACHE_KWARGS and k not in ("self", first) and v is not None}
+                if k not in _CACHE_KWARGS and k not in ("self", first)}
 
 
 _REGISTRY: dict[str, type[Adapter]] = {}

@@ -33,7 +33,7 @@ class LayerInputs:
 
     embeddings: [B, T, d] the residual stream entering block 0.
     layer_kwargs: per block, the keyword arguments of its attention branch.
-    attention_mask: [B, T] 1 for real tokens, 0 for padding.
+    attention_mask: [B, T] 1 for real tokens, 0 for padding (or the 4D mask it was given).
     """
 
     embeddings: torch.Tensor
@@ -94,8 +94,13 @@ class SublayerModel(nn.Module):
 
     # --- the forward loop, in pieces ------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> LayerInputs:
-        """Embeddings [B, T, d] and each block's branch arguments for input_ids [B, T]."""
+    def prepare(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> LayerInputs:
+        """Embeddings [B, T, d] and each block's branch arguments for input_ids [B, T].
+
+        attention_mask: [B, T] (1 = real token), or a model-ready 4D mask [B, 1, T, T];
+        position_ids: [B, T], default 0..T-1.
+        """
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
         input_ids = input_ids.to(self.device)
@@ -115,7 +120,9 @@ class SublayerModel(nn.Module):
         for i, layer in enumerate(self.blocks):
             layer.forward = recorder(i)
         try:
-            self.adapter.base_model()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            self.adapter.base_model()(input_ids=input_ids, attention_mask=attention_mask,
+                                      position_ids=None if position_ids is None else position_ids.to(self.device),
+                                      use_cache=False)
         finally:
             for layer, forward in zip(self.blocks, saved):
                 if forward is None:

@@ -51,13 +51,14 @@ class SeedPaperScorer:
     """Masking hooks + full-vocabulary log-softmax per request, as the seed paper's scripts run."""
 
     def __init__(self, model, requests, batch_tokens: int):
-        from layerfast.executor import make_batches
+        from layerfast.batching import build_rows, make_batches
 
         self.model = model
         self.hf = model.hf_model
         self.requests = requests
-        self.batches = make_batches(requests, batch_tokens, 0)
+        self.batches = make_batches(build_rows(requests, pack=False), batch_tokens, 0)
         self.sublayer_evaluations = 0
+        self.token_sublayer_evaluations = 0
         self.removed: set[tuple[str, int]] = set()
         for i, layer in enumerate(model.blocks):
             attn = getattr(layer, "self_attn", None) or getattr(layer, "attn", None) or layer.attention
@@ -84,9 +85,10 @@ class SeedPaperScorer:
                 logprobs = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
                 lp = logprobs[batch.rows, batch.positions, batch.targets]
                 sums = torch.zeros(len(batch.request_index), dtype=torch.float64)
-                sums.index_add_(0, batch.rows, lp.double())
+                sums.index_add_(0, batch.owner, lp.double())
                 out[m, batch.request_index] = sums.numpy()
                 self.sublayer_evaluations += len(mask)  # every sublayer runs, removed or not
+                self.token_sublayer_evaluations += len(mask) * batch.n_tokens
         return out
 
 
@@ -109,7 +111,7 @@ def run_path(args) -> dict:
         cls = NaiveExecutor if args.path == "naive" else PrefixExecutor
         executor = cls(model, requests, batch_tokens=args.batch_tokens, pack=args.path == "fast")
     warm = executor.loglik_many(masks[:1])  # warm-up (first pass is slower on this CPU)
-    executor.sublayer_evaluations = 0
+    executor.sublayer_evaluations = executor.token_sublayer_evaluations = 0
     t0 = time.perf_counter()
     ll = executor.loglik_many(masks)
     wall = time.perf_counter() - t0
@@ -118,6 +120,7 @@ def run_path(args) -> dict:
     return {"path": args.path, "wall_s": wall, "n_coalitions": len(masks),
             "n_requests": len(requests), "n_tokens": sum(len(r.input_ids) for r in requests),
             "sublayer_evaluations": executor.sublayer_evaluations,
+            "token_sublayer_evaluations": executor.token_sublayer_evaluations,
             "acc_norm": [scorer(row, "acc_norm") for row in ll],
             "loglik": ll.tolist(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -163,8 +166,9 @@ def main() -> None:
             sys.exit(f"path {path} failed:\n{proc.stderr[-3000:]}")
         results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[path]
-        print(f"{path:>7}: {r['wall_s']:8.1f} s  {r['sublayer_evaluations']:7d} sublayer evals "
-              f"({r['sublayer_evaluations'] / r['n_coalitions']:.1f} per utility)  "
+        print(f"{path:>7}: {r['wall_s']:8.1f} s  {r['sublayer_evaluations']:7d} sublayer x batch runs "
+              f"({r['sublayer_evaluations'] / r['n_coalitions']:.1f} per utility), "
+              f"{r['token_sublayer_evaluations'] / r['n_coalitions']:.0f} sublayer x tokens per utility  "
               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     first = next(iter(results.values()))
     print(f"\n{args.model} | {args.task} x {args.limit} items ({first['n_requests']} requests, "
@@ -175,8 +179,9 @@ def main() -> None:
         if a in results and b in results:
             ra, rb = results[a], results[b]
             print(f"  {a} / {b}: wall {ra['wall_s'] / rb['wall_s']:.2f}x; {b} runs "
-                  f"{rb['sublayer_evaluations'] / ra['sublayer_evaluations']:.3f}x the sublayer "
-                  f"evaluations of {a}")
+                  f"{rb['sublayer_evaluations'] / ra['sublayer_evaluations']:.3f}x the sublayer x "
+                  f"batch runs and {rb['token_sublayer_evaluations'] / ra['token_sublayer_evaluations']:.3f}x "
+                  f"the sublayer x token runs of {a}")
     if "naive" in results and "prefix" in results:
         same = np.array_equal(results["naive"]["loglik"], results["prefix"]["loglik"])
         print(f"  prefix == naive bit for bit: {same}")

@@ -109,6 +109,7 @@ class Batch:
     position_ids: int64 [B, T], or None when no row is packed (HF's default 0..T-1).
     rows, positions, targets: int64 [N] one entry per scored token.
     owner: int64 [N] index into request_index of each scored token's request.
+    n_tokens: real (non-padding) tokens in the batch.
     """
 
     request_index: np.ndarray
@@ -119,6 +120,7 @@ class Batch:
     positions: torch.Tensor
     targets: torch.Tensor
     owner: torch.Tensor
+    n_tokens: int
 
 
 def make_batches(rows: list[Row], batch_tokens: int, pad_id: int, mask_style: str = "sdpa",
@@ -163,7 +165,7 @@ def _pad(rows: list[Row], pad_id: int, mask_style: str, dtype: torch.dtype) -> B
         attention_mask = _packed_mask(rows, t_max, mask_style, dtype)
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
     return Batch(np.asarray(request_index), ids, attention_mask, position_ids, as_long(rows_),
-                 as_long(positions), as_long(targets), as_long(owner))
+                 as_long(positions), as_long(targets), as_long(owner), int(mask2d.sum()))
 
 
 def _packed_mask(rows: list[Row], t_max: int, style: str, dtype: torch.dtype) -> torch.Tensor:

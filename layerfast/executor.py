@@ -36,7 +36,10 @@ class NaiveExecutor:
         self.batches = make_batches(build_rows(requests, self.pack), batch_tokens, pad_id,
                                     mask_style=model.config._attn_implementation, dtype=model.dtype)
         self.vocab_chunk = vocab_chunk
-        self.sublayer_evaluations = 0  # sublayer runs x batches, a machine-independent cost count
+        # Machine-independent cost counts: sublayer runs (one per batch), and the same weighted
+        # by the batch's real tokens.
+        self.sublayer_evaluations = 0
+        self.token_sublayer_evaluations = 0
 
     def _prepare(self, batch: Batch):
         return self.model.prepare(batch.input_ids, batch.attention_mask, batch.position_ids)
@@ -52,6 +55,7 @@ class NaiveExecutor:
             for j in range(self.model.n_players):
                 state = self.model.step(j, state, inputs, kept[j])
             self.sublayer_evaluations += sum(kept)
+            self.token_sublayer_evaluations += sum(kept) * batch.n_tokens
             out[batch.request_index] = self.score(state, batch)
         return out
 

@@ -95,6 +95,7 @@ class PrefixExecutor(NaiveExecutor):
                     state = self.model.step(d, state, inputs, bool(mask[d]))
                     if mask[d]:
                         self.sublayer_evaluations += 1
+                        self.token_sublayer_evaluations += batch.n_tokens
                         self.recomputed_steps += d < branch[k]
                     if d + 1 in keep_at[k] and d + 1 < n:
                         size = state_bytes(state)

@@ -129,15 +129,4 @@ class KernelEstimator(Estimator):
             "variant": "KernelSHAP (sampled A, efficiency constraint), delta-method stderr",
             "rank_A": int(np.linalg.matrix_rank(A)),
         }
-        if game.exhausted_space:
-            info["note"] = "the budget covers all 2^n coalitions: method='exact' is exact at this cost"
-        return ShapleyResult(
-            values=beta,
-            stderr=stderr,
-            n_evaluations=game.n_evaluations,
-            method=self.name,
-            players=game.players,
-            full=full,
-            empty=empty,
-            info=info,
-        )
+        return self._result(game, beta, stderr, full, empty, info)

@@ -93,15 +93,4 @@ class PermutationEstimator(Estimator):
         full = game.value_if_seen(ones)
         empty = game.value_if_seen(~ones)
         info = {"n_pairs": n_pairs, "n_permutations": 2 * n_pairs, "antithetic": True}
-        if game.exhausted_space:
-            info["note"] = "the budget covers all 2^n coalitions: method='exact' is exact at this cost"
-        return ShapleyResult(
-            values=values,
-            stderr=stderr,
-            n_evaluations=game.n_evaluations,
-            method=self.name,
-            players=game.players,
-            full=full,
-            empty=empty,
-            info=info,
-        )
+        return self._result(game, values, stderr, full, empty, info)

@@ -159,15 +159,4 @@ class TruncatedEstimator(Estimator):
             "note": "truncation sets marginals after the utility reaches chance to 0 (biased "
             "unless the utility stays at chance below that point); stderr is sampling error only",
         }
-        if game.exhausted_space:
-            info["note_exact"] = "the budget covers all 2^n coalitions: method='exact' is exact at this cost"
-        return ShapleyResult(
-            values=values,
-            stderr=stderr,
-            n_evaluations=game.n_evaluations,
-            method=self.name,
-            players=game.players,
-            full=full,
-            empty=game.value_if_seen(~ones),
-            info=info,
-        )
+        return self._result(game, values, stderr, full, game.value_if_seen(~ones), info)

@@ -27,6 +27,7 @@ _LAZY = {
     "Game": ("layerfast.game", "Game"),
     "ablate": ("layerfast.ablation", "ablate"),
     "AblationResult": ("layerfast.ablation", "AblationResult"),
+    "perplexity": ("layerfast.perplexity", "perplexity"),
 }
 _SUBMODULES = {"tasks", "models", "assets", "shapley", "utility", "executor", "cache", "report"}
 

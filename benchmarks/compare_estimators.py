@@ -22,6 +22,15 @@ from layerfast.shapley.proximity import proximity_cost
 from layerfast.shapley.ranks import kendall, spearman
 
 
+def _median(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(np.median(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
+
+
+def _top(res, k: int = 5) -> list[str]:
+    return [res.players[i] for i in np.argsort(-res.values)[:k]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -30,6 +39,8 @@ def main() -> None:
     p.add_argument("--window", type=int, default=3)
     p.add_argument("--utilities", default="acc_norm,margin")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perm-multiples", default="1,4",
+                   help="permutation budgets as multiples of the proximity cost (1 = equal budget)")
     p.add_argument("--out", type=Path, default=Path("results/compare"))
     args = p.parse_args()
 
@@ -44,25 +55,27 @@ def main() -> None:
     for utility in args.utilities.split(","):
         g = game.with_utility(utility)
         prox = lf.shapley(g, method="proximity", window=args.window, progress=True)
-        perm = lf.shapley(g, method="permutation", budget=budget, seed=args.seed, progress=True)
-        rho, rho_p = spearman(prox.values, perm.values)
-        tau, tau_p = kendall(prox.values, perm.values)
-        top = lambda r: [r.players[i] for i in np.argsort(-r.values)[:5]]  # noqa: E731
-        row = {"utility": utility, "budget": budget, "spearman": rho, "spearman_p": rho_p,
-               "kendall": tau, "kendall_p": tau_p,
-               "proximity_median_stderr": float(np.nanmedian(prox.stderr)),
-               "permutation_median_stderr": float(np.nanmedian(perm.stderr)),
-               "proximity_top5": top(prox), "permutation_top5": top(perm),
-               "permutation_units": perm.info.get("n_pairs", perm.info.get("n_permutations")),
-               "proximity": prox.to_dict(), "permutation": perm.to_dict()}
-        rows.append(row)
-        print(f"\n{utility}: Spearman {rho:.3f} (p={rho_p:.2g}), Kendall {tau:.3f}; median s.e. "
-              f"proximity {row['proximity_median_stderr']:.4f}, permutation "
-              f"{row['permutation_median_stderr']:.4f}")
-        print(f"  top-5 proximity:   {row['proximity_top5']}")
-        print(f"  top-5 permutation: {row['permutation_top5']}")
+        for multiple in (int(k) for k in args.perm_multiples.split(",")):
+            perm = lf.shapley(g, method="permutation", budget=multiple * budget, seed=args.seed,
+                              progress=True)
+            rho, rho_p = spearman(prox.values, perm.values)
+            tau, _ = kendall(prox.values, perm.values)
+            row = {"utility": utility, "permutation_budget": multiple * budget,
+                   "proximity_budget": budget, "spearman": rho, "spearman_p": rho_p, "kendall": tau,
+                   "proximity_median_stderr": _median(prox.stderr),
+                   "permutation_median_stderr": _median(perm.stderr),
+                   "permutation_pairs": perm.info.get("n_pairs"),
+                   "proximity_top5": _top(prox), "permutation_top5": _top(perm),
+                   "proximity": prox.to_dict(), "permutation": perm.to_dict()}
+            rows.append(row)
+            print(f"\n{utility}, permutation budget {multiple}x ({row['permutation_pairs']} antithetic "
+                  f"pairs): Spearman {rho:.3f} (p={rho_p:.2g}), Kendall {tau:.3f}; median s.e. "
+                  f"proximity {row['proximity_median_stderr']:.4f}, permutation "
+                  f"{row['permutation_median_stderr']:.4f}")
+            print(f"  top-5 proximity:   {row['proximity_top5']}")
+            print(f"  top-5 permutation: {row['permutation_top5']}")
     wall = time.time() - t0
-    print(f"\n{game.n_forward} coalitions run, {wall:.0f} s")
+    print(f"\n{wall:.0f} s")
     (args.out / "compare.json").write_text(json.dumps(
         {"model": model.name, "task": task.name, "n_items": len(task), "wall_s": wall,
          "environment": environment(), "results": rows}, indent=2, default=float) + "\n")

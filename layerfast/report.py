@@ -86,7 +86,7 @@ def markdown_summary(meta: dict, abl: AblationResult, res, wall_s: float) -> str
     lines = [f"# layerfast report: {meta['model']} on {meta['task']}", "",
              f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
              f"- full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = "
-             f"{abl.margin if abl.margin is not None else 'n/a'}",
+             f"{f'{abl.margin:.3f}' if abl.margin is not None else 'n/a'}",
              f"- cornerstones (removal drops the utility to chance): {', '.join(abl.cornerstones) or 'none'}",
              f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
              f"{res.n_evaluations} coalitions; efficiency gap {res.efficiency_gap:.4f}",

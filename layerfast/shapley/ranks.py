@@ -22,6 +22,16 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _correlation(test, a: Any, b: Any) -> tuple[float, float]:
+    a, b = _pair(a, b)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = test(a, b)
+    return float(r[0]), float(r[1])
+
+
 def spearman(a: Any, b: Any) -> tuple[float, float]:
     """Spearman's rho and its two-sided p-value (ties get average ranks).
 
@@ -30,26 +40,14 @@ def spearman(a: Any, b: Any) -> tuple[float, float]:
     """
     from scipy.stats import spearmanr
 
-    a, b = _pair(a, b)
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = spearmanr(a, b)
-    return float(r[0]), float(r[1])
+    return _correlation(spearmanr, a, b)
 
 
 def kendall(a: Any, b: Any) -> tuple[float, float]:
     """Kendall's tau-b (tie-corrected) and its two-sided p-value; (nan, nan) if a vector is constant."""
     from scipy.stats import kendalltau
 
-    a, b = _pair(a, b)
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = kendalltau(a, b)
-    return float(r[0]), float(r[1])
+    return _correlation(kendalltau, a, b)
 
 
 def ablation_scores(full: Any, values_without: Any = None) -> np.ndarray:

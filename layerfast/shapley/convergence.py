@@ -63,6 +63,7 @@ def plot_convergence(records: list[dict], path: str, players: Iterable | None = 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     if not records:
         raise ValueError("no records to plot")
@@ -79,6 +80,9 @@ def plot_convergence(records: list[dict], path: str, players: Iterable | None = 
         ax.errorbar(x, V[:, i], yerr=level_z * np.nan_to_num(S[:, i]), marker="o", ms=3,
                     capsize=2, label=names[i])
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(np.unique(x)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("distinct coalitions evaluated")
     ax.set_ylabel("Shapley estimate")
     ax.set_title(title or f"{records[0].get('method', '')}: estimate +/- {level_z:g} stderr")

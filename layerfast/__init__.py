@@ -28,6 +28,7 @@ _LAZY = {
     "ablate": ("layerfast.ablation", "ablate"),
     "AblationResult": ("layerfast.ablation", "AblationResult"),
     "perplexity": ("layerfast.perplexity", "perplexity"),
+    "stats": ("layerfast.activation_stats", "stats"),
 }
 _SUBMODULES = {"tasks", "models", "assets", "shapley", "utility", "executor", "cache", "report"}
 

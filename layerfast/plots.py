@@ -79,3 +79,18 @@ def plot_shapley(players: Sequence[str], values: np.ndarray, stderr: np.ndarray 
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_blocks(values: np.ndarray, path: str | Path, ylabel: str, title: str = "",
+                highlight: Sequence[int] = ()) -> Path:
+    """One bar per block (highlighted blocks in grey, e.g. the pruned ones)."""
+    plt, fig, ax = _figure(len(values))
+    colors = ["lightgray" if i in set(highlight) else "tab:green" for i in range(len(values))]
+    ax.bar(range(len(values)), np.nan_to_num(np.asarray(values, dtype=float)), color=colors)
+    ax.set_xlabel("block", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

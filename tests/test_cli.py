@@ -263,3 +263,32 @@ def test_tasks_lists_builtins(capsys):
     assert rc == 0
     names = stdout.split()
     assert "capitals" in names and "analogies" in names
+
+
+def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
+    texts = tmp_path / "calib.txt"
+    texts.write_text("the cat sat on the mat\n\nQ: What is the capital of France?\nA: Paris\n"
+                     "Athens is to Greece as Baghdad is to Iraq\n")
+    out = tmp_path / "avss"
+    code, stdout, _ = run(capsys, "avss", "--model", str(model_dir), "--texts", str(texts),
+                          "--eps", "0.05", "--out", str(out), "--no-progress")
+    assert code == 0, stdout
+    data = json.loads((out / "avss.json").read_text())
+    assert len(data["avss"]) == 3 and data["padding"] == "excluded" and data["n_texts"] == 4
+    assert (out / "avss.png").stat().st_size > 0 and len((out / "avss.csv").read_text().splitlines()) == 4
+
+    out = tmp_path / "prune"
+    saved = tmp_path / "pruned"
+    code, stdout, _ = run(capsys, "prune", "--model", str(model_dir), "--task", str(task_file),
+                          "--by", "bi", "--texts", str(texts), "--fraction", "0.34", "--out", str(out),
+                          "--save", str(saved), "--no-progress")
+    assert code == 0, stdout
+    result = json.loads((out / "prune.json").read_text())
+    assert len(result["removed"]) == 1
+    removed = result["removed"][0]
+    keep = np.ones(6, bool)
+    keep[2 * removed:2 * removed + 2] = False
+    game = direct_game(model_dir, task_file)
+    assert result["after"] == pytest.approx(float(game(keep[None])[0]), abs=1e-12)
+    reloaded = lf.load(saved)
+    assert reloaded.n_blocks == 2

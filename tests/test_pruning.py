@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import layerfast as lf
-from layerfast.prune import prune, select
+from layerfast.pruning import prune, select
 from tests.tiny_models import tiny_model
 
 ARCHS = ["llama", "gpt2", "gpt_neox", "gemma3", "mixtral", "qwen2_moe", "phi3"]

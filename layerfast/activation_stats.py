@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .batching import pad_right
 from .models import SublayerModel
 from .stats_ref import empty, merge, stats_ref
 
@@ -98,14 +99,7 @@ def _batches(model: SublayerModel, texts: Sequence[str], batch_size: int, max_le
     if not encoded:
         raise ValueError("no text encodes to any token")
     for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        t_max = max(len(e) for e in chunk)
-        ids = torch.zeros((len(chunk), t_max), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, e in enumerate(chunk):
-            ids[b, :len(e)] = torch.tensor(e)
-            mask[b, :len(e)] = 1
-        yield ids, mask
+        yield pad_right(encoded[start:start + batch_size])
 
 
 def _progress(seq, show: bool):

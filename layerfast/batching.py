@@ -23,6 +23,17 @@ import torch
 from .requests import Request
 
 
+def pad_right(sequences: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (input_ids [B, T], attention_mask [B, T]), right-padded with ``pad_id``."""
+    t_max = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), t_max), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), t_max), dtype=torch.long)
+    for b, seq in enumerate(sequences):
+        ids[b, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[b, :len(seq)] = 1
+    return ids, mask
+
+
 @dataclass(frozen=True)
 class Row:
     """One model input sequence.
@@ -140,14 +151,10 @@ def make_batches(rows: list[Row], batch_tokens: int, pad_id: int, mask_style: st
 
 
 def _pad(rows: list[Row], pad_id: int, mask_style: str, dtype: torch.dtype) -> Batch:
-    b, t_max = len(rows), max(len(r.input_ids) for r in rows)
-    ids = torch.full((b, t_max), pad_id, dtype=torch.long)
-    mask2d = torch.zeros((b, t_max), dtype=torch.long)
+    ids, mask2d = pad_right([list(r.input_ids) for r in rows], pad_id)  # [B, T] each
+    b, t_max = ids.shape
     request_index, rows_, positions, targets, owner = [], [], [], [], []
     for row_i, row in enumerate(rows):
-        t = len(row.input_ids)
-        ids[row_i, :t] = torch.tensor(row.input_ids)
-        mask2d[row_i, :t] = 1
         for pos, tok, req in row.scored:
             if req not in request_index:
                 request_index.append(req)

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from .batching import pad_right
 from .logprobs import token_logprobs
 from .models import SublayerModel
 
@@ -38,13 +39,7 @@ def perplexity(model: SublayerModel, texts: Sequence[str], keep=None, max_length
     softcap = getattr(model.config, "final_logit_softcapping", None)
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
-        chunk = windows[start:start + batch_size]
-        t_max = max(len(w) for w in chunk)
-        ids = torch.zeros((len(chunk), t_max), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for b, w in enumerate(chunk):
-            ids[b, :len(w)] = torch.tensor(w)
-            mask[b, :len(w)] = 1
+        ids, mask = pad_right(windows[start:start + batch_size])
         hidden = model.hidden_states(ids, keep, mask)  # [B, T, d]
         rows, cols = torch.nonzero(mask[:, 1:], as_tuple=True)  # predict token t+1 at position t
         lp = token_logprobs(hidden[rows, cols], head.weight, ids[rows, cols + 1].to(hidden.device),

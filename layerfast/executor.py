@@ -28,7 +28,9 @@ class NaiveExecutor:
                  vocab_chunk: int = DEFAULT_VOCAB_CHUNK, pack: bool = False):
         self.model = model
         self.requests = requests
-        self.pack = pack and packing_supported(model, requests) is None
+        # Why packing is off (None when it is on or exact): "pack=False" or the model's reason.
+        self.packing_note = packing_supported(model, requests) if pack else "pack=False"
+        self.pack = self.packing_note is None
         tok = model.tokenizer
         pad_id = getattr(tok, "pad_token_id", None)
         if pad_id is None:
@@ -70,7 +72,8 @@ class NaiveExecutor:
         return out
 
     def score(self, state, batch: Batch) -> np.ndarray:
-        """Summed log-prob per row of the batch from the residual state after the last sublayer."""
+        """Summed log-prob per request of the batch (``batch.request_index`` order) from the
+        residual state after the last sublayer."""
         device = self.model.device
         h = self.model.residual(state)  # [B, T, d]
         picked = h[batch.rows.to(device), batch.positions.to(device)]  # [N, d]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import UtilityCache
-from .executor import NaiveExecutor, packing_supported
+from .executor import NaiveExecutor
 from .prefix_executor import PrefixExecutor, trie_order
 from .models import SublayerModel
 from .requests import build_requests, requests_fingerprint
@@ -57,7 +57,7 @@ class Game:
         self.scorer = Scorer(task)
         self.requests = build_requests(task, model.tokenizer, max_length)
         self.executor = EXECUTORS[executor](model, self.requests, batch_tokens=batch_tokens, pack=pack)
-        self.packing_note = packing_supported(model, self.requests) if pack else "pack=False"
+        self.packing_note = self.executor.packing_note
         self.progress = progress
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -111,14 +111,14 @@ class Game:
             missing = [k for k in missing if k not in self._memo]
         if missing:
             todo = np.array([[c == "1" for c in key] for key in missing])
-            todo_keys = [missing[i] for i in trie_order(todo)]  # neighbours share prefixes
+            order = trie_order(todo)  # neighbours share prefixes
+            todo, todo_keys = todo[order], [missing[i] for i in order]
             bar = _progress(len(todo_keys), self.progress and len(todo_keys) > 1)
             n_batches = len(self.executor.batches)
             tick = (lambda k: bar.update(k / n_batches)) if bar is not None else None
             for start in range(0, len(todo_keys), self.chunk):
                 chunk = todo_keys[start:start + self.chunk]
-                lls = self.executor.loglik_many(np.array([[c == "1" for c in key] for key in chunk]),
-                                                tick=tick)
+                lls = self.executor.loglik_many(todo[start:start + self.chunk], tick=tick)
                 for key, ll in zip(chunk, lls):
                     self.n_forward += 1
                     self._memo[key] = ll

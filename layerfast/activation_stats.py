@@ -26,10 +26,10 @@ import torch
 
 from .batching import pad_right
 from .models import SublayerModel
-from .stats_ref import empty, merge, stats_ref
+from .stats_dispatch import block_stats, resolve
+from .stats_ref import empty, merge
 
 METRICS = ("avss", "bi", "angular", "norm")
-BACKENDS = ("auto", "torch")
 
 
 @torch.inference_mode()
@@ -40,18 +40,18 @@ def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = M
 
     Keys: av, as, avss, navss, bi, angular, angular_last, norm, channel_var, n_tokens;
     as_zero (blocks where AS = 0), nonfinite (NaN/inf output entries per block), dtype, eps,
-    relative, backend.
+    relative, backend (the one that ran: ``backend="auto"`` reads ``LAYERFAST_BACKEND``, then
+    picks Triton on CUDA, the C++ extension on the CPU, else the PyTorch reference; see
+    :mod:`layerfast.stats_dispatch`).
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; available here: {list(BACKENDS)} "
-                         "(compiled kernels are not built in this version)")
     if isinstance(texts, str) or not texts:
         raise ValueError("texts must be a non-empty sequence of strings")
     if model.tokenizer is None:
         raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
+    backend = resolve(backend, model.device, model.dtype)
     d = model.config.hidden_size
     accs = [empty(d) for _ in range(model.n_blocks)]
     batches = list(_batches(model, texts, batch_size, max_length))
@@ -63,11 +63,14 @@ def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = M
             x_in = model.residual(state)  # [B, T, d]
             state = model.step(2 * block, state, inputs, True)
             state = model.step(2 * block + 1, state, inputs, True)
-            accs[block] = merge(accs[block], stats_ref(x_in, model.residual(state), mask, eps, relative))
-    return summarize(accs, eps=eps, relative=relative, dtype=str(model.dtype).replace("torch.", ""))
+            acc = block_stats(x_in, model.residual(state), mask, eps, relative, backend)
+            accs[block] = merge(accs[block], acc)
+    return summarize(accs, eps=eps, relative=relative, dtype=str(model.dtype).replace("torch.", ""),
+                     backend=backend)
 
 
-def summarize(accs: list[dict], eps: float, relative: bool, dtype: str) -> dict:
+def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
+              backend: str = "torch") -> dict:
     """Turn per-block accumulators into the metric arrays."""
     get = lambda k: np.array([a[k] for a in accs], dtype=np.float64)  # noqa: E731
     n_tok, n_ent, n_smp = get("n_tokens"), get("n_entries"), get("n_samples")
@@ -88,7 +91,7 @@ def summarize(accs: list[dict], eps: float, relative: bool, dtype: str) -> dict:
         }
     out.update({"as_zero": [int(i) for i in np.flatnonzero(as_ == 0)],
                 "nonfinite": get("nonfinite").astype(int).tolist(), "dtype": dtype, "eps": eps,
-                "relative": relative, "backend": "torch", "padding": "excluded"})
+                "relative": relative, "backend": backend, "padding": "excluded"})
     return out
 
 

@@ -47,6 +47,9 @@ def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None
     p.add_argument("--max-length", type=int, default=256, help="tokens per document")
     p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
     p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
+    p.add_argument("--backend", default="auto", choices=["auto", "triton", "cpp", "torch"],
+                   help="statistics kernels (auto: LAYERFAST_BACKEND, else Triton on CUDA, C++ on "
+                        "the CPU, else the PyTorch reference)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,8 +246,10 @@ def _run_stats(args, model):
     texts = _calibration_texts(args.texts, args.n_texts)
     t0 = time.time()
     st = stats(model, texts, eps=args.eps, relative=args.relative, max_length=args.max_length,
-               progress=not args.no_progress)
+               backend=args.backend, progress=not args.no_progress)
     st["wall_s"], st["n_texts"], st["texts"] = time.time() - t0, len(texts), args.texts
+    print(f"statistics: {st['backend']} backend, {st['dtype']}, {len(texts)} texts, "
+          f"{int(st['n_tokens'][0])} tokens, {st['wall_s']:.1f} s")
     if st["as_zero"]:
         print(f"note: AS = 0 in blocks {st['as_zero']} (no |a| < {args.eps} in {st['dtype']}): AVSS "
               "is undefined there (NaN); try --dtype bf16 (as the AVSS authors ran) or --relative")
@@ -294,7 +299,8 @@ def cmd_prune(args) -> int:
                                tokenizer=model.tokenizer)
         st = _run_stats(args, stats_model)
         scores = st[args.by]
-        meta["stats"] = {k: st[k] for k in ("dtype", "eps", "relative", "as_zero", "n_texts")}
+        meta["stats"] = {k: st[k] for k in ("dtype", "eps", "relative", "as_zero", "n_texts",
+                                             "backend")}
     removed = select(scores, fraction=args.fraction, rule=args.rule)
     keep = np.ones(model.n_players, dtype=bool)
     for b in removed:

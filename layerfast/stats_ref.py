@@ -2,7 +2,7 @@
 
 One call folds one batch of one block into small fp64 accumulators; no [tokens x hidden] tensor
 is kept. Padding tokens (mask 0) are excluded everywhere. Compiled kernels (C++, Triton) must
-reproduce :func:`stats_ref` and :func:`merge` (the statistics-kernels issue adds them).
+reproduce :func:`stats_ref`; :mod:`layerfast.stats_dispatch` runs them.
 
 Accumulators (``d`` = hidden size):
 
@@ -64,8 +64,8 @@ def stats_ref(x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
     cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)  # [N]
     angle = torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi
     acc["cos_sum"], acc["angle_sum"] = float(cos.sum()), float(angle.sum())
-    last = lengths[has_tokens] - 1  # right padding: the last real token of each sample
     rows = torch.nonzero(has_tokens).squeeze(1)
+    last = (keep.shape[1] - 1 - keep.flip(1).int().argmax(1))[rows]  # last real position
     last_cos = torch.nn.functional.cosine_similarity(
         x_out.double()[rows, last], x_in.double()[rows, last], dim=1, eps=1e-12)
     acc["last_cos_sum"] = float(last_cos.sum())

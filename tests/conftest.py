@@ -24,6 +24,10 @@ from tests.tiny_tokenizer import tiny_tokenizer  # noqa: E402
 # waits on thread hand-offs (a forward pass went from ~20 ms to ~2 s). One thread is fastest.
 torch.set_num_threads(1)
 
+# Without CUDA the Triton kernels run in Triton's interpreter; it must be chosen before they load.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     """``LAYERFAST_OFFLINE=1`` skips the tests marked slow (they download packaged data)."""

@@ -9,7 +9,10 @@ passes that are bit-identical, so it is held to 1e-9 as well.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -137,3 +140,188 @@ def test_options_are_checked(tiny_llama):
     with pytest.raises(ValueError, match="non-empty"):
         stats(tiny_llama, "one string")
     assert lf.stats is stats
+
+
+# ---- compiled backends (C++ extension, Triton kernel) against the reference ----------------------
+#
+# Both kernels read the stored values exactly (bf16/fp16 -> fp32 is exact), so the input dtype
+# changes what is computed, not the error: the tolerance depends on what each kernel accumulates
+# in. C++ accumulates in fp64: relative 1e-9 (measured 5e-16). Triton accumulates in fp32:
+# relative 1e-5 of the field's scale (measured 1.4e-7), except the angles: arccos amplifies the fp32
+# rounding of cos near 1 (nearly parallel input and output: up to sqrt(2 * 2**-23) / pi = 1.6e-4
+# per token), so angle sums get an absolute 2e-4 per token (measured 1.1e-4 on d = 1, cos = 1).
+# Integer fields (token, entry, sample counts, |a| < eps counts, NaN/inf counts) are exact, except
+# the relative-threshold count on Triton, whose fp32 RMS may move an entry across: at most 2.
+
+from layerfast import stats_dispatch  # noqa: E402
+
+KERNEL_TOL = {  # (backend, dtype) -> relative tolerance of the float fields
+    ("cpp", torch.float32): 1e-9, ("cpp", torch.bfloat16): 1e-9, ("cpp", torch.float16): 1e-9,
+    ("triton", torch.float32): 1e-5, ("triton", torch.bfloat16): 1e-5, ("triton", torch.float16): 1e-5,
+}
+ANGLE_ATOL = {"cpp": 1e-12, "triton": 2e-4}  # per token, for angle_sum / last_angle_sum
+COUNTS = ("n_tokens", "n_entries", "n_samples", "small", "nonfinite")
+KERNEL_SHAPES = SHAPES + [(1, 257, 97), (3, 131, 64), (2, 1, 1023), (1, 300, 5)]
+BACKEND_PARAMS = [
+    pytest.param("cpp", marks=pytest.mark.skipif(
+        os.environ.get("LAYERFAST_NO_EXT", "0") not in ("", "0"), reason="LAYERFAST_NO_EXT set")),
+    pytest.param("triton", marks=pytest.mark.skipif(
+        importlib.util.find_spec("triton") is None, reason="triton not installed")),
+]
+
+
+def assert_acc_close(got: dict, want: dict, rtol: float, small_slack: int = 0,
+                     angle_atol: float = 0.0):
+    assert set(got) == set(want)
+    for key, ref in want.items():
+        g, r = np.asarray(got[key], dtype=float), np.asarray(ref, dtype=float)
+        if key in COUNTS:
+            slack = small_slack if key == "small" else 0
+            assert abs(g - r) <= slack, (key, g, r)
+        elif key in ("angle_sum", "last_angle_sum"):
+            n = want["n_tokens" if key == "angle_sum" else "n_samples"]
+            np.testing.assert_allclose(g, r, rtol=rtol, atol=angle_atol * n + 1e-12, err_msg=key)
+        else:
+            scale = float(np.nanmax(np.abs(r))) if r.size and np.isfinite(r).any() else 0.0
+            np.testing.assert_allclose(g, r, rtol=rtol, atol=rtol * (scale + 1.0), err_msg=key)
+
+
+def tolerances(backend: str) -> dict:
+    return {"rtol": KERNEL_TOL[(backend, torch.float32)], "angle_atol": ANGLE_ATOL[backend]}
+
+
+def run_backend(backend, x_in, x_out, mask, eps=0.3, relative=False):
+    return stats_dispatch.block_stats(x_in, x_out, mask, eps, relative,
+                                      stats_dispatch.resolve(backend, x_out.device, x_out.dtype))
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("shape", KERNEL_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relative", [False, True])
+def test_kernel_matches_reference(backend, shape, dtype, relative):
+    x_in, x_out, mask = random_batch(shape, dtype, seed=hash((shape, relative)) % 1000)
+    got = run_backend(backend, x_in, x_out, mask, relative=relative)
+    want = stats_ref(x_in, x_out, mask, eps=0.3, relative=relative)
+    slack = 2 if (backend == "triton" and relative) else 0
+    assert_acc_close(got, want, KERNEL_TOL[(backend, dtype)], small_slack=slack,
+                     angle_atol=ANGLE_ATOL[backend])
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_kernel_padding_layouts(backend):
+    """Left padding, a sample with no real token, a whole batch of padding, strided views."""
+    x_in, x_out, mask = random_batch((4, 37, 29), torch.bfloat16, seed=3)
+    mask[0] = 0
+    mask[1, :5] = 0  # left padding: the last real position is T - 1
+    mask[2, ::3] = 0  # holes
+    want = stats_ref(x_in, x_out, mask, eps=0.3)
+    assert_acc_close(run_backend(backend, x_in, x_out, mask), want, **tolerances(backend))
+    empty_mask = torch.zeros_like(mask)
+    got = run_backend(backend, x_in, x_out, empty_mask)
+    assert_acc_close(got, stats_ref(x_in, x_out, empty_mask, eps=0.3), **tolerances(backend))
+    big_in, big_out = torch.randn(4, 74, 40).to(torch.bfloat16), torch.randn(4, 74, 40).to(torch.bfloat16)
+    view_in, view_out = big_in[:, ::2, 3:32], big_out[:, 1::2, 5:34]  # strides along B, T only
+    want = stats_ref(view_in, view_out, mask, eps=0.3)
+    assert_acc_close(run_backend(backend, view_in, view_out, mask), want, **tolerances(backend))
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_kernel_merge_across_batches_equals_one_shot(backend):
+    x_in, x_out, mask = random_batch((7, 19, 33), torch.float16, seed=11)
+    acc = empty(33)
+    for rows in ([0], [1, 2, 3], [4, 5, 6]):
+        acc = merge(acc, run_backend(backend, x_in[rows], x_out[rows], mask[rows]))
+    assert_acc_close(acc, stats_ref(x_in, x_out, mask, eps=0.3), **tolerances(backend))
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_kernel_reports_nonfinite_and_as_zero(backend):
+    x_in, x_out, mask = random_batch((2, 5, 17), torch.float32, seed=5)
+    x_out = x_out + 10.0  # nothing near zero
+    clean = run_backend(backend, x_in, x_out, mask, eps=1e-5)
+    bad = x_out.clone()
+    bad[0, 0, 3], bad[0, 0, 4], bad[1, 0, 0] = float("nan"), float("inf"), -float("inf")
+    dirty = run_backend(backend, x_in, bad, mask, eps=1e-5)
+    assert dirty["nonfinite"] == stats_ref(x_in, bad, mask)["nonfinite"] == 3
+    res = summarize([clean, dirty], eps=1e-5, relative=False, dtype="float32")
+    assert res["as_zero"] == [0, 1] and np.isnan(res["avss"]).all()
+    assert res["nonfinite"] == [0, 3]
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_kernel_refuses_what_it_does_not_take(backend):
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    mask = torch.ones(2, 3)
+    with pytest.raises(TypeError, match="float32, bfloat16 or float16"):
+        stats_dispatch.resolve(backend, x.device, x.dtype)
+    with pytest.raises(TypeError, match="float32, bfloat16 or float16"):
+        stats_dispatch.block_stats(x, x, mask, backend=backend)
+    y = torch.randn(2, 8, 3).transpose(1, 2)  # [2, 3, 8], stride 3 along d
+    with pytest.raises(ValueError, match="unit stride"):
+        stats_dispatch.block_stats(y, y, mask, backend=backend)
+    with pytest.raises(TypeError, match="dtypes differ"):
+        stats_dispatch.block_stats(y.float(), y.half(), mask, backend=backend)
+    with pytest.raises(ValueError, match=r"\[B, T, d\]"):
+        stats_dispatch.block_stats(torch.zeros(3, 8), torch.zeros(3, 8), mask, backend=backend)
+
+
+@pytest.mark.skipif(os.environ.get("LAYERFAST_NO_EXT", "0") not in ("", "0"), reason="no extension")
+def test_cpp_half_conversions_cover_every_bit_pattern():
+    from layerfast import _stats_cpp
+
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    for dtype in (torch.float16, torch.bfloat16):
+        out = np.empty(bits.numel(), dtype=np.float32)
+        _stats_cpp.to_float32(bits.numpy(), str(dtype).replace("torch.", ""), out)
+        want = bits.view(dtype).float().numpy()
+        same = (out.view(np.uint32) == want.view(np.uint32)) | (np.isnan(out) & np.isnan(want))
+        assert same.all(), dtype
+
+
+def test_backend_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("LAYERFAST_BACKEND", raising=False)
+    reasons = stats_dispatch.available()
+    auto = "cpp" if not reasons["cpp"] else "torch"
+    assert stats_dispatch.resolve("auto", cpu, torch.bfloat16) == auto
+    assert stats_dispatch.resolve("auto", cpu, torch.float64) == "torch"
+    monkeypatch.setenv("LAYERFAST_BACKEND", "torch")
+    assert stats_dispatch.resolve("auto", cpu, torch.float32) == "torch"
+    monkeypatch.setenv("LAYERFAST_BACKEND", "cuda")
+    with pytest.raises(ValueError, match="LAYERFAST_BACKEND"):
+        stats_dispatch.resolve("auto", cpu, torch.float32)
+    with pytest.raises(ValueError, match="unknown statistics backend"):
+        stats_dispatch.resolve("tritton", cpu, torch.float32)
+    monkeypatch.setattr(stats_dispatch, "available",
+                        lambda: {"torch": "", "cpp": "not built", "triton": "no CUDA"})
+    monkeypatch.delenv("LAYERFAST_BACKEND")
+    assert stats_dispatch.resolve("auto", cpu, torch.float32) == "torch"
+    with pytest.raises(RuntimeError, match="not built"):
+        stats_dispatch.resolve("cpp", cpu, torch.float32)
+
+
+def test_compiled_backends_are_installed():
+    """The README's install builds the C++ extension and installs Triton (Linux): a failed build
+    must show here rather than as a silent fallback to the slow reference."""
+    reasons = stats_dispatch.available()
+    if os.environ.get("LAYERFAST_NO_EXT", "0") in ("", "0"):
+        assert reasons["cpp"] == "", reasons["cpp"]
+    if sys.platform == "linux":
+        assert importlib.util.find_spec("triton") is not None, "pip install -e '.[test]' installs triton"
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_model_pass_backend_matches_torch(backend, dtype, tiny_tokenizer_fixture):
+    from tests.tiny_models import tiny_model
+
+    hf = tiny_model("qwen2", dtype=dtype, seed=4, vocab_size=len(tiny_tokenizer_fixture))
+    model = lf.load(hf, tokenizer=tiny_tokenizer_fixture)
+    texts = ["the cat sat on the mat", "Athens is to Greece", "Q: What is the capital of France?"]
+    want = stats(model, texts, batch_size=2, progress=False, eps=0.05, backend="torch")
+    got = stats(model, texts, batch_size=2, progress=False, eps=0.05, backend=backend)
+    assert got["backend"] == backend and want["backend"] == "torch"
+    for key in ("av", "as", "avss", "bi", "angular", "angular_last", "norm", "channel_var"):
+        np.testing.assert_allclose(got[key], want[key], rtol=KERNEL_TOL[(backend, dtype)] * 10,
+                                   atol=1e-6, err_msg=key)

@@ -12,10 +12,12 @@
 //   seg_m2      : [B, S, d] float64 out: per-channel sum of squared deviations (Welford)
 //
 // A segment is seg_len consecutive positions of one sample (S = ceil(T / seg_len)); segments are
-// the unit of OpenMP parallelism. All arithmetic after the load is in double, so the result
-// matches the fp64 reference up to summation order. No PyTorch headers: the ABI is pybind11's.
+// the unit of OpenMP parallelism. Loads upcast to fp32; every fp32 sum is kept to a few dozen
+// terms before it is added into fp64 (see CHUNK and FLUSH), and channel moments are shifted sums
+// (shift = the segment's first real row). No PyTorch headers: the ABI is pybind11's.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -30,12 +32,6 @@
 namespace py = pybind11;
 
 namespace {
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define LF_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define LF_CLONES
-#endif
 
 enum class Dtype { f32, bf16, f16 };
 
@@ -74,57 +70,150 @@ inline float f16_to_float(uint16_t h) {
   return bits_to_float(r | (uint32_t(h & 0x8000u) << 16));
 }
 
-LF_CLONES void load_row(const char* src, Dtype dtype, int64_t d, float* dst) {
+struct LoadF32 {
+  static float at(const void* p, int64_t c) { return static_cast<const float*>(p)[c]; }
+};
+struct LoadBF16 {
+  static float at(const void* p, int64_t c) { return bf16_to_float(static_cast<const uint16_t*>(p)[c]); }
+};
+struct LoadF16 {
+  static float at(const void* p, int64_t c) { return f16_to_float(static_cast<const uint16_t*>(p)[c]); }
+};
+
+void load_row(const void* src, Dtype dtype, int64_t d, float* dst) {
   switch (dtype) {
-    case Dtype::f32:
-      std::memcpy(dst, src, size_t(d) * sizeof(float));
-      break;
-    case Dtype::bf16: {
-      const uint16_t* p = reinterpret_cast<const uint16_t*>(src);
-      for (int64_t c = 0; c < d; ++c) dst[c] = bf16_to_float(p[c]);
-      break;
-    }
-    case Dtype::f16: {
-      const uint16_t* p = reinterpret_cast<const uint16_t*>(src);
-      for (int64_t c = 0; c < d; ++c) dst[c] = f16_to_float(p[c]);
-      break;
-    }
+    case Dtype::f32: std::memcpy(dst, src, size_t(d) * sizeof(float)); break;
+    case Dtype::bf16: for (int64_t c = 0; c < d; ++c) dst[c] = LoadBF16::at(src, c); break;
+    case Dtype::f16: for (int64_t c = 0; c < d; ++c) dst[c] = LoadF16::at(src, c); break;
   }
 }
+
+// Per-row sums run in fp32 vector lanes over CHUNK channels, then add into fp64; channel sums run
+// in fp32 over FLUSH rows, then add into fp64. That bounds every fp32 sum to a few dozen terms.
+constexpr int64_t CHUNK = 256;
+constexpr int FLUSH = 16;
 
 struct RowStats {
   double dot, ssa, ssb, small, nonfinite;
 };
 
-// One real row: dot products, |a| < threshold count and the Welford update of the segment's
-// channel moments (n = rows folded so far, this one included).
-LF_CLONES RowStats fold_row(const float* a,  // [d] block output
-                            const float* b,  // [d] block input
-                            int64_t d, double eps, bool relative, double n,
-                            double* mean,  // [d] in/out
-                            double* m2) {  // [d] in/out
-  double dot = 0, ssa = 0, ssb = 0;
-  int64_t nonfinite = 0;
-#pragma omp simd reduction(+ : dot, ssa, ssb, nonfinite)
-  for (int64_t c = 0; c < d; ++c) {
-    const double x = a[c], y = b[c];
-    dot += x * y;
-    ssa += x * x;
-    ssb += y * y;
-    nonfinite += (x - x != 0.0);  // NaN - NaN and inf - inf are NaN; finite x gives 0
+// A segment's channel moments as shifted sums: shift = its first real row, s1 = sum(x - shift),
+// s2 = sum((x - shift)^2); fp32 partials s1f/s2f are flushed into s1/s2 every FLUSH rows.
+struct Segment {
+  int64_t d;
+  std::vector<float> shift, s1f, s2f;
+  std::vector<double> s1, s2;
+  double n = 0;
+  int pending = 0;
+
+  explicit Segment(int64_t d_) : d(d_), shift(d_), s1f(d_), s2f(d_), s1(d_), s2(d_) {}
+
+  void reset() {
+    std::fill(s1f.begin(), s1f.end(), 0.f);
+    std::fill(s2f.begin(), s2f.end(), 0.f);
+    std::fill(s1.begin(), s1.end(), 0.0);
+    std::fill(s2.begin(), s2.end(), 0.0);
+    n = 0;
+    pending = 0;
   }
-  const double threshold = relative ? eps * std::sqrt(ssa / double(d)) : eps;
-  int64_t small = 0;
-  const double inv_n = 1.0 / n;
-#pragma omp simd reduction(+ : small)
-  for (int64_t c = 0; c < d; ++c) {
-    const double x = a[c];
-    small += (std::fabs(x) < threshold);
-    const double delta = x - mean[c];
-    mean[c] += delta * inv_n;
-    m2[c] += delta * (x - mean[c]);
+
+  void flush() {
+    for (int64_t c = 0; c < d; ++c) {
+      s1[c] += s1f[c];
+      s2[c] += s2f[c];
+      s1f[c] = s2f[c] = 0.f;
+    }
+    pending = 0;
   }
-  return {dot, ssa, ssb, double(small), double(nonfinite)};
+
+  // mean = shift + s1 / n, M2 = s2 - s1^2 / n
+  void write(double* mean, double* m2) {
+    flush();
+    for (int64_t c = 0; c < d; ++c) {
+      if (n == 0) {
+        mean[c] = m2[c] = 0.0;
+        continue;
+      }
+      mean[c] = double(shift[c]) + s1[c] / n;
+      m2[c] = std::max(0.0, s2[c] - s1[c] * s1[c] / n);
+    }
+  }
+};
+
+// The smallest float t with (float x < t) == (double(x) < threshold) for every float x.
+float float_threshold(double threshold) {
+  float t = static_cast<float>(threshold);
+  if (double(t) < threshold) t = std::nextafter(t, INFINITY);
+  return t;
+}
+
+template <class L>
+inline __attribute__((always_inline)) RowStats fold_row_impl(const void* a, const void* b,
+                                                             int64_t d, double eps, bool relative,
+                                                             Segment& seg) {
+  double threshold = eps;
+  if (relative) {
+    double ssa = 0;
+    for (int64_t c0 = 0; c0 < d; c0 += CHUNK) {
+      const int64_t c1 = std::min(d, c0 + CHUNK);
+      float part = 0.f;
+#pragma omp simd reduction(+ : part)
+      for (int64_t c = c0; c < c1; ++c) {
+        const float x = L::at(a, c);
+        part += x * x;
+      }
+      ssa += part;
+    }
+    threshold = eps * std::sqrt(ssa / double(d));
+  }
+  const float thr = float_threshold(threshold);
+  float* shift = seg.shift.data();
+  float* s1 = seg.s1f.data();
+  float* s2 = seg.s2f.data();
+  if (seg.n == 0)
+    for (int64_t c = 0; c < d; ++c) shift[c] = L::at(a, c);
+  RowStats r{0, 0, 0, 0, 0};
+  for (int64_t c0 = 0; c0 < d; c0 += CHUNK) {
+    const int64_t c1 = std::min(d, c0 + CHUNK);
+    float dot = 0.f, ssa = 0.f, ssb = 0.f;
+    int32_t small = 0;
+#pragma omp simd reduction(+ : dot, ssa, ssb, small)
+    for (int64_t c = c0; c < c1; ++c) {
+      const float x = L::at(a, c), y = L::at(b, c);
+      dot += x * y;
+      ssa += x * x;
+      ssb += y * y;
+      small += (std::fabs(x) < thr);
+      const float dx = x - shift[c];
+      s1[c] += dx;
+      s2[c] += dx * dx;
+    }
+    r.dot += dot;
+    r.ssa += ssa;
+    r.ssb += ssb;
+    r.small += small;
+  }
+  // NaN/inf entries make |a|^2 non-finite, so the loop above need not look for them; only such
+  // rows (or rows whose x * x overflows) are counted here.
+  if (!std::isfinite(r.ssa)) {
+    int64_t nonfinite = 0;
+    for (int64_t c = 0; c < d; ++c) nonfinite += !std::isfinite(L::at(a, c));
+    r.nonfinite = double(nonfinite);
+  }
+  seg.n += 1;
+  if (++seg.pending == FLUSH) seg.flush();
+  return r;
+}
+
+// One real row: its scalars, and its fold into the segment's channel sums.
+RowStats fold_row(const void* a,  // [d] block output
+                  const void* b,  // [d] block input
+                  Dtype dtype, int64_t d, double eps, bool relative, Segment& seg) {
+  switch (dtype) {
+    case Dtype::bf16: return fold_row_impl<LoadBF16>(a, b, d, eps, relative, seg);
+    case Dtype::f16: return fold_row_impl<LoadF16>(a, b, d, eps, relative, seg);
+    default: return fold_row_impl<LoadF32>(a, b, d, eps, relative, seg);
+  }
 }
 
 struct View3 {
@@ -184,32 +273,27 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
 #pragma omp parallel num_threads(n_threads)
 #endif
   {
-    std::vector<float> a(d), b(d);
+    Segment state(d);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic)
 #endif
     for (int64_t seg = 0; seg < B * S; ++seg) {
       const int64_t bi = seg / S, t0 = (seg % S) * seg_len, t1 = std::min(T, t0 + seg_len);
-      double* mean = mean_out + seg * d;
-      double* m2 = m2_out + seg * d;
-      std::fill(mean, mean + d, 0.0);
-      std::fill(m2, m2 + d, 0.0);
-      double n = 0;
+      state.reset();
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t row = bi * T + t;
         RowStats s{0, 0, 0, 0, 0};
-        if (m[row]) {
-          load_row(vout.ptr + bi * vout.stride[0] + t * vout.stride[1], dtype, d, a.data());
-          load_row(vin.ptr + bi * vin.stride[0] + t * vin.stride[1], dtype, d, b.data());
-          n += 1;
-          s = fold_row(a.data(), b.data(), d, eps, relative, n, mean, m2);
-        }
+        if (m[row])
+          s = fold_row(vout.ptr + bi * vout.stride[0] + t * vout.stride[1],
+                       vin.ptr + bi * vin.stride[0] + t * vin.stride[1], dtype, d, eps, relative,
+                       state);
         r[0 * n_rows + row] = s.dot;
         r[1 * n_rows + row] = s.ssa;
         r[2 * n_rows + row] = s.ssb;
         r[3 * n_rows + row] = s.small;
         r[4 * n_rows + row] = s.nonfinite;
       }
+      state.write(mean_out + seg * d, m2_out + seg * d);
     }
   }
 }
@@ -223,7 +307,7 @@ void to_float32(py::buffer src, const std::string& dtype_name, py::buffer dst) {
       (n > 1 && s.strides[0] != s.itemsize))
     throw py::value_error("src must be a contiguous 1-D buffer of the declared dtype");
   float* out = contiguous_out<float>(dst.request(true), {n}, "f", "dst");
-  load_row(static_cast<const char*>(s.ptr), dtype, n, out);
+  load_row(s.ptr, dtype, n, out);
 }
 
 int max_threads() {

@@ -116,7 +116,7 @@ def captured_blocks(model, ids, mask):
 def test_model_pass_matches_hooked_hidden_states(tiny_llama):
     texts = ["the cat sat on the mat", "Q: What is the capital of France?\nA: Paris",
              "Athens is to Greece"]
-    res = stats(tiny_llama, texts, batch_size=2, progress=False, eps=0.05)
+    res = stats(tiny_llama, texts, batch_size=2, progress=False, eps=0.05, backend="torch")
     accs = [empty(tiny_llama.config.hidden_size) for _ in range(tiny_llama.n_blocks)]
     tok = tiny_llama.tokenizer
     for start in (0, 2):
@@ -145,21 +145,22 @@ def test_options_are_checked(tiny_llama):
 # ---- compiled backends (C++ extension, Triton kernel) against the reference ----------------------
 #
 # Both kernels read the stored values exactly (bf16/fp16 -> fp32 is exact), so the input dtype
-# changes what is computed, not the error: the tolerance depends on what each kernel accumulates
-# in. C++ accumulates in fp64: relative 1e-9 (measured 5e-16). Triton accumulates in fp32:
-# relative 1e-5 of the field's scale (measured 1.4e-7), except the angles: arccos amplifies the fp32
-# rounding of cos near 1 (nearly parallel input and output: up to sqrt(2 * 2**-23) / pi = 1.6e-4
-# per token), so angle sums get an absolute 2e-4 per token (measured 1.1e-4 on d = 1, cos = 1).
-# Integer fields (token, entry, sample counts, |a| < eps counts, NaN/inf counts) are exact, except
-# the relative-threshold count on Triton, whose fp32 RMS may move an entry across: at most 2.
+# changes what is computed, not the error: the tolerance is set by the fp32 accumulation (C++: fp32
+# lanes over 256 channels or 16 rows, then fp64; Triton: fp32 throughout). Float fields: relative
+# 1e-5 of the field's scale (measured at most 4.8e-7 for C++, 1.4e-7 for Triton). Angles: arccos
+# amplifies the fp32 rounding of cos near 1 (input and output nearly parallel: up to
+# sqrt(2 * 2**-23) / pi = 1.6e-4 per token), so angle sums get an absolute 2e-4 per token
+# (measured 6.3e-5, on d = 1 where cos = 1). Integer fields (token, entry, sample counts, |a| < eps
+# counts, NaN/inf counts) are exact, except the relative-threshold count, whose fp32 RMS may move
+# an entry across the threshold: at most 2 (measured 0).
 
 from layerfast import stats_dispatch  # noqa: E402
 
 KERNEL_TOL = {  # (backend, dtype) -> relative tolerance of the float fields
-    ("cpp", torch.float32): 1e-9, ("cpp", torch.bfloat16): 1e-9, ("cpp", torch.float16): 1e-9,
+    ("cpp", torch.float32): 1e-5, ("cpp", torch.bfloat16): 1e-5, ("cpp", torch.float16): 1e-5,
     ("triton", torch.float32): 1e-5, ("triton", torch.bfloat16): 1e-5, ("triton", torch.float16): 1e-5,
 }
-ANGLE_ATOL = {"cpp": 1e-12, "triton": 2e-4}  # per token, for angle_sum / last_angle_sum
+ANGLE_ATOL = {"cpp": 2e-4, "triton": 2e-4}  # per token, for angle_sum / last_angle_sum
 COUNTS = ("n_tokens", "n_entries", "n_samples", "small", "nonfinite")
 KERNEL_SHAPES = SHAPES + [(1, 257, 97), (3, 131, 64), (2, 1, 1023), (1, 300, 5)]
 BACKEND_PARAMS = [
@@ -203,7 +204,7 @@ def test_kernel_matches_reference(backend, shape, dtype, relative):
     x_in, x_out, mask = random_batch(shape, dtype, seed=hash((shape, relative)) % 1000)
     got = run_backend(backend, x_in, x_out, mask, relative=relative)
     want = stats_ref(x_in, x_out, mask, eps=0.3, relative=relative)
-    slack = 2 if (backend == "triton" and relative) else 0
+    slack = 2 if relative else 0
     assert_acc_close(got, want, KERNEL_TOL[(backend, dtype)], small_slack=slack,
                      angle_atol=ANGLE_ATOL[backend])
 

@@ -1,0 +1,288 @@
+"""Statistics kernels: (a) throughput of each backend against this machine's copy bandwidth,
+(b) a full statistics pass against what users do today (keep every hidden state, then NumPy):
+wall time and peak memory, side by side in one run.
+
+    python benchmarks/bench_stats.py kernels --tokens 4096 --hidden 2048 --dtype bf16
+    python benchmarks/bench_stats.py pass --batch 4 --seq 1024
+
+(a) Bandwidth. The kernel reads x_in and x_out once: GB/s = 2 * tokens * hidden * itemsize / time.
+    The limit is ``dst.copy_(src)`` on a buffer of the same total size, counted as bytes read plus
+    bytes written per second (STREAM's convention). Times are the median of --repeat calls; on a
+    GPU with CUDA events, on the CPU with perf_counter. "kernel" is the extension call alone,
+    "with finish" adds the fp64 host reduction of its per-row and per-segment outputs.
+(b) Peak memory is the rise of the process's resident set (VmHWM after resetting it, minus the
+    resident set before) during the first pass, each path in a fresh subprocess after the model is
+    loaded; wall time is the best of --repeat further passes. Paths:
+      streaming  lf.stats over the same tokens (kernel chosen by backend="auto")
+      hidden     hf_model.model(..., output_hidden_states=True), every state to NumPy, statistics
+                 in NumPy (no LM head: the strict baseline)
+      causal_lm  the same through hf_model(...), which also materialises [B, T, vocab] logits
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+# ---- (a) kernel throughput ----------------------------------------------------------------------
+
+def _timer(device):
+    import torch
+
+    if device.type == "cuda":
+        def run(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3
+    else:
+        def run(fn):
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+    return run
+
+
+def _median_time(fn, device, repeat: int) -> float:
+    run = _timer(device)
+    fn()  # warm-up (and Triton compile)
+    return statistics.median(run(fn) for _ in range(repeat))
+
+
+def bench_kernels(args) -> list[dict]:
+    import torch
+
+    from layerfast import stats_dispatch
+    from layerfast.stats_ref import stats_ref
+
+    device = torch.device(args.device)
+    dtype = getattr(torch, DTYPES[args.dtype])
+    g = torch.Generator(device=device).manual_seed(0)
+    shape = (args.batch, args.tokens // args.batch, args.hidden)
+    x_in = torch.randn(shape, generator=g, device=device).to(dtype)
+    x_out = torch.randn(shape, generator=g, device=device).to(dtype)
+    mask = torch.ones(shape[:2], dtype=torch.uint8, device=device)
+    read_bytes = 2 * x_in.numel() * x_in.element_size()
+
+    src = torch.empty(read_bytes, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    copy_s = _median_time(lambda: dst.copy_(src), device, args.repeat)
+    copy_gbs = 2 * read_bytes / copy_s / 1e9
+    rows = [{"path": "copy (read + write)", "seconds": copy_s, "GB/s": copy_gbs, "of copy": 1.0}]
+
+    reasons = stats_dispatch.available()
+    backends = [b for b in ("cpp", "triton") if not reasons[b]
+                and (b != "triton" or device.type == "cuda")]
+    if device.type == "cpu" and "cpp" in backends:
+        from layerfast import _stats_cpp
+        from layerfast.stats_dispatch import CPP_SEG_LEN, _buffer
+
+        B, T, d = shape
+        n_seg = -(-T // CPP_SEG_LEN)
+        out_rows = torch.empty((5, B, T), dtype=torch.float64)
+        seg_mean = torch.empty((B, n_seg, d), dtype=torch.float64)
+        seg_m2 = torch.empty((B, n_seg, d), dtype=torch.float64)
+        a, b, m = _buffer(x_in), _buffer(x_out), mask.numpy()
+
+        def kernel_only():
+            _stats_cpp.block_stats(a, b, DTYPES[args.dtype], m, 1e-5, args.relative, CPP_SEG_LEN,
+                                   out_rows.numpy(), seg_mean.numpy(), seg_m2.numpy(),
+                                   torch.get_num_threads())
+        s = _median_time(kernel_only, device, args.repeat)
+        rows.append({"path": "cpp kernel", "seconds": s, "GB/s": read_bytes / s / 1e9})
+    if "triton" in backends:
+        from layerfast.kernels.stats import block_stats as triton_kernel
+
+        s = _median_time(lambda: triton_kernel(x_in, x_out, mask, 1e-5, args.relative), device,
+                         args.repeat)
+        rows.append({"path": "triton kernel", "seconds": s, "GB/s": read_bytes / s / 1e9})
+    for name in backends:
+        s = _median_time(lambda: stats_dispatch.block_stats(x_in, x_out, mask, 1e-5, args.relative,
+                                                            name), device, args.repeat)
+        rows.append({"path": f"{name} with finish", "seconds": s, "GB/s": read_bytes / s / 1e9})
+    s = _median_time(lambda: stats_ref(x_in, x_out, mask, 1e-5, args.relative), device,
+                     max(1, args.repeat // 4))
+    rows.append({"path": "torch reference (fp64)", "seconds": s, "GB/s": read_bytes / s / 1e9})
+    for r in rows:
+        r["of copy"] = r["GB/s"] / copy_gbs
+    print(f"kernels: [{shape[0]}, {shape[1]}, {shape[2]}] {args.dtype}, relative={args.relative}, "
+          f"{read_bytes / 1e6:.0f} MB read per call, {torch.get_num_threads()} threads, {device}")
+    for r in rows:
+        print(f"  {r['path']:<24} {1e3 * r['seconds']:9.2f} ms  {r['GB/s']:7.2f} GB/s  "
+              f"{100 * r['of copy']:6.1f}% of copy")
+    return rows
+
+
+# ---- (b) full pass vs keep-all-hidden-states ------------------------------------------------------
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
+
+
+def _inputs(model, batch: int, seq: int):
+    """[batch, seq] token ids from the Lee corpus, each row a different stretch of it."""
+    import torch
+
+    from layerfast.cli import _calibration_texts
+
+    text = " ".join(_calibration_texts("lee", 10_000))
+    ids = model.tokenizer.encode(text)
+    need = batch * seq
+    if len(ids) < need:
+        ids = (ids * (need // len(ids) + 1))
+    return torch.tensor(ids[:need]).view(batch, seq), model.tokenizer.decode
+
+
+def numpy_statistics(hidden: list, mask, eps: float) -> dict:
+    """What a script does with kept hidden states: per block AV, AS, BI, angular, norm in NumPy."""
+    import numpy as np
+
+    keep = mask.astype(bool)
+    out = {k: [] for k in ("av", "as", "bi", "angular", "norm")}
+    for x_in, x_out in zip(hidden[:-1], hidden[1:]):
+        a, b = x_out[keep], x_in[keep]  # [N, d]
+        lengths = keep.sum(1)
+        means = (x_out * keep[..., None]).sum(1) / lengths[:, None]  # [B, d]
+        out["av"].append(float(means.var(axis=1, ddof=1).mean()))
+        out["as"].append(float((np.abs(a) < eps).mean()))
+        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        out["bi"].append(float(1 - cos.mean()))
+        out["angular"].append(float((np.arccos(np.clip(cos, -1, 1)) / np.pi).mean()))
+        out["norm"].append(float(np.linalg.norm(a, axis=1).mean()))
+    return out
+
+
+def run_pass_child(args) -> None:
+    """One path, in this (fresh) process: prints a JSON line with peak memory and wall time."""
+    import torch
+
+    import layerfast as lf
+    from layerfast.activation_stats import stats
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model = lf.load(args.model, dtype=args.dtype and DTYPES.get(args.dtype, args.dtype))
+    ids, decode = _inputs(model, args.batch, args.seq)
+    mask = torch.ones_like(ids)
+
+    if args.path == "streaming":
+        texts = [decode(row) for row in ids.tolist()]
+
+        def once():
+            return stats(model, texts, batch_size=args.batch, max_length=args.seq, progress=False)
+    else:
+        body = model.hf_model.model if args.path == "hidden" else model.hf_model
+
+        def once():
+            with torch.inference_mode():
+                out = body(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                           use_cache=False)
+                hidden = [h.float().numpy() for h in out.hidden_states]
+            return numpy_statistics(hidden, mask.numpy(), 1e-5)
+
+    import gc
+
+    gc.collect()
+    before = _rss_kb("VmRSS")
+    _reset_peak()
+    t0 = time.perf_counter()
+    result = once()
+    first = time.perf_counter() - t0
+    peak = _rss_kb("VmHWM") - before
+    del result
+    gc.collect()
+    times = [first]
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    n_tokens = int(mask.sum())
+    if args.path == "streaming":
+        from layerfast.stats_dispatch import resolve
+
+        backend = resolve("auto", model.device, model.dtype)
+    else:
+        backend = "numpy"
+    print("RESULT " + json.dumps({"path": args.path, "peak_mb": peak / 1024, "wall_s": min(times),
+                                  "tokens": n_tokens, "backend": backend,
+                                  "hidden_mb_kept": (model.n_blocks + 1) * n_tokens
+                                  * model.config.hidden_size * 4 / 2**20}))
+
+
+def bench_pass(args) -> list[dict]:
+    rows = []
+    for path in ("streaming", "hidden", "causal_lm"):
+        cmd = [sys.executable, __file__, "pass-child", "--path", path, "--model", args.model,
+               "--batch", str(args.batch), "--seq", str(args.seq), "--repeat", str(args.repeat)]
+        if args.dtype:
+            cmd += ["--dtype", args.dtype]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode or not line:
+            raise RuntimeError(f"{path} failed:\n{done.stderr[-3000:]}")
+        rows.append(json.loads(line[0][7:]))
+    base = rows[0]
+    print(f"pass: {args.model}, batch {args.batch} x {args.seq} tokens = {base['tokens']} tokens")
+    for r in rows:
+        r["peak vs streaming"] = r["peak_mb"] / base["peak_mb"]
+        r["wall vs streaming"] = r["wall_s"] / base["wall_s"]
+        print(f"  {r['path']:<10} peak +{r['peak_mb']:8.1f} MB ({r['peak vs streaming']:5.2f}x)  "
+              f"wall {r['wall_s']:7.2f} s ({r['wall vs streaming']:5.2f}x)  [{r['backend']}]")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    k = sub.add_parser("kernels")
+    k.add_argument("--tokens", type=int, default=4096)
+    k.add_argument("--batch", type=int, default=4)
+    k.add_argument("--hidden", type=int, default=2048)
+    k.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    k.add_argument("--device", default="cpu")
+    k.add_argument("--relative", action="store_true")
+    k.add_argument("--repeat", type=int, default=10)
+    for name in ("pass", "pass-child"):
+        p = sub.add_parser(name)
+        p.add_argument("--model", default="smollm2-135m")
+        p.add_argument("--dtype", default=None)
+        p.add_argument("--batch", type=int, default=4)
+        p.add_argument("--seq", type=int, default=1024)
+        p.add_argument("--repeat", type=int, default=2)
+        p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--path", default="streaming", choices=["streaming", "hidden", "causal_lm"])
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    if args.what == "pass-child":
+        run_pass_child(args)
+        return 0
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+          f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    rows = bench_kernels(args) if args.what == "kernels" else bench_pass(args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

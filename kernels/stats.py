@@ -44,7 +44,7 @@ def _block_stats_kernel(
     BLOCK_D: tl.constexpr,
     RELATIVE: tl.constexpr,
 ):
-    seg = tl.program_id(0)
+    seg = tl.program_id(0).to(tl.int64)  # int64 offsets: B * T * d may pass 2**31
     b = seg // S
     t_start = (seg % S) * SEG_LEN
     n_rows = tl.num_programs(0) // S * T  # B * T

@@ -150,15 +150,17 @@ def finish(rows: torch.Tensor,  # [5, B, T] dot, |out|^2, |in|^2, small, nonfini
     acc["av_sum"] = float(means.var(dim=1, unbiased=True).sum()) if d > 1 else 0.0
     # channel moments over all real rows (Chan's merge of the segments)
     ch_mean = weighted.sum((0, 1)) / n  # [d]
-    used = seg_n > 0  # empty segments hold zeros and carry no weight
-    spread = seg_n[used][:, None] * (seg_mean[used] - ch_mean) ** 2  # [segments used, d]
-    acc["ch_mean"], acc["ch_m2"] = ch_mean, seg_m2[used].sum(0) + spread.sum(0)
+    # empty segments hold zeros and get weight 0
+    spread = (seg_n[..., None] * (seg_mean - ch_mean).square_()).sum((0, 1))  # [d]
+    acc["ch_mean"], acc["ch_m2"] = ch_mean, seg_m2.sum((0, 1)) + spread
     # per-row scalars
-    dot, ssa, ssb, small, nonfinite = (r[keep] for r in rows)  # each [n]
-    cos = dot / (ssa.sqrt().clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
+    real = rows.view(5, -1) if n == B * T else rows[:, keep]  # [5, n]
+    dot, ssa, ssb, small, nonfinite = real
+    norm_out = ssa.sqrt()
+    cos = dot / (norm_out.clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
     acc["cos_sum"] = float(cos.sum())
     acc["angle_sum"] = float((torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi).sum())
-    acc["norm_sum"] = float(ssa.sqrt().sum())
+    acc["norm_sum"] = float(norm_out.sum())
     acc["small"], acc["nonfinite"] = float(small.sum()), float(nonfinite.sum())
     last = T - 1 - keep.flip(1).int().argmax(1)  # [B] last real position of each sample
     rows_last = torch.nonzero(has_tokens).squeeze(1)

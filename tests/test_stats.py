@@ -192,6 +192,8 @@ def tolerances(backend: str) -> dict:
 
 
 def run_backend(backend, x_in, x_out, mask, eps=0.3, relative=False):
+    if backend == "triton" and torch.cuda.is_available():  # on a GPU machine: real CUDA
+        x_in, x_out, mask = x_in.cuda(), x_out.cuda(), mask.cuda()
     return stats_dispatch.block_stats(x_in, x_out, mask, eps, relative,
                                       stats_dispatch.resolve(backend, x_out.device, x_out.dtype))
 
@@ -318,7 +320,8 @@ def test_model_pass_backend_matches_torch(backend, dtype, tiny_tokenizer_fixture
     from tests.tiny_models import tiny_model
 
     hf = tiny_model("qwen2", dtype=dtype, seed=4, vocab_size=len(tiny_tokenizer_fixture))
-    model = lf.load(hf, tokenizer=tiny_tokenizer_fixture)
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else None
+    model = lf.load(hf, tokenizer=tiny_tokenizer_fixture, device=device)
     texts = ["the cat sat on the mat", "Athens is to Greece", "Q: What is the capital of France?"]
     want = stats(model, texts, batch_size=2, progress=False, eps=0.05, backend="torch")
     got = stats(model, texts, batch_size=2, progress=False, eps=0.05, backend=backend)

@@ -29,6 +29,7 @@ _LAZY = {
     "AblationResult": ("layerfast.ablation", "AblationResult"),
     "perplexity": ("layerfast.perplexity", "perplexity"),
     "stats": ("layerfast.activation_stats", "stats"),
+    "avss": ("layerfast.activation_stats", "avss"),
     "prune": ("layerfast.pruning", "prune"),
 }
 _SUBMODULES = {"tasks", "models", "assets", "shapley", "utility", "executor", "cache", "report"}

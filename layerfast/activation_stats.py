@@ -69,6 +69,13 @@ def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = M
                      backend=backend)
 
 
+def avss(model: SublayerModel, texts: Sequence[str], **options) -> np.ndarray:
+    """AVSS per block, float64 [n_blocks] (NaN where AS = 0): ``lf.stats(...)["avss"]``, for
+    ``lf.prune(model, lf.avss(model, texts))``. Options as for :func:`stats`; use :func:`stats`
+    for the dtype, the backend and ``as_zero`` that come with it."""
+    return stats(model, texts, metrics=("avss",), **options)["avss"]
+
+
 def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
               backend: str = "torch") -> dict:
     """Turn per-block accumulators into the metric arrays."""

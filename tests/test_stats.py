@@ -142,6 +142,16 @@ def test_options_are_checked(tiny_llama):
     assert lf.stats is stats
 
 
+def test_avss_shortcut_feeds_prune(tiny_llama):
+    texts = ["the cat sat on the mat", "Athens is to Greece"]
+    scores = lf.avss(tiny_llama, texts, eps=0.05, progress=False)
+    full = stats(tiny_llama, texts, eps=0.05, progress=False)
+    np.testing.assert_array_equal(scores, full["avss"])
+    assert scores.shape == (tiny_llama.n_blocks,)
+    pruned = lf.prune(tiny_llama, scores, k=1)
+    assert pruned.config.num_hidden_layers == tiny_llama.n_blocks - 1
+
+
 # ---- compiled backends (C++ extension, Triton kernel) against the reference ----------------------
 #
 # Both kernels read the stored values exactly (bf16/fp16 -> fp32 is exact), so the input dtype

@@ -56,17 +56,24 @@ def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = M
     accs = [empty(d) for _ in range(model.n_blocks)]
     batches = list(_batches(model, texts, batch_size, max_length))
     for ids, mask in _progress(batches, progress):
-        inputs = model.prepare(ids, mask)
-        state = model.initial_state(inputs)
-        mask = mask.to(model.device)
-        for block in range(model.n_blocks):
-            x_in = model.residual(state)  # [B, T, d]
-            state = model.step(2 * block, state, inputs, True)
-            state = model.step(2 * block + 1, state, inputs, True)
-            acc = block_stats(x_in, model.residual(state), mask, eps, relative, backend)
+        for block, x_in, x_out in block_streams(model, ids, mask):
+            acc = block_stats(x_in, x_out, mask.to(model.device), eps, relative, backend)
             accs[block] = merge(accs[block], acc)
     return summarize(accs, eps=eps, relative=relative, dtype=str(model.dtype).replace("torch.", ""),
                      backend=backend)
+
+
+def block_streams(model: SublayerModel, ids: torch.Tensor, mask: torch.Tensor):
+    """Run the forward loop with every player kept; yield (block, x_in, x_out) after each block,
+    the residual stream before and after it, [B, T, d] in the model's dtype. Only the current
+    pair is alive: consume it before asking for the next."""
+    inputs = model.prepare(ids, mask)
+    state = model.initial_state(inputs)
+    for block in range(model.n_blocks):
+        x_in = model.residual(state)  # [B, T, d]
+        state = model.step(2 * block, state, inputs, True)
+        state = model.step(2 * block + 1, state, inputs, True)
+        yield block, x_in, model.residual(state)
 
 
 def avss(model: SublayerModel, texts: Sequence[str], **options) -> np.ndarray:

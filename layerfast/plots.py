@@ -82,11 +82,18 @@ def plot_shapley(players: Sequence[str], values: np.ndarray, stderr: np.ndarray 
 
 
 def plot_blocks(values: np.ndarray, path: str | Path, ylabel: str, title: str = "",
-                highlight: Sequence[int] = ()) -> Path:
-    """One bar per block (highlighted blocks in grey, e.g. the pruned ones)."""
+                highlight: Sequence[int] = (), interval: tuple | None = None) -> Path:
+    """One bar per block (highlighted blocks in grey, e.g. the pruned ones); ``interval``
+    (lo, hi) arrays draw error bars (e.g. bootstrap intervals)."""
     plt, fig, ax = _figure(len(values))
     colors = ["lightgray" if i in set(highlight) else "tab:green" for i in range(len(values))]
-    ax.bar(range(len(values)), np.nan_to_num(np.asarray(values, dtype=float)), color=colors)
+    v = np.nan_to_num(np.asarray(values, dtype=float))
+    yerr = None
+    if interval is not None:
+        lo, hi = (np.nan_to_num(np.asarray(x, dtype=float), nan=0.0) for x in interval)
+        yerr = np.stack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+    ax.bar(range(len(values)), v, color=colors, yerr=yerr, ecolor="black", capsize=2)
+    ax.axhline(0, color="black", linewidth=0.5)
     ax.set_xlabel("block", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

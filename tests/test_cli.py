@@ -292,3 +292,31 @@ def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
     assert result["after"] == pytest.approx(float(game(keep[None])[0]), abs=1e-12)
     reloaded = lf.load(saved)
     assert reloaded.n_blocks == 2
+
+
+def test_eavss_and_controlled_finetune(capsys, model_dir, tmp_path):
+    task = tmp_path / "tiny12.jsonl"
+    with open(task, "w", encoding="utf-8") as f:
+        for i, (context, choices, gold) in enumerate(TINY_ITEMS):
+            f.write(json.dumps({"context": context, "choices": choices, "gold": gold}) + "\n")
+    out = tmp_path / "eavss"
+    rc, stdout, err = run(capsys, *sweep("eavss", model_dir, task, out, "--n-boot", "20",
+                                         "--stats-dtype", "model", "--eps", "0.05", "--k", "1"))
+    assert rc == 0, err
+    data = json.loads((out / "eavss.json").read_text())
+    assert data["n_correct"] + data["n_wrong"] == len(TINY_ITEMS)
+    assert len(data["scopes"]["answer"]["eavss"]) == N // 2
+    assert (out / "eavss.png").stat().st_size > 0 and "top 1 blocks" in stdout
+    ft = tmp_path / "ft"
+    rc, stdout, err = run(capsys, *sweep("eavss", model_dir, task, ft, "--finetune", "--steps", "2",
+                                         "--batch-size", "2", "--k", "1", "--n-random", "1",
+                                         "--n-boot", "20", "--stats-dtype", "model",
+                                         "--save", tmp_path / "tuned"))
+    assert rc == 0, err
+    rows = json.loads((ft / "finetune.json").read_text())["rows"]
+    assert [r["condition"] for r in rows] == ["before", "eavss-top", "eavss-bottom", "random-0", "all"]
+    assert "| eavss-top |" in (ft / "finetune.md").read_text()
+    tuned = lf.load(tmp_path / "tuned")
+    assert tuned.n_blocks == N // 2
+    rc, _, err = run(capsys, *sweep("eavss", model_dir, task, tmp_path / "bad", "--utility", "margin"))
+    assert rc == 2 and "utility" in err

@@ -1,7 +1,7 @@
 """Model adapters: any supported HF causal LM as an ordered list of skippable sublayers."""
 from . import gpt2, gpt_neox, prenorm, sandwich  # noqa: F401  (register the adapters)
 from .adapter import Adapter, adapter_for, supported_model_types
-from .loading import DEFAULT_MODEL, PACKAGED, load, parse_dtype
+from .loading import DEFAULT_MODEL, PACKAGED, copy_as, load, parse_dtype
 from .sublayer_model import LayerInputs, SublayerModel
 
 __all__ = ["Adapter", "adapter_for", "supported_model_types", "load", "parse_dtype", "DEFAULT_MODEL",

@@ -66,6 +66,14 @@ def load(model: str | os.PathLike | nn.Module = DEFAULT_MODEL, dtype: str | torc
     return SublayerModel(hf_model, tokenizer, name=name)
 
 
+def copy_as(model: SublayerModel, dtype: str | torch.dtype) -> SublayerModel:
+    """A deep copy of ``model`` cast to ``dtype`` (e.g. statistics in bf16 while the utility is
+    evaluated in fp32); the original is untouched."""
+    import copy
+
+    return load(copy.deepcopy(model.hf_model), dtype=dtype, tokenizer=model.tokenizer)
+
+
 def _resolve_folder(spec: str) -> tuple[Path, str]:
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -30,6 +30,7 @@ _LAZY = {
     "perplexity": ("layerfast.perplexity", "perplexity"),
     "stats": ("layerfast.activation_stats", "stats"),
     "avss": ("layerfast.activation_stats", "avss"),
+    "eavss": ("layerfast.eavss_scores", "eavss"),
     "prune": ("layerfast.pruning", "prune"),
 }
 _SUBMODULES = {"tasks", "models", "assets", "shapley", "utility", "executor", "cache", "report"}

@@ -367,7 +367,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_eavss(args) -> int:
-    from .eavss import eavss
+    from .eavss_scores import eavss
     from .plots import plot_blocks
     from .report import write_csv, write_json
 

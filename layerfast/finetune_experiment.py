@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .contrastive import FinetuneConfig, finetune
-from .eavss import eavss
+from .eavss_scores import eavss
 from .game import Game
 from .models import SublayerModel
 from .tasks import Task
@@ -56,6 +56,9 @@ def compare(model: SublayerModel, task: Task, k: int = 3, config: FinetuneConfig
             progress: bool = True, log=print, keep: Sequence[str] = ()) -> dict:
     """Run every condition; returns {"rows": [...], "eavss": EAVSSResult (train items), "models":
     the fine-tuned models of the conditions named in ``keep``, ...}."""
+    if task.notes.get("canary"):
+        raise ValueError(f"{task.name} carries a canary ({task.notes['canary']!r}): it is not "
+                         "fine-tuned on; run the EAVSS analysis without --finetune")
     train, val, test = split_task(task, fractions, seed)
     t0 = time.time()
     result = eavss(model, train, utility=utility, stats_dtype=stats_dtype, seed=seed, progress=progress)

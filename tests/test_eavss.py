@@ -13,7 +13,7 @@ import layerfast as lf
 from layerfast.activation_stats import block_streams
 from layerfast.batching import pad_right
 from layerfast.contrastive import FinetuneConfig, finetune, trainable_parameters
-from layerfast.eavss import (ItemStats, answer_requests, bootstrap, eavss, group_scores, item_stats,
+from layerfast.eavss_scores import (ItemStats, answer_requests, bootstrap, eavss, group_scores, item_stats,
                              split_by_outcome)
 from layerfast.finetune_experiment import compare, split_task
 from layerfast.requests import build_requests
@@ -179,3 +179,6 @@ def test_compare_runs_every_condition(tiny_llama, tiny_task):
     assert before["test_acc_delta"] == 0 and before["val_acc_delta"] == 0
     assert out["rows"][-1]["blocks"] == list(range(tiny_llama.n_blocks))
     assert sum(out["splits"].values()) == len(tiny_task)
+    canary = lf.Task("bb", tiny_task.items, notes={"canary": "never train on this"})
+    with pytest.raises(ValueError, match="canary"):
+        compare(tiny_llama, canary, k=1, progress=False, log=lambda *a: None)

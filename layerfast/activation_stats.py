@@ -56,8 +56,9 @@ def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = M
     accs = [empty(d) for _ in range(model.n_blocks)]
     batches = list(_batches(model, texts, batch_size, max_length))
     for ids, mask in _progress(batches, progress):
+        device_mask = mask.to(model.device)
         for block, x_in, x_out in block_streams(model, ids, mask):
-            acc = block_stats(x_in, x_out, mask.to(model.device), eps, relative, backend)
+            acc = block_stats(x_in, x_out, device_mask, eps, relative, backend)
             accs[block] = merge(accs[block], acc)
     return summarize(accs, eps=eps, relative=relative, dtype=str(model.dtype).replace("torch.", ""),
                      backend=backend)
@@ -83,6 +84,12 @@ def avss(model: SublayerModel, texts: Sequence[str], **options) -> np.ndarray:
     return stats(model, texts, metrics=("avss",), **options)["avss"]
 
 
+def avss_ratio(av: np.ndarray, as_: np.ndarray) -> np.ndarray:
+    """AV / AS, NaN where AS = 0 (undefined, not infinite)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(as_ > 0, av / np.where(as_ > 0, as_, 1.0), np.nan)
+
+
 def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
               backend: str = "torch") -> dict:
     """Turn per-block accumulators into the metric arrays."""
@@ -91,7 +98,7 @@ def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
     with np.errstate(divide="ignore", invalid="ignore"):
         av = get("av_sum") / n_smp
         as_ = get("small") / n_ent
-        avss = np.where(as_ > 0, av / np.where(as_ > 0, as_, 1.0), np.nan)
+        avss = avss_ratio(av, as_)
         total = np.nansum(avss)
         navss = avss / total if total > 0 else np.full_like(avss, np.nan)
         cos = get("cos_sum") / n_tok

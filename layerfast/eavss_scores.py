@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .activation_stats import block_streams
+from .activation_stats import avss_ratio, block_streams
 from .batching import pad_right
 from .models import SublayerModel, copy_as
 from .requests import Request
@@ -107,7 +107,7 @@ def group_scores(st: ItemStats, h_idx: np.ndarray, c_idx: np.ndarray) -> dict[st
         with np.errstate(divide="ignore", invalid="ignore"):
             as_ = np.where(entries > 0, st.small[idx].sum(0) / np.maximum(entries, 1), np.nan)
             out[f"av_{name}"], out[f"as_{name}"] = av, as_
-            out[f"avss_{name}"] = np.where(as_ > 0, av / np.where(as_ > 0, as_, 1.0), np.nan)
+        out[f"avss_{name}"] = avss_ratio(av, as_)
     out["hsav"] = _contrast(out["av_h"], out["av_c"])
     out["hss"] = _contrast(out["as_h"], out["as_c"])
     out["eavss"] = _contrast(out["avss_h"], out["avss_c"])

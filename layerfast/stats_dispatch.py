@@ -156,16 +156,17 @@ def finish(rows: torch.Tensor,  # [5, B, T] dot, |out|^2, |in|^2, small, nonfini
     # per-row scalars
     real = rows.view(5, -1) if n == B * T else rows[:, keep]  # [5, n]
     dot, ssa, ssb, small, nonfinite = real
-    norm_out = ssa.sqrt()
-    cos = dot / (norm_out.clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
-    acc["cos_sum"] = float(cos.sum())
-    acc["angle_sum"] = float((torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi).sum())
-    acc["norm_sum"] = float(norm_out.sum())
+    acc["cos_sum"], acc["angle_sum"] = _cos_angle_sums(dot, ssa, ssb)
+    acc["norm_sum"] = float(ssa.sqrt().sum())
     acc["small"], acc["nonfinite"] = float(small.sum()), float(nonfinite.sum())
     last = T - 1 - keep.flip(1).int().argmax(1)  # [B] last real position of each sample
     rows_last = torch.nonzero(has_tokens).squeeze(1)
-    dot_l, ssa_l, ssb_l = (rows[i][rows_last, last[rows_last]] for i in range(3))
-    cos_l = dot_l / (ssa_l.sqrt().clamp_min(1e-12) * ssb_l.sqrt().clamp_min(1e-12))
-    acc["last_cos_sum"] = float(cos_l.sum())
-    acc["last_angle_sum"] = float((torch.arccos(cos_l.clamp(-1.0, 1.0)) / torch.pi).sum())
+    acc["last_cos_sum"], acc["last_angle_sum"] = _cos_angle_sums(
+        *(rows[i][rows_last, last[rows_last]] for i in range(3)))
     return acc
+
+
+def _cos_angle_sums(dot: torch.Tensor, ssa: torch.Tensor, ssb: torch.Tensor) -> tuple[float, float]:
+    """Sums over rows of cos(out, in) and arccos(cos) / pi from dot products and squared norms."""
+    cos = dot / (ssa.sqrt().clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
+    return float(cos.sum()), float((torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi).sum())

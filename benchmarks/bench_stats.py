@@ -69,8 +69,8 @@ def _median_time(fn, device, repeat: int) -> float:
 def bench_kernels(args) -> list[dict]:
     import torch
 
-    from layerfast import stats_dispatch
-    from layerfast.stats_ref import stats_ref
+    from layerfast.activations import dispatch as stats_dispatch
+    from layerfast.activations.reference import stats_ref
 
     device = torch.device(args.device)
     dtype = getattr(torch, DTYPES[args.dtype])
@@ -92,7 +92,7 @@ def bench_kernels(args) -> list[dict]:
                 and (b != "triton" or device.type == "cuda")]
     if device.type == "cpu" and "cpp" in backends:
         from layerfast import _stats_cpp
-        from layerfast.stats_dispatch import CPP_SEG_LEN, _buffer
+        from layerfast.activations.dispatch import CPP_SEG_LEN, _buffer
 
         B, T, d = shape
         n_seg = -(-T // CPP_SEG_LEN)
@@ -108,7 +108,7 @@ def bench_kernels(args) -> list[dict]:
         s = _median_time(kernel_only, device, args.repeat)
         rows.append({"path": "cpp kernel", "seconds": s, "GB/s": read_bytes / s / 1e9})
     if "triton" in backends:
-        from layerfast.kernels.stats import block_stats as triton_kernel
+        from layerfast.kernels.block_stats import block_stats as triton_kernel
 
         s = _median_time(lambda: triton_kernel(x_in, x_out, mask, 1e-5, args.relative), device,
                          args.repeat)
@@ -181,7 +181,7 @@ def run_pass_child(args) -> None:
     import torch
 
     import layerfast as lf
-    from layerfast.activation_stats import stats
+    from layerfast.activations.collect import stats
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model = lf.load(args.model, dtype=args.dtype and DTYPES.get(args.dtype, args.dtype))
@@ -227,7 +227,7 @@ def run_pass_child(args) -> None:
         times.append(time.perf_counter() - t0)
     n_tokens = int(mask.sum())
     if args.path == "streaming":
-        from layerfast.stats_dispatch import resolve
+        from layerfast.activations.dispatch import resolve
 
         backend = resolve("auto", model.device, model.dtype)
     else:

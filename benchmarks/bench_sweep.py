@@ -34,7 +34,7 @@ PATHS = ("seed", "naive", "prefix", "fast")
 
 
 def sweep_masks(n: int, sweep: str) -> np.ndarray:
-    from layerfast.ablation import ablation_masks
+    from layerfast.estimators.ablation import ablation_masks
 
     if sweep == "ablation":
         return ablation_masks(n)
@@ -51,7 +51,7 @@ class SeedPaperScorer:
     """Masking hooks + full-vocabulary log-softmax per request, as the seed paper's scripts run."""
 
     def __init__(self, model, requests, batch_tokens: int):
-        from layerfast.batching import build_rows, make_batches
+        from layerfast.evaluation.batching import build_rows, make_batches
 
         self.model = model
         self.hf = model.hf_model
@@ -95,10 +95,10 @@ class SeedPaperScorer:
 def run_path(args) -> dict:
     """One path in this process: returns utilities, wall time, sublayer counts, peak RSS."""
     import layerfast as lf
-    from layerfast.executor import NaiveExecutor
-    from layerfast.prefix_executor import PrefixExecutor
-    from layerfast.requests import build_requests
-    from layerfast.utility import Scorer
+    from layerfast.evaluation.naive_executor import NaiveExecutor
+    from layerfast.evaluation.prefix_executor import PrefixExecutor
+    from layerfast.evaluation.requests import build_requests
+    from layerfast.evaluation.utility import Scorer
 
     torch.manual_seed(0)
     model = load_model(args)

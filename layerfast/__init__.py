@@ -14,28 +14,39 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
-# Bound eagerly: importing the subpackage layerfast.shapley would otherwise set the package
-# attribute `shapley` to the module, shadowing the function (numpy-only, so cheap).
-from .shapley import ShapleyResult, shapley  # noqa: E402
+__version__ = "0.2.0"
 
 _LAZY = {
     "load": ("layerfast.models", "load"),
     "SublayerModel": ("layerfast.models", "SublayerModel"),
     "Task": ("layerfast.tasks", "Task"),
-    "Game": ("layerfast.game", "Game"),
-    "ablate": ("layerfast.ablation", "ablate"),
-    "AblationResult": ("layerfast.ablation", "AblationResult"),
-    "perplexity": ("layerfast.perplexity", "perplexity"),
-    "stats": ("layerfast.activation_stats", "stats"),
-    "avss": ("layerfast.activation_stats", "avss"),
-    "eavss": ("layerfast.eavss_scores", "eavss"),
-    "prune": ("layerfast.pruning", "prune"),
+    "Game": ("layerfast.evaluation.game", "Game"),
+    "ablate": ("layerfast.estimators.ablation", "ablate"),
+    "AblationResult": ("layerfast.estimators.ablation", "AblationResult"),
+    "perplexity": ("layerfast.evaluation.perplexity", "perplexity"),
+    "stats": ("layerfast.activations.collect", "stats"),
+    "avss": ("layerfast.activations.collect", "avss"),
+    "eavss": ("layerfast.hallucination.eavss", "eavss"),
+    "prune": ("layerfast.models.pruning", "prune"),
+    "shapley": ("layerfast.estimators", "shapley"),
+    "ShapleyResult": ("layerfast.estimators", "ShapleyResult"),
 }
-_SUBMODULES = {"tasks", "models", "assets", "shapley", "utility", "executor", "cache", "report"}
+# Stage packages, and the module names of 0.1 kept as aliases of their new homes.
+_SUBMODULES = {
+    "tasks": "layerfast.tasks",
+    "models": "layerfast.models",
+    "assets": "layerfast.assets",
+    "evaluation": "layerfast.evaluation",
+    "estimators": "layerfast.estimators",
+    "activations": "layerfast.activations",
+    "hallucination": "layerfast.hallucination",
+    "report": "layerfast.report",
+    "utility": "layerfast.evaluation.utility",
+    "executor": "layerfast.evaluation.naive_executor",
+    "cache": "layerfast.evaluation.cache",
+}
 
-__all__ = sorted(_LAZY) + ["shapley", "ShapleyResult"] + sorted(_SUBMODULES - {"shapley"})
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
 
 def __getattr__(name: str) -> Any:
@@ -43,7 +54,7 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f"layerfast.{name}")
+        value = importlib.import_module(_SUBMODULES[name])
     else:
         raise AttributeError(f"module 'layerfast' has no attribute {name!r}")
     globals()[name] = value

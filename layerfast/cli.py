@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 # --- verbs ---------------------------------------------------------------------------------------
 def _setup(args):
     from . import Game, load, tasks
-    from .report import environment
+    from .report.files import environment
 
     t0 = time.time()
     task = tasks.load(args.task, limit=args.limit, seed=args.seed)  # before the model: fail fast
@@ -160,8 +160,8 @@ def _setup(args):
 
 
 def cmd_ablate(args) -> int:
-    from .ablation import ablate
-    from .report import ablation_table, save_ablation
+    from .estimators.ablation import ablate
+    from .report.files import ablation_table, save_ablation
 
     game, meta = _setup(args)
     t0 = time.time()
@@ -198,8 +198,8 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def cmd_shapley(args) -> int:
-    from .report import save_shapley
-    from .shapley import get_estimator, shapley
+    from .report.files import save_shapley
+    from .estimators import get_estimator, shapley
 
     options = _parse_options(args.option)
     if args.window is not None:
@@ -209,12 +209,12 @@ def cmd_shapley(args) -> int:
     t0 = time.time()
     files = []
     if args.budgets:
-        from .shapley.convergence import convergence, plot_convergence
+        from .estimators.convergence import convergence, plot_convergence
 
         budgets = [int(b) for b in args.budgets.split(",")]
         records = convergence(game, args.method, budgets=budgets, seed=args.seed, **options)
         files.append(plot_convergence(records, args.out / "convergence.png", players=game.players))
-        from .report import write_json
+        from .report.files import write_json
         files.append(write_json(args.out / "convergence.json", {**meta, "records": records}))
     res = shapley(game, method=args.method, budget=args.budget, seed=args.seed,
                   progress=not args.no_progress, **options)
@@ -226,9 +226,9 @@ def cmd_shapley(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .ablation import ablate
-    from .report import ablation_table, markdown_summary, save_ablation, save_shapley
-    from .shapley import shapley
+    from .estimators.ablation import ablate
+    from .report.files import ablation_table, markdown_summary, save_ablation, save_shapley
+    from .estimators import shapley
 
     game, meta = _setup(args)
     t0 = time.time()
@@ -267,7 +267,7 @@ def _calibration_texts(spec: str, n: int) -> list[str]:
 
 
 def _run_stats(args, model):
-    from .activation_stats import stats
+    from .activations.collect import stats
 
     texts = _calibration_texts(args.texts, args.n_texts)
     t0 = time.time()
@@ -284,8 +284,8 @@ def _run_stats(args, model):
 
 def cmd_avss(args) -> int:
     from . import load
-    from .plots import plot_blocks
-    from .report import environment, write_csv, write_json
+    from .report.plots import plot_blocks
+    from .report.files import environment, write_csv, write_json
 
     model = load(args.model, dtype=args.dtype, device=args.device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -304,10 +304,10 @@ def cmd_avss(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .ablation import ablate
-    from .plots import plot_blocks
-    from .pruning import prune, select
-    from .report import write_json
+    from .estimators.ablation import ablate
+    from .report.plots import plot_blocks
+    from .models.pruning import prune, select
+    from .report.files import write_json
 
     game, meta = _setup(args)
     model = game.model
@@ -367,9 +367,9 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_eavss(args) -> int:
-    from .eavss_scores import eavss
-    from .plots import plot_blocks
-    from .report import write_csv, write_json
+    from .hallucination.eavss import eavss
+    from .report.plots import plot_blocks
+    from .report.files import write_csv, write_json
 
     game, meta = _setup(args)
     model, task = game.model, game.task
@@ -377,8 +377,8 @@ def cmd_eavss(args) -> int:
     t0 = time.time()
     files = []
     if args.finetune:
-        from .contrastive import FinetuneConfig
-        from .finetune_experiment import compare
+        from .hallucination.contrastive import FinetuneConfig
+        from .hallucination.experiment import compare
 
         fractions = [float(x) for x in args.split.split(",")]
         config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,

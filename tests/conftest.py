@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-# Make `tests.tiny_tokenizer` / `tests.tiny_models` importable under a plain `pytest` run too.
+# Make `tests.helpers.tiny_tokenizer` / `tests.helpers.tiny_models` importable under a plain `pytest` run too.
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from layerfast.tasks import Item, Task  # noqa: E402
-from tests.tiny_tokenizer import tiny_tokenizer  # noqa: E402
+from tests.helpers.tiny_tokenizer import tiny_tokenizer  # noqa: E402
 
 # The test models are tiny: with several intra-op threads on a busy 2-core machine each matmul
 # waits on thread hand-offs (a forward pass went from ~20 ms to ~2 s). One thread is fastest.

@@ -19,7 +19,7 @@ import torch
 
 import layerfast as lf
 from layerfast import cli
-from layerfast.shapley import proximity_cost, shapley
+from layerfast.estimators import proximity_cost, shapley
 from tests.conftest import TINY_ITEMS
 
 N = 6  # players of the tiny 3-block Llama

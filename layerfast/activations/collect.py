@@ -1,0 +1,136 @@
+"""``lf.stats``: one streaming pass of per-block activation statistics (AVSS, BI, angular, norms).
+
+The forward loop of :class:`~layerfast.models.SublayerModel` runs with every player kept; after
+each block, its input and output residual streams are folded into fp64 accumulators
+(:mod:`layerfast.activations.reference`) and dropped, so memory grows with blocks x hidden, not with tokens.
+
+Definitions (per block i, padding excluded; the AVSS authors' script includes padding):
+
+* AV_i: per sample, the mean over its tokens of the block output gives a vector in R^d; AV_i is
+  the unbiased variance across the d units of that vector, averaged over samples.
+* AS_i: fraction of output entries with |a| < eps, computed in the dtype the model runs in
+  (reported as ``dtype``); with ``relative=True`` the threshold is eps x the token's RMS.
+* AVSS_i = AV_i / AS_i, NaN where AS_i = 0 (listed in ``as_zero``: the ratio is undefined, not
+  infinite); NAVSS_i = AVSS_i / sum of the defined AVSS.
+* BI_i (ShortGPT's Block Influence) = 1 - mean over tokens of cos(block input, block output);
+  angular_i = mean of arccos(cos) / pi; ``angular_last`` uses each sample's last token (as
+  Gromov et al.); ``norm`` the mean L2 norm of the output; ``channel_var`` the mean over channels
+  of the per-channel variance.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..evaluation.batching import pad_right
+from ..models import SublayerModel
+from .dispatch import block_stats, resolve
+from .reference import empty, merge
+
+METRICS = ("avss", "bi", "angular", "norm")
+
+
+@torch.inference_mode()
+def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = METRICS,
+          backend: str = "auto", eps: float = 1e-5, relative: bool = False, batch_size: int = 8,
+          max_length: int = 512, progress: bool = True) -> dict:
+    """Per-block statistics over ``texts``: a dict of float64 arrays [n_blocks] plus metadata.
+
+    Keys: av, as, avss, navss, bi, angular, angular_last, norm, channel_var, n_tokens;
+    as_zero (blocks where AS = 0), nonfinite (NaN/inf output entries per block), dtype, eps,
+    relative, backend (the one that ran: ``backend="auto"`` reads ``LAYERFAST_BACKEND``, then
+    picks Triton on CUDA, the C++ extension on the CPU, else the PyTorch reference; see
+    :mod:`layerfast.activations.dispatch`).
+    """
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty sequence of strings")
+    if model.tokenizer is None:
+        raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
+    backend = resolve(backend, model.device, model.dtype)
+    d = model.config.hidden_size
+    accs = [empty(d) for _ in range(model.n_blocks)]
+    batches = list(_batches(model, texts, batch_size, max_length))
+    for ids, mask in _progress(batches, progress):
+        device_mask = mask.to(model.device)
+        for block, x_in, x_out in block_streams(model, ids, mask):
+            acc = block_stats(x_in, x_out, device_mask, eps, relative, backend)
+            accs[block] = merge(accs[block], acc)
+    return summarize(accs, eps=eps, relative=relative, dtype=str(model.dtype).replace("torch.", ""),
+                     backend=backend)
+
+
+def block_streams(model: SublayerModel, ids: torch.Tensor, mask: torch.Tensor):
+    """Run the forward loop with every player kept; yield (block, x_in, x_out) after each block,
+    the residual stream before and after it, [B, T, d] in the model's dtype. Only the current
+    pair is alive: consume it before asking for the next."""
+    inputs = model.prepare(ids, mask)
+    state = model.initial_state(inputs)
+    for block in range(model.n_blocks):
+        x_in = model.residual(state)  # [B, T, d]
+        state = model.step(2 * block, state, inputs, True)
+        state = model.step(2 * block + 1, state, inputs, True)
+        yield block, x_in, model.residual(state)
+
+
+def avss(model: SublayerModel, texts: Sequence[str], **options) -> np.ndarray:
+    """AVSS per block, float64 [n_blocks] (NaN where AS = 0): ``lf.stats(...)["avss"]``, for
+    ``lf.prune(model, lf.avss(model, texts))``. Options as for :func:`stats`; use :func:`stats`
+    for the dtype, the backend and ``as_zero`` that come with it."""
+    return stats(model, texts, metrics=("avss",), **options)["avss"]
+
+
+def avss_ratio(av: np.ndarray, as_: np.ndarray) -> np.ndarray:
+    """AV / AS, NaN where AS = 0 (undefined, not infinite)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(as_ > 0, av / np.where(as_ > 0, as_, 1.0), np.nan)
+
+
+def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
+              backend: str = "torch") -> dict:
+    """Turn per-block accumulators into the metric arrays."""
+    get = lambda k: np.array([a[k] for a in accs], dtype=np.float64)  # noqa: E731
+    n_tok, n_ent, n_smp = get("n_tokens"), get("n_entries"), get("n_samples")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        av = get("av_sum") / n_smp
+        as_ = get("small") / n_ent
+        avss = avss_ratio(av, as_)
+        total = np.nansum(avss)
+        navss = avss / total if total > 0 else np.full_like(avss, np.nan)
+        cos = get("cos_sum") / n_tok
+        out = {
+            "av": av, "as": as_, "avss": avss, "navss": navss,
+            "bi": 1.0 - cos, "angular": get("angle_sum") / n_tok,
+            "angular_last": get("last_angle_sum") / n_smp,
+            "norm": get("norm_sum") / n_tok,
+            "channel_var": np.array([float(a["ch_m2"].mean()) for a in accs]) / np.maximum(n_tok - 1, 1),
+            "n_tokens": n_tok,
+        }
+    out.update({"as_zero": [int(i) for i in np.flatnonzero(as_ == 0)],
+                "nonfinite": get("nonfinite").astype(int).tolist(), "dtype": dtype, "eps": eps,
+                "relative": relative, "backend": backend, "padding": "excluded"})
+    return out
+
+
+def _batches(model: SublayerModel, texts: Sequence[str], batch_size: int, max_length: int):
+    tok = model.tokenizer
+    encoded = [list(tok.encode(t))[:max_length] for t in texts]
+    encoded = [e for e in encoded if e]
+    if not encoded:
+        raise ValueError("no text encodes to any token")
+    for start in range(0, len(encoded), batch_size):
+        yield pad_right(encoded[start:start + batch_size])
+
+
+def _progress(seq, show: bool):
+    if not show or len(seq) < 2:
+        return seq
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return seq
+    return tqdm(seq, unit="batch", desc="statistics", leave=False)

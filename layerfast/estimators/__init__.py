@@ -1,0 +1,116 @@
+"""Shapley-value estimators for layer-importance games.
+
+    from layerfast.estimators import shapley
+    res = shapley(game, method="proximity", window=3)
+
+``game`` is any callable taking a bool array [m, n] (True = player kept) and returning a
+float array [m], with an integer attribute ``n_players`` (optional: ``players`` names and
+``chance``, the utility at chance level). See ``docs/shapley.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .base import BudgetedGame, BudgetExceeded, Estimator, ShapleyResult, check_budget_value
+from .exact import ExactEstimator
+from .kernel import KernelEstimator
+from .permutation import PermutationEstimator
+from .proximity import ProximityEstimator, proximity_cost
+from .truncated import TruncatedEstimator
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    cls.name: cls
+    for cls in (
+        ExactEstimator,
+        ProximityEstimator,
+        PermutationEstimator,
+        TruncatedEstimator,
+        KernelEstimator,
+    )
+}
+
+
+def get_estimator(method: str, **options: Any) -> Estimator:
+    """Instantiate the estimator registered as ``method`` (options are validated)."""
+    if not isinstance(method, str) or method not in ESTIMATORS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(ESTIMATORS)}")
+    return ESTIMATORS[method](**options)
+
+
+def shapley(
+    game: Any,
+    method: str = "proximity",
+    budget: int | None = None,
+    seed: int | np.random.Generator | None = 0,
+    progress: bool = False,
+    *,
+    eval_empty: bool | None = None,
+    memo: dict | None = None,
+    **method_options: Any,
+) -> ShapleyResult:
+    """Estimate the Shapley value of every player of ``game``.
+
+    Args:
+        game: callable bool[m, n] -> float[m] with attribute ``n_players``.
+        method: one of ``ESTIMATORS`` (``exact``, ``proximity``, ``permutation``,
+            ``truncated``, ``kernel``).
+        budget: maximum number of distinct coalitions evaluated. ``None``: the method's own
+            cost (``exact``: 2^n, ``proximity``: sum_k (n-k+1) + 1) or a default of 50 n for
+            the sampling methods.
+        seed: seed (or numpy Generator) for the sampling methods.
+        progress: show a tqdm bar counting evaluations (if tqdm is installed).
+        eval_empty: v(empty) is needed for ``efficiency_gap``. ``None`` (default): evaluate it
+            after the estimate if the method did not and the budget has room left; ``True``:
+            always (error if the budget has no room); ``False``: never.
+        memo: optional dict shared between calls; coalitions found in it are not re-evaluated
+            by the game (they still count towards this call's budget and ``n_evaluations``).
+        **method_options: options of the method (e.g. ``window=3`` for proximity); unknown
+            names raise ``TypeError`` listing the valid ones.
+    """
+    est = get_estimator(method, **method_options)
+    budget = check_budget_value(budget)
+    if eval_empty not in (None, True, False):
+        raise ValueError("eval_empty must be None, True or False")
+    g = BudgetedGame(game, budget=None, memo=memo, progress=progress)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    try:
+        res = est.estimate(g, budget, rng)
+        if not math.isfinite(res.empty) and eval_empty is not False:
+            if eval_empty and budget is None:
+                g.budget = (g.budget or 0) + 1  # no user limit: allow the extra evaluation
+            if g.remaining >= 1:
+                res.empty = float(g(np.zeros((1, g.n_players), dtype=bool))[0])
+                res.n_evaluations = g.n_evaluations
+                res.info["empty_evaluated_for_efficiency"] = True
+            elif eval_empty:
+                raise ValueError(
+                    "eval_empty=True but the budget has no room left for v(empty); raise the "
+                    "budget by one"
+                )
+    finally:
+        g.close()
+    res.info.setdefault("seed", seed if isinstance(seed, (int, type(None))) else "generator")
+    res.info["n_game_evaluations"] = g.n_game_evaluations
+    res.info["n_game_calls"] = g.n_calls
+    return res
+
+
+__all__ = [
+    "shapley",
+    "ShapleyResult",
+    "ESTIMATORS",
+    "Estimator",
+    "BudgetedGame",
+    "BudgetExceeded",
+    "get_estimator",
+    "proximity_cost",
+    "ExactEstimator",
+    "ProximityEstimator",
+    "PermutationEstimator",
+    "TruncatedEstimator",
+    "KernelEstimator",
+]

@@ -1,0 +1,93 @@
+"""Interoperability with shapiq (optional dependency, imported lazily).
+
+* :func:`to_shapiq_game` wraps one of our games (callable bool[m, n] -> float[m] with
+  ``n_players``) as a ``shapiq.Game`` with *raw* values (no normalisation), so shapiq's
+  approximators (``PermutationSamplingSV``, ``KernelSHAP``, ``SVARM``, ...) run on it.
+* :func:`from_shapiq_game` turns a ``shapiq.Game`` into one of our games.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["to_shapiq_game", "from_shapiq_game", "ShapiqGameAdapter"]
+
+_CLASS = None
+
+
+def _import_shapiq():
+    try:
+        import shapiq  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("shapiq is required for layerfast.estimators.interop: pip install shapiq") from e
+    return shapiq
+
+
+def _wrapper_class():
+    global _CLASS
+    if _CLASS is None:
+        shapiq = _import_shapiq()
+
+        class LayerfastShapiqGame(shapiq.Game):
+            """A ``shapiq.Game`` whose value function calls a layerfast-style game."""
+
+            def __init__(self, game: Any, **kwargs: Any) -> None:
+                self.layerfast_game = game
+                n = int(game.n_players)
+                players = getattr(game, "players", None)
+                super().__init__(
+                    n_players=n,
+                    normalize=False,
+                    player_names=list(players) if players is not None else None,
+                    **kwargs,
+                )
+                self.normalization_value = 0.0
+
+            def value_function(self, coalitions: np.ndarray) -> np.ndarray:
+                masks = np.asarray(coalitions, dtype=bool)
+                return np.asarray(self.layerfast_game(masks), dtype=np.float64).reshape(-1)
+
+        _CLASS = LayerfastShapiqGame
+    return _CLASS
+
+
+def to_shapiq_game(game: Any, **kwargs: Any):
+    """Wrap ``game`` as a ``shapiq.Game`` (raw values: normalization_value = 0)."""
+    if not hasattr(game, "n_players"):
+        raise TypeError("game must have an `n_players` attribute")
+    return _wrapper_class()(game, **kwargs)
+
+
+class ShapiqGameAdapter:
+    """Our game interface over a ``shapiq.Game``.
+
+    ``normalized=False`` (default) returns raw values: shapiq's ``Game.__call__`` subtracts
+    ``normalization_value``, which we add back.
+    """
+
+    def __init__(self, g: Any, normalized: bool = False) -> None:
+        self.shapiq_game = g
+        self.n_players = int(g.n_players)
+        lookup = getattr(g, "player_name_lookup", None) or {}
+        if len(lookup) == self.n_players:
+            self.players = [name for name, _ in sorted(lookup.items(), key=lambda kv: kv[1])]
+        else:
+            self.players = [f"p{i}" for i in range(self.n_players)]
+        self.normalized = normalized
+        self.chance = None
+
+    def __call__(self, masks: Any) -> np.ndarray:
+        masks = np.asarray(masks, dtype=bool)
+        if masks.ndim == 1:
+            masks = masks[None]
+        out = np.asarray(self.shapiq_game(masks), dtype=np.float64).reshape(-1)
+        if not self.normalized:
+            out = out + float(getattr(self.shapiq_game, "normalization_value", 0.0) or 0.0)
+        return out
+
+
+def from_shapiq_game(g: Any, normalized: bool = False) -> ShapiqGameAdapter:
+    """Turn a ``shapiq.Game`` into a layerfast-style game (callable with ``n_players``)."""
+    return ShapiqGameAdapter(g, normalized=normalized)

@@ -1,0 +1,99 @@
+"""Executors: evaluate coalitions (keep-masks) on a fixed list of tokenised requests.
+
+:class:`NaiveExecutor` is the reference: for every coalition and every batch it runs the whole
+forward loop of :class:`~layerfast.models.SublayerModel` with the switched-off sublayers skipped
+(never computed), then scores only the continuation positions. Batches are fixed once (see
+:mod:`layerfast.evaluation.batching`; with ``pack=True`` an item's context is shared by its choices), so every
+coalition sees the same batch composition: the fast executor is tested bit-for-bit against this one.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .batching import Batch, build_rows, make_batches
+from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
+from ..models import SublayerModel
+from .requests import Request
+
+
+class NaiveExecutor:
+    """Runs every coalition from the embeddings to the LM head, batch by batch."""
+
+    name = "naive"
+
+    def __init__(self, model: SublayerModel, requests: list[Request], batch_tokens: int = 2048,
+                 vocab_chunk: int = DEFAULT_VOCAB_CHUNK, pack: bool = False):
+        self.model = model
+        self.requests = requests
+        # Why packing is off (None when it is on or exact): "pack=False" or the model's reason.
+        self.packing_note = packing_supported(model, requests) if pack else "pack=False"
+        self.pack = self.packing_note is None
+        tok = model.tokenizer
+        pad_id = getattr(tok, "pad_token_id", None)
+        if pad_id is None:
+            pad_id = getattr(tok, "eos_token_id", None) or 0
+        self.batches = make_batches(build_rows(requests, self.pack), batch_tokens, pad_id,
+                                    mask_style=model.config._attn_implementation, dtype=model.dtype)
+        self.vocab_chunk = vocab_chunk
+        # Machine-independent cost counts: sublayer runs (one per batch), and the same weighted
+        # by the batch's real tokens.
+        self.sublayer_evaluations = 0
+        self.token_sublayer_evaluations = 0
+
+    def _prepare(self, batch: Batch):
+        return self.model.prepare(batch.input_ids, batch.attention_mask, batch.position_ids)
+
+    @torch.inference_mode()
+    def loglik(self, keep: np.ndarray) -> np.ndarray:
+        """Summed continuation log-prob per request, float64 [n_requests], for one keep-mask."""
+        kept = self.model.keep_mask(keep)
+        out = np.zeros(len(self.requests), dtype=np.float64)
+        for batch in self.batches:
+            inputs = self._prepare(batch)
+            state = self.model.initial_state(inputs)
+            for j in range(self.model.n_players):
+                state = self.model.step(j, state, inputs, kept[j])
+            self.sublayer_evaluations += sum(kept)
+            self.token_sublayer_evaluations += sum(kept) * batch.n_tokens
+            out[batch.request_index] = self.score(state, batch)
+        return out
+
+    def loglik_many(self, masks: np.ndarray, tick: Callable[[int], None] | None = None) -> np.ndarray:
+        """float64 [m, n_requests] for bool masks [m, n_players], one coalition at a time;
+        ``tick(k)`` reports progress in coalition-batches."""
+        out = np.zeros((len(masks), len(self.requests)), dtype=np.float64)
+        for i, mask in enumerate(masks):
+            out[i] = self.loglik(mask)
+            if tick is not None:
+                tick(len(self.batches))
+        return out
+
+    def score(self, state, batch: Batch) -> np.ndarray:
+        """Summed log-prob per request of the batch (``batch.request_index`` order) from the
+        residual state after the last sublayer."""
+        device = self.model.device
+        h = self.model.residual(state)  # [B, T, d]
+        picked = h[batch.rows.to(device), batch.positions.to(device)]  # [N, d]
+        hidden = self.model.adapter.final_norm()(picked)
+        head = self.model.adapter.lm_head()
+        lp = token_logprobs(hidden, head.weight, batch.targets.to(device), head.bias,
+                            getattr(self.model.config, "final_logit_softcapping", None),
+                            self.vocab_chunk)
+        sums = torch.zeros(len(batch.request_index), dtype=torch.float64, device=device)
+        sums.index_add_(0, batch.owner.to(device), lp.double())
+        return sums.cpu().numpy()
+
+
+def packing_supported(model: SublayerModel, requests: list[Request]) -> str | None:
+    """None when shared-context packing is exact for this model, else the reason it is not."""
+    impl = model.config._attn_implementation
+    if impl not in ("sdpa", "eager"):
+        return f"attention implementation {impl!r} takes no custom 4D mask"
+    window = getattr(model.config, "sliding_window", None)
+    longest = max((len(r.input_ids) for r in requests), default=0)
+    if window and longest >= window:
+        return f"sliding-window attention ({window}) would need its own packed mask"
+    return None

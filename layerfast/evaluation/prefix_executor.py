@@ -1,0 +1,108 @@
+"""The prefix-cached executor: coalitions that agree on their first k sublayers share the
+residual state after sublayer k.
+
+For each batch, the coalitions are visited in trie order (sorted in execution order, kept before
+removed). Coalition i starts from the state at its branch depth ``lcp(previous, i)`` (the length
+of the longest common prefix with the coalition visited before it) and runs only its own suffix.
+States are kept on a stack only at depths where a later coalition will branch, within a memory
+budget; when a state does not fit, the later coalition recomputes from the deepest state kept
+below its branch point instead of failing. Every step runs the same kernels on the same batch as
+:class:`~layerfast.evaluation.naive_executor.NaiveExecutor`, so the results are bit-identical to it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .naive_executor import NaiveExecutor
+from ..models.adapter import ParallelState
+
+
+def trie_order(masks: np.ndarray) -> np.ndarray:
+    """Indices that sort bool masks [m, n] lexicographically in execution order, kept first."""
+    return np.lexsort((~masks).T[::-1]) if len(masks) else np.zeros(0, dtype=np.int64)
+
+
+def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """Length of the longest common prefix of two bool vectors."""
+    diff = np.flatnonzero(a != b)
+    return int(diff[0]) if len(diff) else len(a)
+
+
+def branch_depths(ordered: np.ndarray) -> tuple[list[int], list[set[int]]]:
+    """For bool masks [m, n] in trie order: each one's branch depth (common prefix with the mask
+    before it), and the depths at which each one should keep its state because a later mask
+    branches there from this mask's path."""
+    m = len(ordered)
+    branch = [0] + [common_prefix(ordered[k - 1], ordered[k]) for k in range(1, m)]
+    keep_at: list[set[int]] = [set() for _ in range(m)]
+    for k in range(m):
+        running = ordered.shape[1]
+        for j in range(k + 1, m):
+            running = min(running, branch[j])  # mask j shares this mask's first `running` steps
+            if running == 0:
+                break
+            keep_at[k].add(running)
+    return branch, keep_at
+
+
+def state_bytes(state) -> int:
+    tensors = [state.x, state.attn_out] if isinstance(state, ParallelState) else [state]
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+class PrefixExecutor(NaiveExecutor):
+    """Evaluates many coalitions per batch, sharing the hidden states of common prefixes.
+
+    memory_budget: bytes of kept residual states per batch (default 1 GiB); beyond it, states are
+    recomputed rather than kept.
+    """
+
+    name = "prefix"
+
+    def __init__(self, *args, memory_budget: int = 1 << 30, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.memory_budget = int(memory_budget)
+        self.recomputed_steps = 0  # kept steps run again because a state did not fit the budget
+
+    @torch.inference_mode()
+    def loglik_many(self, masks: np.ndarray, tick: Callable[[int], None] | None = None) -> np.ndarray:
+        """float64 [m, n_requests] for bool masks [m, n_players]; ``tick(k)`` reports progress in
+        coalition-batches."""
+        masks = np.stack([np.asarray(self.model.keep_mask(mk)) for mk in masks]) if len(masks) else \
+            np.zeros((0, self.model.n_players), dtype=bool)
+        order = trie_order(masks)
+        ordered = masks[order]
+        branch, keep_at = branch_depths(ordered)
+        n = self.model.n_players
+        out = np.zeros((len(masks), len(self.requests)), dtype=np.float64)
+        for batch in self.batches:
+            inputs = self._prepare(batch)
+            stack = [(0, self.model.initial_state(inputs))]  # (depth, state), depths increasing
+            kept_bytes = 0
+            for k, mask in enumerate(ordered):
+                if branch[k] == n:  # a duplicate of the previous coalition
+                    out[order[k], batch.request_index] = out[order[k - 1], batch.request_index]
+                    if tick is not None:
+                        tick(1)
+                    continue
+                while stack[-1][0] > branch[k]:
+                    kept_bytes -= state_bytes(stack.pop()[1])
+                depth, state = stack[-1]
+                for d in range(depth, n):
+                    state = self.model.step(d, state, inputs, bool(mask[d]))
+                    if mask[d]:
+                        self.sublayer_evaluations += 1
+                        self.token_sublayer_evaluations += batch.n_tokens
+                        self.recomputed_steps += d < branch[k]
+                    if d + 1 in keep_at[k] and d + 1 < n:
+                        size = state_bytes(state)
+                        if kept_bytes + size <= self.memory_budget:
+                            stack.append((d + 1, state))
+                            kept_bytes += size
+                out[order[k], batch.request_index] = self.score(state, batch)
+                if tick is not None:
+                    tick(1)
+        return out

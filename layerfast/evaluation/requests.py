@@ -1,0 +1,89 @@
+"""Tokenise (context, continuation) requests exactly as lm-evaluation-harness does for causal LMs.
+
+Harness rules (``lm_eval/api/model.py``, ``_encode_pair`` and ``loglikelihood``): trailing spaces of
+the context move to the continuation; the whole string is encoded and split at the context's token
+count; an empty context becomes the prefix token (BOS, else EOS); the model input is
+``(context + continuation)[-(max_length + 1):][:-1]`` and the continuation's tokens are predicted at
+the input's last ``len(continuation)`` positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..tasks import Task
+
+
+@dataclass(frozen=True)
+class Request:
+    """One (item, choice) pair, tokenised.
+
+    input_ids: the model input, length T (the whole sequence minus its last token).
+    targets: the continuation token ids, length C <= T; predicted at positions T-C .. T-1.
+    """
+
+    item: int
+    choice: int
+    input_ids: tuple[int, ...]
+    targets: tuple[int, ...]
+
+
+def prefix_token_id(tokenizer: Any) -> int:
+    for attr in ("bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    raise ValueError("the tokenizer has neither a BOS nor an EOS token to stand for an empty context")
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    # The harness leaves add_special_tokens to the tokenizer's default, except when the string
+    # already starts with the BOS text.
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos):
+        return list(tokenizer.encode(text, add_special_tokens=False))
+    return list(tokenizer.encode(text))
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context_ids, continuation_ids) as the harness splits them."""
+    if context == "":
+        cont = list(tokenizer.encode(continuation, add_special_tokens=False))
+        prefix = prefix_token_id(tokenizer)
+        return ([prefix], cont) if cont[:1] != [prefix] else (cont[:1], cont[1:])
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = _encode(tokenizer, context + continuation)
+    ctx = _encode(tokenizer, context)
+    return ctx, whole[len(ctx):]
+
+
+def build_requests(task: Task, tokenizer: Any, max_length: int = 2048) -> list[Request]:
+    """All (item, choice) requests of a task in item order."""
+    if tokenizer is None:
+        raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
+    requests = []
+    for i, item in enumerate(task.items):
+        for c, choice in enumerate(item.choices):
+            ctx, cont = encode_pair(tokenizer, item.context, task.delimiter + choice)
+            if not cont:
+                raise ValueError(f"item {item.id!r} choice {c} ({choice!r}) encodes to no tokens "
+                                 "after its context")
+            whole = (ctx + cont)[-(max_length + 1):]
+            n_scored = min(len(cont), len(whole) - 1)
+            requests.append(Request(i, c, tuple(whole[:-1]), tuple(cont[-n_scored:])))
+    return requests
+
+
+def requests_fingerprint(requests: list[Request]) -> bytes:
+    """Bytes that change whenever any request's tokens change (for cache keys)."""
+    parts = []
+    for r in requests:
+        parts.append(np.asarray((r.item, r.choice, len(r.input_ids), len(r.targets)), np.int64))
+        parts.append(np.asarray(r.input_ids, np.int64))
+        parts.append(np.asarray(r.targets, np.int64))
+    return np.concatenate(parts).tobytes()

@@ -147,9 +147,9 @@ def _inputs(model, batch: int, seq: int):
     """[batch, seq] token ids from the Lee corpus, each row a different stretch of it."""
     import torch
 
-    from layerfast.cli import _calibration_texts
+    from layerfast.tasks.texts import calibration_texts
 
-    text = " ".join(_calibration_texts("lee", 10_000))
+    text = " ".join(calibration_texts("lee", 10_000))
     ids = model.tokenizer.encode(text)
     need = batch * seq
     if len(ids) < need:

@@ -249,27 +249,12 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _calibration_texts(spec: str, n: int) -> list[str]:
-    from . import assets
-
-    if spec == "lee":
-        lines = assets.fetch(assets.LEE_CORPUS).read_text(encoding="utf-8").splitlines()
-    elif spec == "pydoc":
-        from pydoc_data.topics import topics
-
-        lines = [topics[k] for k in sorted(topics)]
-    else:
-        lines = Path(spec).read_text(encoding="utf-8").splitlines()
-    texts = [t for t in (line.strip() for line in lines) if t][:n]
-    if not texts:
-        raise ValueError(f"no calibration text in {spec!r}")
-    return texts
-
-
 def _run_stats(args, model):
     from .activations.collect import stats
 
-    texts = _calibration_texts(args.texts, args.n_texts)
+    from .tasks.texts import calibration_texts
+
+    texts = calibration_texts(args.texts, args.n_texts)
     t0 = time.time()
     st = stats(model, texts, eps=args.eps, relative=args.relative, max_length=args.max_length,
                backend=args.backend, progress=not args.no_progress)

@@ -58,7 +58,7 @@ class SublayerModel(nn.Module):
         self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
         self.blocks = self.adapter.layers()
         self.n_blocks = len(self.blocks)
-        self.players = [f"{kind}{i}" for i in range(self.n_blocks) for kind in ("attn", "mlp")]
+        self.players = [f"{kind}{i}" for i in range(self.n_blocks) for kind in self.PLAYER_KINDS]
         self.n_players = len(self.players)
         self._fingerprint: str | None = None
 
@@ -74,6 +74,28 @@ class SublayerModel(nn.Module):
     @property
     def config(self):
         return self.hf_model.config
+
+    # --- players and blocks ------------------------------------------------------------------------
+    PLAYER_KINDS = ("attn", "mlp")  # the sublayers of one block, in execution order
+
+    def players_of(self, block: int) -> list[int]:
+        """Indices into ``players`` of block ``block``'s sublayers: [attn, mlp]."""
+        if not 0 <= block < self.n_blocks:
+            raise ValueError(f"block {block} out of range: the model has {self.n_blocks} blocks")
+        per = len(self.PLAYER_KINDS)
+        return list(range(per * block, per * block + per))
+
+    def block_of(self, player: int) -> tuple[int, str]:
+        """(block index, kind) of player index ``player``, e.g. 3 -> (1, 'mlp')."""
+        block, kind = divmod(player, len(self.PLAYER_KINDS))
+        return block, self.PLAYER_KINDS[kind]
+
+    def block_mask(self, removed_blocks: Sequence[int]) -> np.ndarray:
+        """Keep-mask bool [n_players] with every sublayer of ``removed_blocks`` off."""
+        keep = np.ones(self.n_players, dtype=bool)
+        for block in removed_blocks:
+            keep[self.players_of(int(block))] = False
+        return keep
 
     # --- validation ----------------------------------------------------------------------------
     def keep_mask(self, keep: Sequence[bool] | np.ndarray | torch.Tensor | None) -> list[bool]:

@@ -10,6 +10,8 @@ choice's length in characters without the delimiter, as the harness does.
 """
 from __future__ import annotations
 
+from ..errors import UsageError
+
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 
-class TaskFormatError(ValueError):
+class TaskFormatError(UsageError):
     """A task file is empty or one of its lines is malformed (the message names file and line)."""
 
 

@@ -15,30 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from .base import BudgetedGame, BudgetExceeded, Estimator, ShapleyResult, check_budget_value
+from ..errors import UsageError
+from .budget import BudgetedGame, BudgetExceeded
+from .estimator import Estimator
 from .exact import ExactEstimator
 from .kernel import KernelEstimator
+from .options import check_budget_value
 from .permutation import PermutationEstimator
 from .proximity import ProximityEstimator, proximity_cost
+from .registry import ESTIMATORS, get_estimator
+from .result import ShapleyResult
 from .truncated import TruncatedEstimator
-
-ESTIMATORS: dict[str, type[Estimator]] = {
-    cls.name: cls
-    for cls in (
-        ExactEstimator,
-        ProximityEstimator,
-        PermutationEstimator,
-        TruncatedEstimator,
-        KernelEstimator,
-    )
-}
-
-
-def get_estimator(method: str, **options: Any) -> Estimator:
-    """Instantiate the estimator registered as ``method`` (options are validated)."""
-    if not isinstance(method, str) or method not in ESTIMATORS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(ESTIMATORS)}")
-    return ESTIMATORS[method](**options)
 
 
 def shapley(
@@ -69,12 +56,18 @@ def shapley(
         memo: optional dict shared between calls; coalitions found in it are not re-evaluated
             by the game (they still count towards this call's budget and ``n_evaluations``).
         **method_options: options of the method (e.g. ``window=3`` for proximity); unknown
-            names raise ``TypeError`` listing the valid ones.
+            names raise :class:`~layerfast.estimators.options.OptionTypeError` (a
+            ``UsageError`` and a ``TypeError``) listing the valid ones.
+
+    Raises:
+        UsageError: an unknown method, a bad option value or budget (a budget that is not an
+            integer raises ``OptionTypeError``, also a ``TypeError``).
+        BudgetExceeded: an estimator asked for more coalitions than the budget (a bug).
     """
     est = get_estimator(method, **method_options)
     budget = check_budget_value(budget)
     if eval_empty not in (None, True, False):
-        raise ValueError("eval_empty must be None, True or False")
+        raise UsageError("eval_empty must be None, True or False")
     g = BudgetedGame(game, budget=None, memo=memo, progress=progress)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     try:
@@ -87,7 +80,7 @@ def shapley(
                 res.n_evaluations = g.n_evaluations
                 res.info["empty_evaluated_for_efficiency"] = True
             elif eval_empty:
-                raise ValueError(
+                raise UsageError(
                     "eval_empty=True but the budget has no room left for v(empty); raise the "
                     "budget by one"
                 )
@@ -107,6 +100,7 @@ __all__ = [
     "BudgetedGame",
     "BudgetExceeded",
     "get_estimator",
+    "check_budget_value",
     "proximity_cost",
     "ExactEstimator",
     "ProximityEstimator",

@@ -6,7 +6,11 @@ import math
 
 import numpy as np
 
-from .base import BudgetedGame, Estimator, ShapleyResult, check_int_option
+from ..errors import UsageError
+from .budget import BudgetedGame
+from .estimator import Estimator
+from .options import check_int_option
+from .result import ShapleyResult
 
 
 def int_to_masks(ints: np.ndarray, n: int) -> np.ndarray:
@@ -19,7 +23,7 @@ def shapley_from_table(table: np.ndarray, n: int) -> np.ndarray:
     """Exact Shapley values from a full utility table indexed by coalition integer."""
     table = np.asarray(table, dtype=np.float64)
     if table.shape != (1 << n,):
-        raise ValueError(f"table must have 2^{n} entries")
+        raise UsageError(f"table must have 2^{n} entries")
     ints = np.arange(1 << n, dtype=np.int64)
     sizes = np.zeros(1 << n, dtype=np.int64)
     for i in range(n):
@@ -52,7 +56,7 @@ class ExactEstimator(Estimator):
 
     def _check_n(self, n: int) -> None:
         if n > self.MAX_PLAYERS:
-            raise ValueError(
+            raise UsageError(
                 f"method 'exact' enumerates 2^n coalitions and is limited to n <= "
                 f"{self.MAX_PLAYERS} players (got n={n}, 2^n={2**n}); use 'permutation', "
                 f"'kernel', 'truncated' or 'proximity'"

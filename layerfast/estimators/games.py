@@ -24,6 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..coalitions import as_masks
 from .exact import shapley_from_table
 
 __all__ = [
@@ -55,12 +56,7 @@ class SyntheticGame:
         self.n_coalitions = 0
 
     def _masks(self, masks) -> np.ndarray:
-        masks = np.asarray(masks, dtype=bool)
-        if masks.ndim == 1:
-            masks = masks[None]
-        if masks.shape[1] != self.n_players:
-            raise ValueError(f"expected masks [m, {self.n_players}], got {masks.shape}")
-        return masks
+        return as_masks(masks, self.n_players, players=self.players)
 
     def __call__(self, masks) -> np.ndarray:
         masks = self._masks(masks)

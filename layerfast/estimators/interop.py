@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..coalitions import as_masks
+
 __all__ = ["to_shapiq_game", "from_shapiq_game", "ShapiqGameAdapter"]
 
 _CLASS = None
@@ -46,7 +48,7 @@ def _wrapper_class():
                 self.normalization_value = 0.0
 
             def value_function(self, coalitions: np.ndarray) -> np.ndarray:
-                masks = np.asarray(coalitions, dtype=bool)
+                masks = as_masks(coalitions, self.n_players)
                 return np.asarray(self.layerfast_game(masks), dtype=np.float64).reshape(-1)
 
         _CLASS = LayerfastShapiqGame
@@ -79,9 +81,7 @@ class ShapiqGameAdapter:
         self.chance = None
 
     def __call__(self, masks: Any) -> np.ndarray:
-        masks = np.asarray(masks, dtype=bool)
-        if masks.ndim == 1:
-            masks = masks[None]
+        masks = as_masks(masks, self.n_players, players=self.players)
         out = np.asarray(self.shapiq_game(masks), dtype=np.float64).reshape(-1)
         if not self.normalized:
             out = out + float(getattr(self.shapiq_game, "normalization_value", 0.0) or 0.0)

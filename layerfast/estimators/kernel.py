@@ -38,7 +38,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BudgetedGame, Estimator, ShapleyResult, check_int_option
+from ..errors import UsageError
+from .budget import BudgetedGame
+from .estimator import Estimator
+from .options import check_int_option
+from .result import ShapleyResult
 
 
 def kernel_size_probs(n: int) -> np.ndarray:
@@ -102,7 +106,7 @@ class KernelEstimator(Estimator):
             if fit < k:
                 break
         if n_pairs == 0:
-            raise ValueError(f"budget={budget} leaves no room for a single sampled pair")
+            raise UsageError(f"budget={budget} leaves no room for a single sampled pair")
         Zs = np.concatenate(Z, axis=0).astype(np.float64)  # [J, 2, n]
         Ys = np.concatenate(Y, axis=0)  # [J, 2]
         J = Zs.shape[0]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BudgetedGame, Estimator, ShapleyResult, check_int_option, unit_mean_stderr
+from .budget import BudgetedGame
+from .estimator import Estimator
+from .options import check_int_option
+from .result import ShapleyResult
+from .units import unit_mean_stderr
 
 
 def prefix_masks(perms: np.ndarray) -> np.ndarray:

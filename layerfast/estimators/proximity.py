@@ -36,7 +36,11 @@ import math
 
 import numpy as np
 
-from .base import BudgetedGame, Estimator, ShapleyResult, check_int_option
+from ..errors import UsageError
+from .budget import BudgetedGame
+from .estimator import Estimator
+from .options import check_int_option
+from .result import ShapleyResult
 
 
 def proximity_cost(n: int, window: int) -> int:
@@ -64,9 +68,10 @@ class ProximityEstimator(Estimator):
         need = self.min_budget(n)
         if budget is not None and budget < need:
             # re-raise with the exact count the estimator needs
-            raise ValueError(
+            raise UsageError(
                 f"method 'proximity' with window={self.options['window']} and n={n} players "
-                f"needs exactly {need} evaluations (sum_k (n-k+1) + 1), budget={budget} is too small"
+                f"needs exactly {need} evaluations (sum_k (n-k+1) + 1), budget={budget} is too "
+                "small"
             )
         return super().resolve_budget(n, budget)
 

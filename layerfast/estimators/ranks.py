@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
+
 __all__ = ["spearman", "kendall", "ablation_scores", "rank_order", "top_k_overlap"]
 
 
@@ -14,11 +16,11 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(getattr(a, "values", a), dtype=np.float64).reshape(-1)
     b = np.asarray(getattr(b, "values", b), dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
-        raise ValueError(f"score vectors differ in length: {a.shape[0]} vs {b.shape[0]}")
+        raise UsageError(f"score vectors differ in length: {a.shape[0]} vs {b.shape[0]}")
     if a.shape[0] < 2:
-        raise ValueError("need at least two scores to compare rankings")
+        raise UsageError("need at least two scores to compare rankings")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise ValueError("scores must be finite")
+        raise UsageError("scores must be finite")
     return a, b
 
 
@@ -77,7 +79,7 @@ def top_k_overlap(a: Any, b: Any, k: int) -> float:
     """Fraction of the k highest-scored players that two score vectors share."""
     a, b = _pair(a, b)
     if not 1 <= k <= a.shape[0]:
-        raise ValueError(f"k must be in 1..{a.shape[0]}")
+        raise UsageError(f"k must be in 1..{a.shape[0]}")
     ta = set(np.argsort(-a, kind="stable")[:k].tolist())
     tb = set(np.argsort(-b, kind="stable")[:k].tolist())
     return len(ta & tb) / k

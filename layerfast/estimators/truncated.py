@@ -45,7 +45,12 @@ import math
 
 import numpy as np
 
-from .base import BudgetedGame, Estimator, ShapleyResult, check_int_option, unit_mean_stderr
+from ..errors import UsageError
+from .budget import BudgetedGame
+from .estimator import Estimator
+from .options import check_int_option
+from .result import ShapleyResult
+from .units import unit_mean_stderr
 
 
 class TruncatedEstimator(Estimator):
@@ -56,12 +61,12 @@ class TruncatedEstimator(Estimator):
     def _check_options(self) -> None:
         tol = self.options["tolerance"]
         if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol >= 0:
-            raise ValueError(f"option tolerance must be a number >= 0, got {tol!r}")
+            raise UsageError(f"option tolerance must be a number >= 0, got {tol!r}")
         ch = self.options["chance"]
         if ch is not None and (isinstance(ch, bool) or not isinstance(ch, (int, float, np.floating))):
-            raise ValueError(f"option chance must be a number or None, got {ch!r}")
+            raise UsageError(f"option chance must be a number or None, got {ch!r}")
         if not isinstance(self.options["antithetic"], (bool, np.bool_)):
-            raise ValueError("option antithetic must be True or False")
+            raise UsageError("option antithetic must be True or False")
         check_int_option("chunk", self.options["chunk"], 1, allow_none=True)
         check_int_option("max_units", self.options["max_units"], 1, allow_none=True)
 
@@ -82,7 +87,7 @@ class TruncatedEstimator(Estimator):
         if ch is None:
             ch = game.chance
         if ch is None:
-            raise ValueError(
+            raise UsageError(
                 "method 'truncated' needs the chance level: pass chance=... or give the game "
                 "a `chance` attribute"
             )

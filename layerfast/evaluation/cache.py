@@ -4,7 +4,8 @@ What is stored per coalition is the vector of per-request log-likelihoods, not o
 utility (acc, acc_norm, margin, ...) is derived from it, so ``ablate`` after ``shapley`` reuses
 shared coalitions whatever utility each asked for. Keys: model fingerprint (config, dtype,
 weights), requests fingerprint (task items tokenised, so a tokenizer change invalidates), the
-device type, and the mask as a '0'/'1' string in player order.
+device type, and the mask's :func:`layerfast.coalitions.coalition_key` (a '0'/'1' string in
+player order, the one key encoding of the package).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class UtilityCache:
         self._db.commit()
 
     def get(self, key: tuple[str, str, str], masks: list[str]) -> dict[str, np.ndarray]:
+        """Stored log-likelihoods, float64 [n_requests] each, of the mask keys found."""
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(masks), 500):
             chunk = masks[start:start + 500]

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..coalitions import as_masks, coalition_keys, masks_from_keys
+from ..errors import UsageError
+from ..models import SublayerModel
+from ..progress import progress as progress_bar
+from ..tasks import Task
 from .cache import UtilityCache
 from .naive_executor import NaiveExecutor
 from .prefix_executor import PrefixExecutor, trie_order
-from ..models import SublayerModel
 from .requests import build_requests, requests_fingerprint
-from ..tasks import Task
 from .utility import ACCURACY_UTILITIES, Scorer, check_utility
 
 EXECUTORS = {"prefix": PrefixExecutor, "naive": NaiveExecutor}
@@ -50,7 +53,7 @@ class Game:
         if not isinstance(model, SublayerModel):
             raise TypeError(f"model must be a SublayerModel (use lf.load), got {type(model).__name__}")
         if executor not in EXECUTORS:
-            raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+            raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
         self.model = model
         self.task = task
         self.utility = check_utility(utility)
@@ -60,7 +63,7 @@ class Game:
         self.packing_note = self.executor.packing_note
         self.progress = progress
         if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
+            raise UsageError(f"chunk must be >= 1, got {chunk}")
         self.chunk = chunk
         self.players = list(model.players)
         self.n_players = model.n_players
@@ -87,30 +90,19 @@ class Game:
 
     # --- evaluation ----------------------------------------------------------------------------
     def check_masks(self, masks) -> np.ndarray:
-        arr = np.asarray(masks)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.n_players:
-            raise ValueError(f"masks must be bool [m, {self.n_players}] (one column per player "
-                             f"{self.players[0]}..{self.players[-1]}), got shape {arr.shape}")
-        if arr.dtype != np.bool_:
-            valid = np.isin(arr, (0, 1))
-            if not valid.all():
-                raise ValueError(f"masks must be bool [m, {self.n_players}] (or 0/1; True = kept), "
-                                 f"got values such as {arr[~valid][:3].tolist()}")
-            arr = arr.astype(bool)
-        return arr
+        """``masks`` as bool [m, n_players]; see :func:`layerfast.coalitions.as_masks`."""
+        return as_masks(masks, self.n_players, players=self.players)
 
     def loglik(self, masks) -> np.ndarray:
         """Per-request summed log-likelihoods, float64 [m, n_requests]."""
         arr = self.check_masks(masks)
-        keys = ["".join("1" if b else "0" for b in row) for row in arr]
+        keys = coalition_keys(arr)
         missing = [k for k in dict.fromkeys(keys) if k not in self._memo]
         if missing and self._cache is not None:
             self._memo.update(self._cache.get(self._key, missing))
             missing = [k for k in missing if k not in self._memo]
         if missing:
-            todo = np.array([[c == "1" for c in key] for key in missing])
+            todo = masks_from_keys(missing, self.n_players)
             order = trie_order(todo)  # neighbours share prefixes
             todo, todo_keys = todo[order], [missing[i] for i in order]
             bar = _progress(len(todo_keys), self.progress and len(todo_keys) > 1)
@@ -154,9 +146,5 @@ def _short_hash(data: bytes) -> str:
 def _progress(total: int, show: bool):
     if not show:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, unit="coalition", desc="evaluating", leave=False,
-                bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
+    fmt = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
+    return progress_bar(total=total, desc="evaluating", unit="coalition", bar_format=fmt)

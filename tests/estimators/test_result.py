@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from layerfast.estimators import ESTIMATORS, ShapleyResult, shapley
-from layerfast.estimators.convergence import convergence, plot_convergence
+from layerfast.estimators.convergence import convergence
 from layerfast.estimators.games import AdditiveGame, CornerstoneGame, random_game, random_unanimity_game
 from layerfast.estimators.ranks import ablation_scores, kendall, rank_order, spearman, top_k_overlap
+from layerfast.report.plots import plot_convergence
 
 
 def test_to_dict_is_json_and_round_trips():

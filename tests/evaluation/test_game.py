@@ -1,11 +1,15 @@
 """The Game on a tiny random Llama: mask checks, memo, exactness against HF logits, SQLite resume."""
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 import torch
 
 import layerfast as lf
+from layerfast.coalitions import coalition_keys
+from layerfast.errors import UsageError
 from layerfast.evaluation.requests import build_requests
 from layerfast.tasks import Task
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
@@ -68,6 +72,14 @@ def test_non_bool_mask_values(tiny_llama, tiny_task, bad):
     with pytest.raises(ValueError, match=rf"bool.*\[m, {N}\]"):
         game(bad)
     assert game.n_forward == 0
+
+
+def test_mask_errors_are_usage_errors(tiny_llama, tiny_task):
+    game = make_game(tiny_llama, tiny_task)
+    with pytest.raises(UsageError, match="attn0..mlp2"):
+        game(np.ones((1, N + 1), bool))
+    with pytest.raises(UsageError, match="values such as"):
+        game(np.full((1, N), np.nan))
 
 
 def test_zero_one_masks_and_1d_mask_accepted(tiny_llama, tiny_task):
@@ -182,6 +194,16 @@ def test_resume_after_kill(tiny_llama, tiny_task, tmp_path, monkeypatch, k, chun
     third_seen = count_calls(monkeypatch, third)
     third(SWEEP)
     assert third_seen == [] and third.n_forward == 0
+
+
+def test_cache_rows_are_keyed_by_coalition_key(tiny_llama, tiny_task, tmp_path):
+    """The on-disk key of a coalition is its '0'/'1' string, so rows written earlier are reused."""
+    path = tmp_path / "c.sqlite"
+    game = make_game(tiny_llama, tiny_task, cache=path)
+    game(SWEEP[:3])
+    with sqlite3.connect(path) as db:
+        stored = {row[0] for row in db.execute("SELECT mask FROM coalitions")}
+    assert stored == set(coalition_keys(SWEEP[:3])) == {"111111", "011111", "101111"}
 
 
 def test_cache_key_changes_with_task_and_tokenisation(tiny_llama, tiny_task, task_factory,

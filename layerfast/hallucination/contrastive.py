@@ -15,16 +15,18 @@ total = nll + weight * infonce, averaged over a batch of items drawn with a seed
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from ..evaluation.batching import pad_right
-from ..models import SublayerModel, load
 from ..evaluation.requests import build_requests
+from ..models import SublayerModel, load
+from ..progress import progress as progress_bar
 from ..tasks import Task
 
 
@@ -39,7 +41,8 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0:
-            raise ValueError(f"invalid fine-tuning config {self}")
+            raise UsageError(f"invalid fine-tuning config {self}: steps must be >= 0, "
+                             "batch_size >= 1, lr and temperature > 0")
 
 
 def trainable_parameters(model: SublayerModel, blocks: Sequence[int]) -> list[torch.nn.Parameter]:
@@ -47,7 +50,8 @@ def trainable_parameters(model: SublayerModel, blocks: Sequence[int]) -> list[to
     layers = model.adapter.layers()
     bad = [b for b in blocks if not 0 <= b < len(layers)]
     if bad or not len(blocks):
-        raise ValueError(f"blocks must be a non-empty subset of 0..{len(layers) - 1}, got {list(blocks)}")
+        raise UsageError(f"blocks must be a non-empty subset of 0..{len(layers) - 1}, "
+                         f"got {list(blocks)}")
     for p in model.hf_model.parameters():
         p.requires_grad_(False)
     params = []
@@ -76,10 +80,8 @@ def finetune(model: SublayerModel, train: Task, blocks: Sequence[int],
     torch.manual_seed(config.seed)
     hf.eval()  # no dropout: the comparison between layer choices should not depend on it
     log = []
-    steps = range(config.steps)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, unit="step", desc=f"fine-tune blocks {list(blocks)}", leave=False)
+    steps = progress_bar(range(config.steps), desc=f"fine-tune blocks {list(blocks)}", unit="step",
+                         enabled=progress)
     for step in steps:
         items = rng.choice(len(train), size=min(config.batch_size, len(train)), replace=False)
         nll, nce = batch_loss(tuned, [by_item[i] for i in items], [gold[i] for i in items],
@@ -98,13 +100,13 @@ def finetune(model: SublayerModel, train: Task, blocks: Sequence[int],
 def batch_loss(model: SublayerModel, item_requests: list[list], gold: list[int],
                out_emb: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean NLL of the gold continuations, mean InfoNCE over choices) for a batch of items."""
-    gold_reqs = [reqs[g] for reqs, g in zip(item_requests, gold)]
+    gold_reqs = [reqs[g] for reqs, g in zip(item_requests, gold, strict=True)]
     ids, mask = pad_right([list(r.input_ids) for r in gold_reqs])  # [B, T]
     ids, mask = ids.to(model.device), mask.to(model.device)
     hidden = model.hf_model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [B, T, d]
     head = model.hf_model.get_output_embeddings()
     nlls, nces = [], []
-    for row, (r, reqs, g) in enumerate(zip(gold_reqs, item_requests, gold)):
+    for row, (r, reqs, g) in enumerate(zip(gold_reqs, item_requests, gold, strict=True)):
         length, n_target = len(r.input_ids), len(r.targets)
         h = hidden[row, length - n_target:length]  # [C, d] positions predicting the answer
         logp = F.log_softmax(head(h).float(), dim=-1)  # [C, V]

@@ -19,17 +19,19 @@ Each score has a percentile bootstrap interval over items (resampled within each
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..activations.collect import avss_ratio, block_streams
-from ..evaluation.batching import pad_right
-from ..models import SublayerModel, copy_as
-from ..evaluation.requests import Request
 from ..activations.dispatch import block_stats, resolve
+from ..errors import UsageError
+from ..evaluation.batching import pad_right
+from ..evaluation.requests import Request
+from ..models import SublayerModel, copy_as
+from ..progress import progress as progress_bar
 
 SCOPES = ("answer", "sequence")
 SCORES = ("hsav", "hss", "eavss")
@@ -55,7 +57,8 @@ def split_by_outcome(correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(indices of group C, indices of group H) from per-item correctness [n_items] (1 = right)."""
     correct = np.asarray(correct)
     if correct.ndim != 1 or not np.isin(correct, (0, 1)).all():
-        raise ValueError("correct must be a 1-D array of 0/1 per item")
+        raise UsageError(f"correct must be a 1-D array of 0/1 per item, got shape "
+                         f"{correct.shape} with values {np.unique(correct)[:5].tolist()}")
     return np.flatnonzero(correct == 1), np.flatnonzero(correct == 0)
 
 
@@ -69,9 +72,8 @@ def item_stats(model: SublayerModel, requests: Sequence[Request], eps: float = 1
     n, n_blocks = len(requests), model.n_blocks
     out = {s: ItemStats(*(np.zeros((n, n_blocks)) for _ in range(4))) for s in SCOPES}
     starts = range(0, n, batch_size)
-    if progress and len(starts) > 1:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, unit="batch", desc="EAVSS statistics", leave=False)
+    starts = progress_bar(starts, desc="EAVSS statistics", unit="batch",
+                          enabled=progress and len(starts) > 1)
     for start in starts:
         chunk = requests[start:start + batch_size]
         ids, seq_mask = pad_right([list(r.input_ids) for r in chunk])  # [B, T] each
@@ -160,9 +162,10 @@ class EAVSSResult:
         return len(self.scopes["answer"]["eavss"])
 
     def top(self, k: int, scope: str = "answer", lowest: bool = False) -> list[int]:
-        """The k blocks with the highest EAVSS (``lowest=True``: the lowest); undefined ones last."""
+        """The k blocks with the highest EAVSS (``lowest=True``: the lowest); undefined ones
+        last."""
         if not 0 < k <= self.n_blocks:
-            raise ValueError(f"k must be in [1, {self.n_blocks}], got {k}")
+            raise UsageError(f"k must be in [1, {self.n_blocks}], got {k}")
         e = self.scopes[_check_scope(scope)]["eavss"]
         key = np.where(np.isfinite(e), e if lowest else -e, np.inf)
         return sorted(np.argsort(key, kind="stable")[:k].tolist())
@@ -181,7 +184,7 @@ class EAVSSResult:
 
 def _check_scope(scope: str) -> str:
     if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; choose from {list(SCOPES)}")
+        raise UsageError(f"unknown scope {scope!r}; choose from {list(SCOPES)}")
     return scope
 
 
@@ -199,7 +202,7 @@ def eavss(model: SublayerModel, task, utility: str = "acc_norm", stats_dtype=Non
     from ..evaluation.utility import ACCURACY_UTILITIES
 
     if utility not in ACCURACY_UTILITIES:
-        raise ValueError(f"utility must be one of {ACCURACY_UTILITIES} (a right/wrong split), "
+        raise UsageError(f"utility must be one of {ACCURACY_UTILITIES} (a right/wrong split), "
                          f"got {utility!r}")
     game = game or Game(model, task, utility=utility, progress=progress)
     loglik = game.loglik(game.full_mask()[None])[0]
@@ -207,8 +210,8 @@ def eavss(model: SublayerModel, task, utility: str = "acc_norm", stats_dtype=Non
     correct = (predictions == game.scorer.gold).astype(int)
     c_idx, h_idx = split_by_outcome(correct)
     if not len(c_idx) or not len(h_idx):
-        raise ValueError(f"the model answers {len(c_idx)} of {len(correct)} items right: both groups "
-                         "need items (use a harder or easier task, or more items)")
+        raise UsageError(f"the model answers {len(c_idx)} of {len(correct)} items right: both "
+                         "groups need items (use a harder or easier task, or more items)")
     stats_model = copy_as(model, stats_dtype) if stats_dtype else model
     reqs = answer_requests(game.requests, predictions)
     per_scope = item_stats(stats_model, reqs, eps=eps, relative=relative, backend=backend,

@@ -10,15 +10,16 @@ The effect of choosing layers by EAVSS is the difference between the ``eavss-top
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from .contrastive import FinetuneConfig, finetune
-from .eavss import eavss
+from ..errors import UsageError
 from ..evaluation.game import Game
 from ..models import SublayerModel
 from ..tasks import Task
+from .contrastive import FinetuneConfig, finetune
+from .eavss import eavss
 
 
 def split_task(task: Task, fractions: Sequence[float] = (0.5, 0.25, 0.25),
@@ -26,18 +27,19 @@ def split_task(task: Task, fractions: Sequence[float] = (0.5, 0.25, 0.25),
     """Disjoint (train, validation, test) subsets, drawn by ``seed``, each kept in task order."""
     f = np.asarray(fractions, dtype=float)
     if f.shape != (3,) or (f <= 0).any() or abs(f.sum() - 1) > 1e-9:
-        raise ValueError(f"fractions must be three positive numbers summing to 1, got {list(fractions)}")
+        raise UsageError(f"fractions must be three positive numbers summing to 1, "
+                         f"got {list(fractions)}")
     n = len(task)
     counts = np.floor(f * n).astype(int)
     counts[0] += n - counts.sum()
     if (counts < 2).any():
-        raise ValueError(f"{n} items are too few to split into {counts.tolist()}")
+        raise UsageError(f"{task.name}: {n} items are too few to split into {counts.tolist()}")
     order = np.random.default_rng(seed).permutation(n)
     bounds = np.cumsum(counts)[:-1]
     parts = np.split(order, bounds)
     return tuple(Task(f"{task.name}-{name}", [task.items[i] for i in sorted(p)], task.delimiter,
                       task.source, {**task.notes, "split": name, "split_seed": seed})
-                 for name, p in zip(("train", "val", "test"), parts))
+                 for name, p in zip(("train", "val", "test"), parts, strict=True))
 
 
 def evaluate(model: SublayerModel, task: Task, utility: str = "acc_norm") -> dict:
@@ -50,14 +52,16 @@ def evaluate(model: SublayerModel, task: Task, utility: str = "acc_norm") -> dic
             "correct": correct, "gold_logprob": logprob}
 
 
-def compare(model: SublayerModel, task: Task, k: int = 3, config: FinetuneConfig = FinetuneConfig(),
+def compare(model: SublayerModel, task: Task, k: int = 3, config: FinetuneConfig | None = None,
             n_random: int = 3, scope: str = "answer", utility: str = "acc_norm",
             stats_dtype=None, fractions: Sequence[float] = (0.5, 0.25, 0.25), seed: int = 0,
             progress: bool = True, log=print, keep: Sequence[str] = ()) -> dict:
     """Run every condition; returns {"rows": [...], "eavss": EAVSSResult (train items), "models":
-    the fine-tuned models of the conditions named in ``keep``, ...}."""
+    the fine-tuned models of the conditions named in ``keep``, ...}. ``config``: None = defaults."""
+    if config is None:
+        config = FinetuneConfig()
     if task.notes.get("canary"):
-        raise ValueError(f"{task.name} carries a canary ({task.notes['canary']!r}): it is not "
+        raise UsageError(f"{task.name} carries a canary ({task.notes['canary']!r}): it is not "
                          "fine-tuned on; run the EAVSS analysis without --finetune")
     train, val, test = split_task(task, fractions, seed)
     t0 = time.time()
@@ -80,7 +84,8 @@ def compare(model: SublayerModel, task: Task, k: int = 3, config: FinetuneConfig
         rows.append(_row(name, blocks, before, after, losses))
         r = rows[-1]
         log(f"{name:<13} blocks {str(blocks):<16} test {utility} {r['test_acc_before']:.3f} -> "
-            f"{r['test_acc_after']:.3f} ({r['test_acc_delta']:+.3f} ± {r['test_acc_delta_se']:.3f}); "
+            f"{r['test_acc_after']:.3f} "
+            f"({r['test_acc_delta']:+.3f} ± {r['test_acc_delta_se']:.3f}); "
             f"gold log-prob {r['test_logprob_before']:.3f} -> {r['test_logprob_after']:.3f}; "
             f"{time.time() - t0:.0f} s")
         if name in keep:

@@ -1,8 +1,11 @@
 """The contract between a Hugging Face architecture and the sublayer forward loop.
 
 An adapter knows, for one family of architectures, where the decoder blocks, the final norm and
-the LM head live, and how to compute each sublayer's *residual branch* ``f(norm(h))``. The forward
-loop itself lives in :class:`layerfast.models.sublayer_model.SublayerModel`; adapters never loop.
+the LM head live, how to compute each sublayer's *residual branch* ``f(norm(h))``, which modules
+of a block are its two branches and which of their parameters are the output projections (zeroing
+those removes a branch from the plain ``transformers`` model), and which config fields count the
+blocks. This is the only place that knows module or config names of an architecture; the forward
+loop (:class:`layerfast.models.sublayer_model.SublayerModel`) and pruning ask the adapter.
 
 The residual state between sublayers is a tensor ``h`` of shape [B, T, d] for sequential-residual
 models. Parallel-residual models (GPT-J/NeoX) keep a :class:`ParallelState` instead, because both
@@ -11,11 +14,17 @@ branches of a block read the block input.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from ..errors import UsageError
+
+# The sublayers (players) of one decoder block, in execution order.
+PLAYER_KINDS = ("attn", "mlp")
 
 # Keyword arguments a decoder layer receives that a branch must not see: we run without a KV cache.
 _CACHE_KWARGS = frozenset({"cache", "past_key_values", "layer_past", "past_key_value", "use_cache",
@@ -39,6 +48,17 @@ class Adapter:
 
     model_types: ClassVar[tuple[str, ...]] = ()
     parallel_residual: ClassVar[bool] = False
+    # Attribute names, on a decoder block, of its (attention, MLP) branch modules.
+    branch_names: ClassVar[tuple[str, ...]] = ()
+    # Per player kind, the names of the output projections inside that branch module: a parameter
+    # whose dotted name has one of these as a part is zeroed to remove the branch (so an MoE
+    # block's every expert ``down_proj`` and its shared expert's are all hit). What follows the
+    # projection in the branch must map 0 to 0 (true of Gemma's RMS post-norms and of a gated
+    # shared expert).
+    output_projection_names: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Config fields holding the number of blocks, and per-block lists to subset when pruning.
+    layer_count_fields: ClassVar[tuple[str, ...]] = ("num_hidden_layers",)
+    per_layer_fields: ClassVar[tuple[str, ...]] = ("layer_types",)
 
     def __init__(self, hf_model: nn.Module):
         self.hf_model = hf_model
@@ -58,9 +78,58 @@ class Adapter:
     def lm_head(self) -> nn.Module:
         return self.hf_model.get_output_embeddings()
 
+    def branch_modules(self, layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """(attention module, MLP module) of decoder block ``layer``."""
+        attn, mlp = self.branch_names
+        return getattr(layer, attn), getattr(layer, mlp)
+
+    def output_projections(self, layer: nn.Module, kind: str) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of every weight and bias whose zeroing removes branch ``kind``
+        ('attn' or 'mlp') of ``layer``, names relative to the branch module."""
+        if kind not in PLAYER_KINDS:
+            raise UsageError(f"unknown sublayer kind {kind!r}; choose from {list(PLAYER_KINDS)}")
+        module = self.branch_modules(layer)[PLAYER_KINDS.index(kind)]
+        names = self.output_projection_names[kind]
+        found = [(n, p) for n, p in module.named_parameters()
+                 if any(part in names for part in n.split("."))]
+        if not found:
+            raise ValueError(f"{type(self).__name__}: no output projection ({', '.join(names)}) "
+                             f"in the {kind} branch {type(module).__name__}")
+        return found
+
     def uses_moe(self, layer: nn.Module) -> bool:
         """True when the layer's MLP is a mixture of experts (it is still the ``mlp`` player)."""
-        return hasattr(layer.mlp, "experts")
+        return hasattr(self.branch_modules(layer)[1], "experts")
+
+    # --- structural edits (pruning) ------------------------------------------------------------
+    def keep_layers(self, keep: Sequence[int]) -> None:
+        """Keep only decoder blocks ``keep`` (old indices, ascending), in place; renumber the
+        config's block count and per-block lists and every module's ``layer_idx``, so the KV
+        cache of the edited model lines up."""
+        layers = self.layers()
+        n_old = len(layers)
+        kept = nn.ModuleList([layers[i] for i in keep])
+        parent = self.base_model()
+        name = next(n for n, m in parent.named_children() if m is layers)
+        setattr(parent, name, kept)
+        text_config = getattr(self.config, "text_config", self.config)
+        for cfg in {id(c): c for c in (self.config, text_config)}.values():
+            for attr in self.layer_count_fields:
+                if hasattr(cfg, attr):
+                    setattr(cfg, attr, len(keep))
+            for attr in self.per_layer_fields:
+                values = getattr(cfg, attr, None)
+                if isinstance(values, list) and len(values) == n_old:
+                    setattr(cfg, attr, [values[i] for i in keep])
+            self.renumber_config(cfg, [layers[i] for i in keep])
+        for new_idx, layer in enumerate(kept):
+            for module in layer.modules():
+                if hasattr(module, "layer_idx"):
+                    module.layer_idx = new_idx
+
+    def renumber_config(self, config: Any, kept: list[nn.Module]) -> None:
+        """Family-specific config fields that refer to blocks by index; ``kept``: the blocks kept,
+        in their new order. Default: none."""
 
     # --- the two branches ----------------------------------------------------------------------
     def attn_branch(self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
@@ -102,6 +171,7 @@ _REGISTRY: dict[str, type[Adapter]] = {}
 
 
 def register(cls: type[Adapter]) -> type[Adapter]:
+    """Class decorator: make ``cls`` the adapter of each of its ``model_types``."""
     for model_type in cls.model_types:
         _REGISTRY[model_type] = cls
     return cls
@@ -111,12 +181,17 @@ def supported_model_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def registered_adapters() -> dict[str, type[Adapter]]:
+    """model_type -> adapter class, for every supported architecture."""
+    return dict(_REGISTRY)
+
+
 def adapter_for(hf_model: nn.Module) -> Adapter:
-    """The adapter for ``hf_model``'s architecture, or a ValueError naming the supported ones."""
+    """The adapter for ``hf_model``'s architecture, or a UsageError naming the supported ones."""
     model_type = getattr(hf_model.config, "model_type", None)
     cls = _REGISTRY.get(model_type)
     if cls is None:
-        raise ValueError(
+        raise UsageError(
             f"unsupported architecture {model_type!r} ({type(hf_model).__name__}); layerfast "
             f"supports: {', '.join(supported_model_types())}"
         )

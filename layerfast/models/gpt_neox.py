@@ -3,7 +3,7 @@
 off drops its term. Without it the block is an ordinary sequential pre-norm block."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -14,6 +14,9 @@ from .adapter import Adapter, register
 @register
 class GPTNeoXAdapter(Adapter):
     model_types = ("gpt_neox",)
+    branch_names = ("attention", "mlp")
+    output_projection_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "attn": ("dense",), "mlp": ("dense_4h_to_h",)}
 
     def __init__(self, hf_model: nn.Module):
         super().__init__(hf_model)
@@ -21,9 +24,6 @@ class GPTNeoXAdapter(Adapter):
 
     def final_norm(self) -> nn.Module:
         return self.base_model().final_layer_norm
-
-    def uses_moe(self, layer: nn.Module) -> bool:
-        return False
 
     def attn_branch(self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         out, _ = layer.attention(layer.input_layernorm(h), **kwargs)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import assets
+from ..errors import UsageError
 from .sublayer_model import SublayerModel
 
 # Packaged model names (lower-cased) -> (asset, cache folder name)
@@ -31,12 +32,13 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A torch dtype from a name such as "bf16" (None and torch dtypes pass through)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+        raise UsageError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
 def load(model: str | os.PathLike | nn.Module = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
@@ -78,13 +80,13 @@ def _resolve_folder(spec: str) -> tuple[Path, str]:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+            raise UsageError(f"{path} has no config.json: not a Hugging Face model folder")
         return path, path.name
     key = spec.lower()
     if key in PACKAGED:
         asset, folder_name = PACKAGED[key]
         return packaged_model_folder(asset, folder_name), folder_name
-    raise ValueError(
+    raise UsageError(
         f"{spec!r} is neither a local model folder nor a packaged model "
         f"({', '.join(sorted(PACKAGED))}); layerfast does not download from a model hub"
     )

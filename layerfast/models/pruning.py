@@ -5,7 +5,10 @@
   blocks are renumbered, so the KV cache of the pruned model lines up (a stale ``layer_idx`` after
   deleting layers is the known failure).
 * ``unit="sublayer"``: a selected sublayer is removed exactly by zeroing its output projection
-  (weights and bias): its branch then adds 0 to the residual stream.
+  (weights and bias; every expert's on MoE blocks): its branch then adds 0 to the residual stream.
+
+Which modules and config fields those are is the adapter's knowledge
+(:meth:`Adapter.output_projections`, :meth:`Adapter.keep_layers`); this module names none.
 
 Selection (:func:`select`): ``rule="lowest"`` removes the ``k`` (or ``fraction`` of all) units with
 the lowest scores; ``rule="cumulative"`` sorts the units by score, normalises the scores to sum to
@@ -16,44 +19,50 @@ low-scored ones; here the rule is applied after sorting.) Higher score = more im
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import SublayerModel
+from ..errors import UsageError
+from .sublayer_model import SublayerModel
 
-# Output projections of the residual branches (weight and bias are zeroed).
-_ATTN_OUT = ("o_proj", "c_proj", "dense", "out_proj")
-_MLP_OUT = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "w2")
-_LAYER_LISTS = ("layer_types",)
+RULES = ("lowest", "cumulative")
+UNITS = ("block", "sublayer")
 
 
 def select(scores: Sequence[float], fraction: float | None = 0.25, k: int | None = None,
            rule: str = "lowest") -> list[int]:
-    """Indices of the units to remove, sorted (see the module docstring)."""
+    """Indices of the units to remove, sorted (see the module docstring).
+
+    scores: float [n_units], higher = more important. ``k`` (rule "lowest" only) overrides
+    ``fraction``.
+    """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or not len(s):
-        raise ValueError("scores must be a non-empty 1-D array")
+        raise UsageError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
     if np.isnan(s).any():
-        raise ValueError(f"scores hold NaN at units {np.flatnonzero(np.isnan(s)).tolist()} "
+        raise UsageError(f"scores hold NaN at units {np.flatnonzero(np.isnan(s)).tolist()} "
                          "(e.g. AVSS where AS = 0): choose another score or fill them first")
+    if rule not in RULES:
+        raise UsageError(f"unknown rule {rule!r}; choose 'lowest' or 'cumulative'")
     order = np.argsort(s, kind="stable")
     if rule == "lowest":
         if k is None:
             if fraction is None or not 0 <= fraction < 1:
-                raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+                raise UsageError(f"fraction must be in [0, 1), got {fraction}")
             k = int(round(fraction * len(s)))
         if not 0 <= k < len(s):
-            raise ValueError(f"k must be in [0, {len(s) - 1}], got {k}")
+            raise UsageError(f"k must be in [0, {len(s) - 1}], got {k}")
         return sorted(order[:k].tolist())
-    if rule == "cumulative":
-        if s.min() < 0:
-            raise ValueError("the cumulative rule needs non-negative scores")
-        share = np.cumsum(s[order]) / s.sum()
-        return sorted(order[:int(np.searchsorted(share, fraction, side="right"))].tolist())
-    raise ValueError(f"unknown rule {rule!r}; choose 'lowest' or 'cumulative'")
+    if fraction is None or not 0 <= fraction <= 1:
+        raise UsageError(f"the cumulative rule needs a fraction in [0, 1], got {fraction}")
+    if s.min() < 0:
+        raise UsageError(f"the cumulative rule needs non-negative scores, got {s.min():g} "
+                         f"at unit {int(s.argmin())}")
+    share = np.cumsum(s[order]) / s.sum()
+    return sorted(order[:int(np.searchsorted(share, fraction, side="right"))].tolist())
 
 
 def prune(model: SublayerModel, scores: Sequence[float], fraction: float | None = 0.25,
@@ -64,10 +73,11 @@ def prune(model: SublayerModel, scores: Sequence[float], fraction: float | None 
     length n_players, in ``model.players`` order); higher = more important.
     """
     expected = {"block": model.n_blocks, "sublayer": model.n_players}
-    if unit not in expected:
-        raise ValueError(f"unit must be 'block' or 'sublayer', got {unit!r}")
+    if unit not in UNITS:
+        raise UsageError(f"unit must be 'block' or 'sublayer', got {unit!r}")
     if len(scores) != expected[unit]:
-        raise ValueError(f"{unit} scores need length {expected[unit]}, got {len(scores)}")
+        raise UsageError(f"{unit} scores need length {expected[unit]} (one per {unit} of "
+                         f"{model.name}), got {len(scores)}")
     removed = select(scores, fraction, k, rule)
     hf = copy.deepcopy(model.hf_model)
     pruned = SublayerModel(hf)  # the same adapter locates the parts of the copy
@@ -81,47 +91,20 @@ def prune(model: SublayerModel, scores: Sequence[float], fraction: float | None 
 
 
 def remove_blocks(model: SublayerModel, blocks: Sequence[int]) -> None:
-    """Delete decoder blocks in place and renumber the config and the layer indices."""
-    keep = [i for i in range(model.n_blocks) if i not in set(blocks)]
-    layers = model.adapter.layers()
-    kept = nn.ModuleList([layers[i] for i in keep])
-    parent = model.adapter.base_model()
-    name = next(n for n, m in parent.named_children() if m is layers)
-    setattr(parent, name, kept)
-    config = getattr(model.config, "text_config", model.config)
-    for cfg in {id(c): c for c in (model.config, config)}.values():
-        for attr in ("num_hidden_layers", "n_layer"):
-            if hasattr(cfg, attr):
-                setattr(cfg, attr, len(keep))
-        for attr in _LAYER_LISTS:
-            values = getattr(cfg, attr, None)
-            if isinstance(values, list) and len(values) == model.n_blocks:
-                setattr(cfg, attr, [values[i] for i in keep])
-        if getattr(cfg, "mlp_only_layers", None) is not None:
-            # Qwen-MoE marks dense layers by index (and by decoder_sparse_step): spell out which
-            # of the kept blocks are dense, from the modules themselves.
-            cfg.mlp_only_layers = [new for new, old in enumerate(keep)
-                                   if not model.adapter.uses_moe(layers[old])]
-            if hasattr(cfg, "decoder_sparse_step"):
-                cfg.decoder_sparse_step = 1
-    for new_idx, layer in enumerate(kept):
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = new_idx
+    """Delete decoder blocks in place and renumber the config and the layer indices.
+
+    ``model`` itself keeps its old block list; wrap the edited ``model.hf_model`` anew to use it.
+    """
+    bad = [b for b in blocks if not 0 <= b < model.n_blocks]
+    if bad:
+        raise UsageError(f"blocks {bad} out of range: the model has {model.n_blocks} blocks")
+    removed = set(blocks)
+    model.adapter.keep_layers([i for i in range(model.n_blocks) if i not in removed])
 
 
 @torch.no_grad()
 def zero_branch(model: SublayerModel, player: int) -> None:
     """Zero the output projection of player ``player`` (weights and biases), in place."""
-    block, is_mlp = divmod(player, 2)
-    layer = model.blocks[block]
-    branch = layer.mlp if is_mlp else next(
-        getattr(layer, n) for n in ("self_attn", "attn", "attention") if hasattr(layer, n))
-    names = _MLP_OUT if is_mlp else _ATTN_OUT
-    hit = False
-    for pname, param in branch.named_parameters():
-        if any(part in names for part in pname.split(".")):
-            param.zero_()
-            hit = True
-    if not hit:
-        raise ValueError(f"no output projection ({', '.join(names)}) found in {model.players[player]}")
+    block, kind = model.block_of(player)
+    for _, param in model.adapter.output_projections(model.blocks[block], kind):
+        param.zero_()

@@ -6,7 +6,7 @@ its final logit soft-capping is applied by :meth:`Adapter.logits`.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +17,10 @@ from .adapter import Adapter, register
 @register
 class SandwichNormAdapter(Adapter):
     model_types = ("gemma2", "gemma3_text", "gemma3")
+    branch_names = ("self_attn", "mlp")
+    # Zeroing these zeroes the branch: the RMS post-norm maps 0 to 0.
+    output_projection_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "attn": ("o_proj",), "mlp": ("down_proj",)}
 
     def base_model(self) -> nn.Module:
         base = self.hf_model.base_model

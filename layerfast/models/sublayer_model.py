@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .adapter import Adapter, ParallelState, adapter_for
+from ..coalitions import as_mask
+from ..errors import UsageError
+from .adapter import PLAYER_KINDS, Adapter, ParallelState, adapter_for
 
 State = Any  # torch.Tensor [B, T, d] or ParallelState
 
@@ -75,18 +78,21 @@ class SublayerModel(nn.Module):
     def config(self):
         return self.hf_model.config
 
-    # --- players and blocks ------------------------------------------------------------------------
-    PLAYER_KINDS = ("attn", "mlp")  # the sublayers of one block, in execution order
+    # --- players and blocks --------------------------------------------------------------------
+    PLAYER_KINDS = PLAYER_KINDS  # the sublayers of one block, in execution order: attn, mlp
 
     def players_of(self, block: int) -> list[int]:
         """Indices into ``players`` of block ``block``'s sublayers: [attn, mlp]."""
         if not 0 <= block < self.n_blocks:
-            raise ValueError(f"block {block} out of range: the model has {self.n_blocks} blocks")
+            raise UsageError(f"block {block} out of range: the model has {self.n_blocks} blocks")
         per = len(self.PLAYER_KINDS)
         return list(range(per * block, per * block + per))
 
     def block_of(self, player: int) -> tuple[int, str]:
         """(block index, kind) of player index ``player``, e.g. 3 -> (1, 'mlp')."""
+        if not 0 <= player < self.n_players:
+            raise UsageError(f"player {player} out of range: the model has {self.n_players} "
+                             f"players ({self.players[0]}..{self.players[-1]})")
         block, kind = divmod(player, len(self.PLAYER_KINDS))
         return block, self.PLAYER_KINDS[kind]
 
@@ -99,20 +105,14 @@ class SublayerModel(nn.Module):
 
     # --- validation ----------------------------------------------------------------------------
     def keep_mask(self, keep: Sequence[bool] | np.ndarray | torch.Tensor | None) -> list[bool]:
-        """Validate a keep-mask: bool [n_players], True = kept; None means all kept."""
+        """Validate a keep-mask: bool [n_players], True = kept; None means all kept.
+
+        The rules are :func:`layerfast.coalitions.as_mask` (bool or 0/1, exactly 1-D).
+        """
         if keep is None:
             return [True] * self.n_players
-        arr = np.asarray(keep.cpu() if isinstance(keep, torch.Tensor) else keep)
-        if arr.ndim != 1 or arr.shape[0] != self.n_players:
-            raise ValueError(
-                f"keep must be a 1-D bool mask of length {self.n_players} (players "
-                f"{self.players[0]}..{self.players[-1]}), got shape {tuple(arr.shape)}"
-            )
-        if arr.dtype != np.bool_:
-            if not np.isin(arr, (0, 1)).all():
-                raise ValueError(f"keep must hold booleans (or 0/1), got values {np.unique(arr)[:5]}")
-            arr = arr.astype(bool)
-        return arr.tolist()
+        arr = keep.cpu() if isinstance(keep, torch.Tensor) else keep
+        return as_mask(arr, self.n_players, players=self.players, name="keep").tolist()
 
     # --- the forward loop, in pieces ------------------------------------------------------------
     @torch.no_grad()
@@ -124,7 +124,8 @@ class SublayerModel(nn.Module):
         position_ids: [B, T], default 0..T-1.
         """
         if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
+            raise UsageError(
+                f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
         input_ids = input_ids.to(self.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -146,14 +147,14 @@ class SublayerModel(nn.Module):
                                       position_ids=None if position_ids is None else position_ids.to(self.device),
                                       use_cache=False)
         finally:
-            for layer, forward in zip(self.blocks, saved):
+            for layer, forward in zip(self.blocks, saved, strict=True):
                 if forward is None:
                     del layer.forward
                 else:
                     layer.forward = forward
         embeddings = records[0][0]
         layer_kwargs = [self.adapter.branch_kwargs(layer, rec[0], rec[1], rec[2])
-                        for layer, rec in zip(self.blocks, records)]
+                        for layer, rec in zip(self.blocks, records, strict=True)]
         return LayerInputs(embeddings, layer_kwargs, attention_mask)
 
     def initial_state(self, inputs: LayerInputs) -> State:
@@ -162,8 +163,10 @@ class SublayerModel(nn.Module):
         return inputs.embeddings
 
     def step(self, j: int, state: State, inputs: LayerInputs, on: bool) -> State:
-        """Run player j (``attn{j//2}`` or ``mlp{j//2}``) on the residual state, or skip it."""
-        block, is_mlp = divmod(j, 2)
+        """Run player j (``players[j]``, a sublayer of block ``block_of(j)[0]``) on the residual
+        state, or skip it."""
+        block, kind = self.block_of(j)
+        is_mlp = kind == "mlp"
         layer = self.blocks[block]
         if self.adapter.parallel_residual:
             return self._parallel_step(layer, state, inputs.layer_kwargs[block], is_mlp, on)
@@ -174,7 +177,7 @@ class SublayerModel(nn.Module):
             return h + self.adapter.mlp_branch(layer, h)
         return h + self.adapter.attn_branch(layer, h, inputs.layer_kwargs[block])
 
-    def _parallel_step(self, layer, state: ParallelState, kwargs, is_mlp: int, on: bool) -> State:
+    def _parallel_step(self, layer, state: ParallelState, kwargs, is_mlp: bool, on: bool) -> State:
         x = state.x
         if not is_mlp:
             attn_out = self.adapter.attn_branch(layer, x, kwargs) if on else None

@@ -11,13 +11,21 @@ import torch
 
 import layerfast as lf
 from layerfast.activations.collect import block_streams
+from layerfast.activations.reference import block_stats_ref
+from layerfast.errors import UsageError
 from layerfast.evaluation.batching import pad_right
-from layerfast.hallucination.contrastive import FinetuneConfig, finetune, trainable_parameters
-from layerfast.hallucination.eavss import (ItemStats, answer_requests, bootstrap, eavss, group_scores, item_stats,
-                             split_by_outcome)
-from layerfast.hallucination.experiment import compare, split_task
 from layerfast.evaluation.requests import build_requests
-from layerfast.activations.reference import stats_ref
+from layerfast.hallucination.contrastive import FinetuneConfig, finetune, trainable_parameters
+from layerfast.hallucination.eavss import (
+    ItemStats,
+    answer_requests,
+    bootstrap,
+    eavss,
+    group_scores,
+    item_stats,
+    split_by_outcome,
+)
+from layerfast.hallucination.experiment import compare, split_task
 
 
 def synthetic(n_items: int, n_blocks: int, seed: int, av_shift=None, as_shift=None) -> ItemStats:
@@ -43,7 +51,7 @@ def groups(n_items):
 def test_split_by_outcome():
     c, h = split_by_outcome(np.array([1, 0, 0, 1, 1]))
     assert c.tolist() == [0, 3, 4] and h.tolist() == [1, 2]
-    with pytest.raises(ValueError, match="0/1"):
+    with pytest.raises(UsageError, match="0/1"):
         split_by_outcome(np.array([1, 2]))
 
 
@@ -109,7 +117,7 @@ def test_item_stats_match_reference_per_item(tiny_llama, tiny_task):
             streams = [(b, x.clone(), y.clone()) for b, x, y in block_streams(tiny_llama, ids, mask)]
         for block, x_in, x_out in streams:
             for scope, m in (("sequence", mask), ("answer", ans)):
-                acc = stats_ref(x_in, x_out, m, eps=0.05)
+                acc = block_stats_ref(x_in, x_out, m, eps=0.05)
                 assert got[scope].av[i, block] == pytest.approx(acc["av_sum"], rel=1e-9, abs=1e-12)
                 assert got[scope].small[i, block] == acc["small"]
                 assert got[scope].entries[i, block] == acc["n_entries"]
@@ -128,9 +136,11 @@ def test_eavss_end_to_end(tiny_llama, tiny_task):
     e = res.scopes["answer"]["eavss"]
     assert e[top[0]] == np.nanmax(e) and e[bottom[0]] == np.nanmin(e)
     json.dumps(res.to_dict())
-    with pytest.raises(ValueError, match="scope"):
+    with pytest.raises(UsageError, match="scope"):
         res.top(1, scope="answers")
-    with pytest.raises(ValueError, match="utility"):
+    with pytest.raises(UsageError, match=f"k must be in \\[1, {tiny_llama.n_blocks}\\], got 0"):
+        res.top(0)
+    with pytest.raises(UsageError, match="utility"):
         eavss(tiny_llama, tiny_task, utility="margin")
 
 
@@ -141,7 +151,7 @@ def test_split_task_is_disjoint_and_seeded(tiny_task):
     assert ids == [[it.id for it in t.items] for t in b]
     assert sum(map(len, ids)) == len(tiny_task) and len(set(sum(ids, []))) == len(tiny_task)
     assert ids != [[it.id for it in t.items] for t in split_task(tiny_task, seed=4)]
-    with pytest.raises(ValueError, match="fractions"):
+    with pytest.raises(UsageError, match="fractions"):
         split_task(tiny_task, (0.5, 0.5))
 
 
@@ -166,8 +176,15 @@ def test_finetune_moves_only_the_chosen_blocks(tiny_llama, tiny_task, tmp_path):
 
 
 def test_trainable_parameters_checks_blocks(tiny_llama):
-    with pytest.raises(ValueError, match="blocks"):
+    with pytest.raises(UsageError, match=r"blocks must be .* got \[7\]"):
         trainable_parameters(lf.load(tiny_llama.hf_model, tokenizer=tiny_llama.tokenizer), [7])
+
+
+@pytest.mark.parametrize("bad", [dict(steps=-1), dict(batch_size=0), dict(lr=0.0),
+                                 dict(temperature=-0.1)])
+def test_finetune_config_rejects_bad_values(bad):
+    with pytest.raises(UsageError, match="invalid fine-tuning config"):
+        FinetuneConfig(**bad)
 
 
 def test_compare_runs_every_condition(tiny_llama, tiny_task):
@@ -180,5 +197,5 @@ def test_compare_runs_every_condition(tiny_llama, tiny_task):
     assert out["rows"][-1]["blocks"] == list(range(tiny_llama.n_blocks))
     assert sum(out["splits"].values()) == len(tiny_task)
     canary = lf.Task("bb", tiny_task.items, notes={"canary": "never train on this"})
-    with pytest.raises(ValueError, match="canary"):
+    with pytest.raises(UsageError, match="canary"):
         compare(tiny_llama, canary, k=1, progress=False, log=lambda *a: None)

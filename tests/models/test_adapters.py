@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import layerfast.models as lm
+from layerfast.errors import UsageError
 from tests.helpers.tiny_models import TINY_ARCHS, VOCAB, tiny_config, tiny_model
 
 FP32_ATOL = 1e-5
@@ -222,7 +223,7 @@ def test_state_is_not_mutated_so_prefixes_can_be_shared(arch):
             for j in range(6, sm.n_players):
                 s = sm.step(j, s, inputs, True)
             results.append(sm.logits(sm.final_hidden(s)))
-    for suffix, got in zip(([True, False, True], [False, True, False]), results):
+    for suffix, got in zip(([True, False, True], [False, True, False]), results, strict=True):
         keep = [True] * 3 + suffix + [True] * (sm.n_players - 6)
         assert torch.equal(got, run(sm, ids, mask, keep))
 
@@ -359,7 +360,7 @@ def test_unsupported_hf_architecture_raises():
 
     config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=64, is_decoder=True)
-    with pytest.raises(ValueError, match="unsupported architecture 'bert'") as info:
+    with pytest.raises(UsageError, match="unsupported architecture 'bert'") as info:
         lm.load(BertLMHeadModel(config))
     _assert_names_supported(str(info.value))
 
@@ -367,7 +368,41 @@ def test_unsupported_hf_architecture_raises():
 def test_unknown_model_type_raises():
     fake = nn.Linear(2, 2)
     fake.config = types.SimpleNamespace(model_type="unknown_arch")
-    with pytest.raises(ValueError, match="unknown_arch") as info:
+    with pytest.raises(UsageError, match="unknown_arch") as info:
         lm.load(fake)
     _assert_names_supported(str(info.value))
     assert set(lm.supported_model_types()) >= {"llama", "gemma3_text", "qwen2_moe", "phi3"}
+
+
+# --- where architecture knowledge lives: the adapters' declarations -----------------------------
+@pytest.mark.parametrize("model_type,cls", sorted(lm.registered_adapters().items()))
+def test_every_adapter_declares_its_branches_and_output_projections(model_type, cls):
+    assert model_type in cls.model_types
+    assert len(cls.branch_names) == 2 and all(isinstance(n, str) and n for n in cls.branch_names)
+    assert tuple(cls.output_projection_names) == lm.PLAYER_KINDS
+    for kind, names in cls.output_projection_names.items():
+        assert names and all(isinstance(n, str) and n for n in names), kind
+    assert cls.layer_count_fields
+
+
+def test_every_registered_architecture_has_a_tiny_model():
+    tiny_types = {tiny_config(arch)[1].model_type for arch in TINY_ARCHS}
+    assert tiny_types == set(lm.supported_model_types())
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_branch_modules_and_output_projections_resolve(arch):
+    """Every block's two branch modules are children of the block, each with an output projection
+    inside (equivalence with removing the player: tests/models/test_pruning.py)."""
+    _, sm = get_model(arch)
+    for layer in sm.blocks:
+        attn, mlp = sm.adapter.branch_modules(layer)
+        children = [m for _, m in layer.named_children()]
+        assert any(attn is c for c in children) and any(mlp is c for c in children)
+        assert attn is not mlp
+        for kind, module in zip(lm.PLAYER_KINDS, (attn, mlp), strict=True):
+            projections = sm.adapter.output_projections(layer, kind)
+            owned = {id(p) for p in module.parameters()}
+            assert projections and all(id(p) in owned for _, p in projections), kind
+    with pytest.raises(UsageError, match="'moe'"):
+        sm.adapter.output_projections(sm.blocks[0], "moe")

@@ -1,6 +1,9 @@
 """Pruning: the pruned transformers model equals the masked layerfast model, survives
-save_pretrained/from_pretrained, and has no stale layer index (cached decoding agrees)."""
+save_pretrained/from_pretrained, and has no stale layer index (cached decoding agrees); zeroing
+the output projections an adapter declares removes exactly that player, for every architecture."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -8,8 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import layerfast as lf
-from layerfast.models.pruning import prune, select
-from tests.helpers.tiny_models import tiny_model
+from layerfast.errors import UsageError
+from layerfast.models import SublayerModel
+from layerfast.models.pruning import prune, remove_blocks, select, zero_branch
+from tests.helpers.tiny_models import TINY_ARCHS, tiny_model
 
 ARCHS = ["llama", "gpt2", "gpt_neox", "gemma3", "mixtral", "qwen2_moe", "phi3"]
 IDS = torch.tensor([[5, 17, 42, 7, 99, 3, 61, 8, 23]])
@@ -30,6 +35,29 @@ def test_select_rules():
         select([1.0, float("nan")])
     with pytest.raises(ValueError, match="rule"):
         select(s, rule="highest")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(rule="highest"), "'highest'"),
+    (dict(fraction=1.0), "fraction must be in \\[0, 1\\), got 1.0"),
+    (dict(fraction=None), "got None"),
+    (dict(k=8), "k must be in \\[0, 7\\], got 8"),
+    (dict(k=-1), "got -1"),
+    (dict(fraction=1.5, rule="cumulative"), "got 1.5"),
+    (dict(fraction=None, rule="cumulative"), "got None"),
+])
+def test_select_rejects_bad_options_naming_them(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        select([0.5, 0.1, 0.3, 0.9, 0.2, 0.7, 0.05, 0.4], **kwargs)
+
+
+def test_select_rejects_bad_scores():
+    with pytest.raises(UsageError, match="non-empty 1-D"):
+        select([])
+    with pytest.raises(UsageError, match="non-empty 1-D"):
+        select([[1.0, 2.0]])
+    with pytest.raises(UsageError, match="at unit 1"):
+        select([1.0, -2.0], fraction=0.5, rule="cumulative")
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -74,3 +102,46 @@ def test_bad_scores_length():
     model = lf.load(tiny_model("llama"))
     with pytest.raises(ValueError, match="length 3"):
         prune(model, [1.0, 2.0])
+    with pytest.raises(UsageError, match="sublayer scores need length 6.*got 3"):
+        prune(model, [1.0, 2.0, 3.0], unit="sublayer")
+    with pytest.raises(UsageError, match="'layer'"):
+        prune(model, [1.0, 2.0, 3.0], unit="layer")
+
+
+def test_bad_block_and_player_indices():
+    model = lf.load(copy.deepcopy(tiny_model("llama")))
+    with pytest.raises(UsageError, match=r"blocks \[3\] out of range.*3 blocks"):
+        remove_blocks(model, [0, 3])
+    with pytest.raises(UsageError, match="player 6 out of range"):
+        zero_branch(model, 6)
+    assert len(model.adapter.layers()) == 3  # nothing was removed
+
+
+# --- the adapters' declared output projections, for every architecture -------------------------
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_zeroing_declared_projections_removes_exactly_that_player(arch):
+    """HF with a player's declared output projections zeroed equals the layerfast model with
+    that player switched off, for every player (bit-identical: the branch adds exactly 0)."""
+    hf = tiny_model(arch)
+    model = lf.load(hf)
+    with torch.no_grad():
+        full = hf(IDS, use_cache=False).logits
+    for j, player in enumerate(model.players):
+        zeroed = SublayerModel(copy.deepcopy(hf))
+        zero_branch(zeroed, j)
+        keep = np.ones(model.n_players, bool)
+        keep[j] = False
+        with torch.no_grad():
+            got = zeroed.hf_model(IDS, use_cache=False).logits
+        want = masked_logits(model, keep)
+        assert torch.equal(got, want), (player, (got - want).abs().max().item())
+        assert (got - full).abs().max().item() > 1e-4, player  # the zeroing did something
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"])
+def test_moe_blocks_zero_every_expert(arch):
+    model = lf.load(tiny_model(arch))
+    names = [n for n, _ in model.adapter.output_projections(model.blocks[0], "mlp")]
+    assert "experts.down_proj" in names  # all experts' down projections, one 3-D parameter
+    if arch == "qwen2_moe":
+        assert "shared_expert.down_proj.weight" in names

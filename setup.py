@@ -1,8 +1,9 @@
-"""Build script: the optional C++ statistics extension ``layerfast._stats_cpp`` (csrc/block_stats.cpp,
-pybind11 + OpenMP, no PyTorch headers).
+"""Build script: the optional C++ statistics extension ``layerfast._block_stats_cpp``
+(csrc/block_stats.cpp, pybind11 + OpenMP, no PyTorch headers).
 
 ``LAYERFAST_NO_EXT=1`` skips it, and a failed compile only warns (``optional=True``): the package
-always works without it, and ``layerfast.activations.dispatch.available()`` says which backends exist.
+always works without it, and ``layerfast.activations.dispatch.available()`` says which backends
+exist.
 """
 import os
 import platform
@@ -34,7 +35,7 @@ def extensions() -> list:
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
     arch = [] if os.environ.get("LAYERFAST_PORTABLE_EXT") else _vector_flags()
     return [Extension(
-        "layerfast._stats_cpp",
+        "layerfast._block_stats_cpp",
         sources=["csrc/block_stats.cpp"],
         include_dirs=[pybind11.get_include()],
         language="c++",

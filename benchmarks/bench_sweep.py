@@ -13,11 +13,13 @@ All three paths score the same coalitions on the same model and task items, in o
 
 Each path runs in its own subprocess so that its peak resident memory is its own. Printed: wall
 time per path, ratios, sublayer evaluations per utility (machine independent), peak RSS, and a
-check that the three paths give the same utilities.
+check that the three paths give the same utilities. Wall time, peak RSS and sublayer evaluations
+per utility of each path are also appended as rows to benchmarks/results.csv (benchmarks/rows.py).
 
     python benchmarks/bench_sweep.py --task capitals --limit 20 --sweep ablation
     python benchmarks/bench_sweep.py --task capitals --limit 20 --sweep proximity
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +30,7 @@ import sys
 import time
 
 import numpy as np
+import rows
 import torch
 
 PATHS = ("seed", "naive", "prefix", "fast")
@@ -61,7 +64,8 @@ class SeedPaperScorer:
         self.token_sublayer_evaluations = 0
         self.removed: set[tuple[str, int]] = set()
         for i, layer in enumerate(model.blocks):
-            attn = getattr(layer, "self_attn", None) or getattr(layer, "attn", None) or layer.attention
+            attn = (getattr(layer, "self_attn", None) or getattr(layer, "attn", None)
+                    or layer.attention)
             attn.register_forward_hook(self._hook("attn", i))
             layer.mlp.register_forward_hook(self._hook("mlp", i))
 
@@ -121,7 +125,8 @@ def run_path(args) -> dict:
             "n_requests": len(requests), "n_tokens": sum(len(r.input_ids) for r in requests),
             "sublayer_evaluations": executor.sublayer_evaluations,
             "token_sublayer_evaluations": executor.token_sublayer_evaluations,
-            "acc_norm": [scorer(row, "acc_norm") for row in ll],
+            "acc_norm": [scorer(u, "acc_norm") for u in ll],
+            "dtype": str(model.dtype).removeprefix("torch."), "device": str(model.device),
             "loglik": ll.tolist(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -166,10 +171,10 @@ def main() -> None:
             sys.exit(f"path {path} failed:\n{proc.stderr[-3000:]}")
         results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[path]
-        print(f"{path:>7}: {r['wall_s']:8.1f} s  {r['sublayer_evaluations']:7d} sublayer x batch runs "
-              f"({r['sublayer_evaluations'] / r['n_coalitions']:.1f} per utility), "
-              f"{r['token_sublayer_evaluations'] / r['n_coalitions']:.0f} sublayer x tokens per utility  "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"{path:>7}: {r['wall_s']:8.1f} s  {r['sublayer_evaluations']:7d} sublayer x batch "
+              f"runs ({r['sublayer_evaluations'] / r['n_coalitions']:.1f} per utility), "
+              f"{r['token_sublayer_evaluations'] / r['n_coalitions']:.0f} sublayer x tokens per "
+              f"utility  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     first = next(iter(results.values()))
     print(f"\n{args.model} | {args.task} x {args.limit} items ({first['n_requests']} requests, "
           f"{first['n_tokens']} tokens) | {args.sweep} sweep, {first['n_coalitions']} coalitions")
@@ -178,24 +183,43 @@ def main() -> None:
     for a, b in pairs:
         if a in results and b in results:
             ra, rb = results[a], results[b]
+            tokens = rb["token_sublayer_evaluations"] / ra["token_sublayer_evaluations"]
             print(f"  {a} / {b}: wall {ra['wall_s'] / rb['wall_s']:.2f}x; {b} runs "
                   f"{rb['sublayer_evaluations'] / ra['sublayer_evaluations']:.3f}x the sublayer x "
-                  f"batch runs and {rb['token_sublayer_evaluations'] / ra['token_sublayer_evaluations']:.3f}x "
-                  f"the sublayer x token runs of {a}")
+                  f"batch runs and {tokens:.3f}x the sublayer x token runs of {a}")
     if "naive" in results and "prefix" in results:
         same = np.array_equal(results["naive"]["loglik"], results["prefix"]["loglik"])
         print(f"  prefix == naive bit for bit: {same}")
     for other in ("seed", "fast"):
         if other in results and "naive" in results:
-            diff = np.max(np.abs(np.array(results[other]["loglik"]) - np.array(results["naive"]["loglik"])))
-            agree = np.mean(np.array(results[other]["acc_norm"]) == np.array(results["naive"]["acc_norm"]))
+            diff = np.max(np.abs(np.array(results[other]["loglik"])
+                                 - np.array(results["naive"]["loglik"])))
+            agree = np.mean(np.array(results[other]["acc_norm"])
+                            == np.array(results["naive"]["acc_norm"]))
             print(f"  {other} vs naive: max |loglik diff| {diff:.2e}, same acc_norm in {agree:.0%} "
                   "of coalitions")
+    rows.append(result_rows(args, results))
     if args.json:
         for r in results.values():
             r.pop("loglik")
         with open(args.json, "w") as f:
             json.dump({"argv": sys.argv[1:], "results": results}, f, indent=1)
+
+
+def result_rows(args, results: dict) -> list[dict]:
+    """Rows for benchmarks/results.csv: one run per path, so p50 = p20 = p80."""
+    model = args.model + (f" ({args.layers} layers)" if args.model == "llama-random" else "")
+    size = f"{model} {args.task} x{args.limit} {args.sweep}"
+    out = []
+    for path, r in results.items():
+        common = ("sweep", path, size, r["dtype"], r["device"])
+        out += [rows.row(*common, "wall_s", r["wall_s"]),
+                rows.row(*common, "peak_RSS_MB", r["peak_rss_mb"]),
+                rows.row(*common, "sublayer_runs_per_utility",
+                         r["sublayer_evaluations"] / r["n_coalitions"]),
+                rows.row(*common, "sublayer_tokens_per_utility",
+                         r["token_sublayer_evaluations"] / r["n_coalitions"])]
+    return out
 
 
 if __name__ == "__main__":

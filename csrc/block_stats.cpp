@@ -1,8 +1,10 @@
 // Streaming per-block activation statistics on the CPU: one read of a block's input and output
 // residual streams, folded into per-row scalars and per-segment channel moments.
 //
-// The contract (shared with the Triton kernel in kernels/stats.py; layerfast/stats_dispatch.py
-// finishes both into the accumulators of layerfast/stats_ref.py):
+// Built as the optional extension layerfast._block_stats_cpp; its host wrapper is
+// layerfast/activations/cpp_block_stats.py. The contract (shared with the Triton kernel in
+// kernels/block_stats.py; layerfast/activations/finish.py turns both into the accumulators of
+// layerfast/activations/reference.py):
 //
 //   x_in, x_out : [B, T, d] fp32 | bf16 | fp16 buffers (bf16/fp16 passed as 16-bit integers),
 //                 any strides for B and T, unit stride for d
@@ -21,7 +23,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -78,9 +79,6 @@ struct LoadF32 {
 };
 struct LoadBF16 {
   static float at(const void* p, int64_t c) { return bf16_to_float(static_cast<const uint16_t*>(p)[c]); }
-};
-struct LoadF16 {
-  static float at(const void* p, int64_t c) { return f16_to_float(static_cast<const uint16_t*>(p)[c]); }
 };
 
 // fp16 row -> fp32 buffer; with F16C, eight at a time (the compiler does not vectorise the
@@ -330,26 +328,12 @@ void to_float32(py::buffer src, const std::string& dtype_name, py::buffer dst) {
   load_row(s.ptr, dtype, n, out);
 }
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
 }  // namespace
 
-PYBIND11_MODULE(_stats_cpp, mod) {
+PYBIND11_MODULE(_block_stats_cpp, mod) {
   mod.doc() = "layerfast streaming activation statistics (C++/OpenMP CPU kernels)";
   mod.def("block_stats", &block_stats, py::arg("x_in"), py::arg("x_out"), py::arg("dtype"),
           py::arg("mask"), py::arg("eps"), py::arg("relative"), py::arg("seg_len"), py::arg("rows"),
           py::arg("seg_mean"), py::arg("seg_m2"), py::arg("n_threads") = 0);
   mod.def("to_float32", &to_float32, py::arg("src"), py::arg("dtype"), py::arg("dst"));
-  mod.def("max_threads", &max_threads);
-#ifdef _OPENMP
-  mod.attr("openmp") = true;
-#else
-  mod.attr("openmp") = false;
-#endif
 }

@@ -1,26 +1,24 @@
 """Streaming per-block activation statistics as one Triton kernel: one read of a block's input
-and output residual streams per call.
+and output residual streams per launch.
 
-Same contract as the C++ kernel (``csrc/block_stats.cpp``): per-row scalars ``rows`` [5, B, T] (dot
-product of output and input, |output|^2, |input|^2, count of |output| < threshold, count of
-NaN/inf outputs) and per-segment channel moments ``seg_mean``/``seg_m2`` [B, S, d] over
-``seg_len`` consecutive positions of one sample; ``layerfast.activations.dispatch.finish`` turns them
-into the accumulators of :mod:`layerfast.activations.reference`. Each program owns one segment and whole rows
-(d padded to a power of two), so the relative threshold (eps x the row's RMS) needs no second
-read. Loads upcast to fp32 and everything accumulates in fp32; within a segment the channel moments
-are merged chunk by chunk with Chan's formula.
+This module holds only the ``@triton.jit`` function; its host wrapper (grid, allocation) is
+:func:`layerfast.activations.triton_block_stats.triton_block_stats`, and the input checks are done
+once, in :func:`layerfast.activations.dispatch.block_stats`.
+
+Same contract as the C++ kernel (``csrc/block_stats.cpp``), the
+:class:`layerfast.activations.finish.Partials`: per-row scalars ``rows`` [5, B, T] (dot product of
+output and input, |output|^2, |input|^2, count of |output| < threshold, count of NaN/inf outputs)
+and per-segment channel moments ``seg_mean``/``seg_m2`` [B, S, d] over ``SEG_LEN`` consecutive
+positions of one sample. Each program owns one segment and whole rows (d padded to a power of
+two, ``BLOCK_D``), so the relative threshold (eps x the row's RMS) needs no second read. Loads
+upcast to fp32 and everything accumulates in fp32; within a segment the channel moments are
+merged chunk by chunk (``BLOCK_T`` rows) with Chan's formula.
 """
+
 from __future__ import annotations
 
-import os
-
-import torch
 import triton
 import triton.language as tl
-
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-MAX_HIDDEN = 16384
-TILE_ELEMENTS = 8192  # BLOCK_T x BLOCK_D per load
 
 
 @triton.jit
@@ -90,55 +88,3 @@ def _block_stats_kernel(
         n = n_new
     tl.store(mean_ptr + seg * d + cols, mean, mask=col_ok)
     tl.store(m2_ptr + seg * d + cols, m2, mask=col_ok)
-
-
-def interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def block_stats(x_in: torch.Tensor,  # [B, T, d] block input
-                x_out: torch.Tensor,  # [B, T, d] block output
-                mask: torch.Tensor,  # [B, T] uint8, 1 = real token
-                eps: float,
-                relative: bool,
-                seg_len: int = 64,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Launch the kernel; returns (rows [5, B, T], seg_mean [B, S, d], seg_m2 [B, S, d]) in fp32
-    and the segment length used (a power of two at least ``seg_len``)."""
-    if x_in.dtype not in DTYPES or x_out.dtype != x_in.dtype:
-        raise TypeError(f"the Triton statistics kernel takes float32, bfloat16 or float16 (both "
-                        f"tensors alike), got {x_in.dtype} and {x_out.dtype}")
-    if x_in.ndim != 3 or x_in.shape != x_out.shape or mask.shape != x_out.shape[:2]:
-        raise ValueError(f"expected x_in, x_out [B, T, d] and mask [B, T], got {tuple(x_in.shape)}, "
-                         f"{tuple(x_out.shape)}, {tuple(mask.shape)}")
-    if x_in.stride(-1) != 1 or x_out.stride(-1) != 1:
-        raise ValueError("the Triton statistics kernel needs unit stride along the hidden dimension")
-    if mask.dtype != torch.uint8 or not mask.is_contiguous():
-        raise TypeError("mask must be a contiguous uint8 tensor")
-    devices = {x_in.device, x_out.device, mask.device}
-    if len(devices) != 1:
-        raise ValueError(f"x_in, x_out and mask must be on one device, got {sorted(map(str, devices))}")
-    if x_out.device.type != "cuda" and not interpreted():
-        raise ValueError("the Triton kernel runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1)")
-    B, T, d = x_out.shape
-    if d > MAX_HIDDEN:
-        raise ValueError(f"hidden size {d} exceeds the Triton kernel's {MAX_HIDDEN}; use the cpp or "
-                         "torch backend")
-    block_d = triton.next_power_of_2(d)
-    block_t = max(1, min(triton.next_power_of_2(seg_len), TILE_ELEMENTS // block_d))
-    seg_len = max(block_t, triton.next_power_of_2(seg_len))
-    n_seg = triton.cdiv(T, seg_len)
-    dev = x_out.device
-    rows = torch.empty((5, B, T), dtype=torch.float32, device=dev)
-    seg_mean = torch.empty((B, n_seg, d), dtype=torch.float32, device=dev)
-    seg_m2 = torch.empty((B, n_seg, d), dtype=torch.float32, device=dev)
-    if B * T == 0:
-        return rows.zero_(), seg_mean.zero_(), seg_m2.zero_(), seg_len
-    num_warps = 4 if block_d <= 1024 else (8 if block_d <= 4096 else 16)
-    _block_stats_kernel[(B * n_seg,)](
-        x_in, x_out, mask, rows, seg_mean, seg_m2,
-        T, d, n_seg, x_in.stride(0), x_in.stride(1), x_out.stride(0), x_out.stride(1), float(eps),
-        SEG_LEN=seg_len, BLOCK_T=block_t, BLOCK_D=block_d, RELATIVE=bool(relative),
-        num_warps=num_warps,
-    )
-    return rows, seg_mean, seg_m2, seg_len

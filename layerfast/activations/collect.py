@@ -1,8 +1,10 @@
 """``lf.stats``: one streaming pass of per-block activation statistics (AVSS, BI, angular, norms).
 
 The forward loop of :class:`~layerfast.models.SublayerModel` runs with every player kept; after
-each block, its input and output residual streams are folded into fp64 accumulators
-(:mod:`layerfast.activations.reference`) and dropped, so memory grows with blocks x hidden, not with tokens.
+each block, its input and output residual streams are folded into fp64 accumulators by
+:func:`layerfast.activations.dispatch.block_stats` (the reference's accumulators,
+:mod:`layerfast.activations.reference`) and dropped, so memory grows with blocks x hidden, not
+with tokens.
 
 Definitions (per block i, padding excluded; the AVSS authors' script includes padding):
 
@@ -19,13 +21,15 @@ Definitions (per block i, padding excluded; the AVSS authors' script includes pa
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..evaluation.batching import pad_right
 from ..models import SublayerModel
+from ..progress import progress as progress_bar
 from .dispatch import block_stats, resolve
 from .reference import empty, merge
 
@@ -46,11 +50,11 @@ def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = M
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
-        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
+        raise UsageError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
     if isinstance(texts, str) or not texts:
-        raise ValueError("texts must be a non-empty sequence of strings")
+        raise UsageError("texts must be a non-empty sequence of strings")
     if model.tokenizer is None:
-        raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
+        raise UsageError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
     backend = resolve(backend, model.device, model.dtype)
     d = model.config.hidden_size
     accs = [empty(d) for _ in range(model.n_blocks)]
@@ -72,8 +76,8 @@ def block_streams(model: SublayerModel, ids: torch.Tensor, mask: torch.Tensor):
     state = model.initial_state(inputs)
     for block in range(model.n_blocks):
         x_in = model.residual(state)  # [B, T, d]
-        state = model.step(2 * block, state, inputs, True)
-        state = model.step(2 * block + 1, state, inputs, True)
+        for player in model.players_of(block):
+            state = model.step(player, state, inputs, True)
         yield block, x_in, model.residual(state)
 
 
@@ -102,12 +106,13 @@ def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
         total = np.nansum(avss)
         navss = avss / total if total > 0 else np.full_like(avss, np.nan)
         cos = get("cos_sum") / n_tok
+        ch_var = np.array([float(a["ch_m2"].mean()) for a in accs]) / np.maximum(n_tok - 1, 1)
         out = {
             "av": av, "as": as_, "avss": avss, "navss": navss,
             "bi": 1.0 - cos, "angular": get("angle_sum") / n_tok,
             "angular_last": get("last_angle_sum") / n_smp,
             "norm": get("norm_sum") / n_tok,
-            "channel_var": np.array([float(a["ch_m2"].mean()) for a in accs]) / np.maximum(n_tok - 1, 1),
+            "channel_var": ch_var,
             "n_tokens": n_tok,
         }
     out.update({"as_zero": [int(i) for i in np.flatnonzero(as_ == 0)],
@@ -121,16 +126,10 @@ def _batches(model: SublayerModel, texts: Sequence[str], batch_size: int, max_le
     encoded = [list(tok.encode(t))[:max_length] for t in texts]
     encoded = [e for e in encoded if e]
     if not encoded:
-        raise ValueError("no text encodes to any token")
+        raise UsageError("no text encodes to any token")
     for start in range(0, len(encoded), batch_size):
         yield pad_right(encoded[start:start + batch_size])
 
 
 def _progress(seq, show: bool):
-    if not show or len(seq) < 2:
-        return seq
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return seq
-    return tqdm(seq, unit="batch", desc="statistics", leave=False)
+    return progress_bar(seq, desc="statistics", unit="batch", enabled=show and len(seq) >= 2)

@@ -1,8 +1,9 @@
-"""Streaming per-block activation statistics: the plain-PyTorch reference.
+"""Streaming per-block activation statistics: the plain-PyTorch reference, :func:`block_stats_ref`.
 
 One call folds one batch of one block into small fp64 accumulators; no [tokens x hidden] tensor
-is kept. Padding tokens (mask 0) are excluded everywhere. Compiled kernels (C++, Triton) must
-reproduce :func:`stats_ref`; :mod:`layerfast.activations.dispatch` runs them.
+is kept. Padding tokens (mask 0) are excluded everywhere. The compiled kernels (C++, Triton) must
+reproduce :func:`block_stats_ref`; :mod:`layerfast.activations.dispatch` runs them, and
+:mod:`layerfast.activations.finish` turns their partial sums into these same accumulators.
 
 Accumulators (``d`` = hidden size):
 
@@ -17,36 +18,65 @@ Accumulators (``d`` = hidden size):
 * ``ch_mean``, ``ch_m2``: per-channel mean [d] and sum of squared deviations [d] (Chan's merge)
 * ``nonfinite``: count of NaN/inf output entries (reported, never silently absorbed)
 """
+
 from __future__ import annotations
 
-import math
-
 import torch
+
+from ..errors import UsageError
 
 FIELDS = ("n_tokens", "n_entries", "n_samples", "av_sum", "small", "cos_sum", "angle_sum",
           "last_cos_sum", "last_angle_sum", "norm_sum", "nonfinite")
 
 
 def empty(d: int) -> dict:
+    """Accumulators of no token for hidden size ``d`` (the identity of :func:`merge`)."""
     acc = {k: 0.0 for k in FIELDS}
     acc["ch_mean"] = torch.zeros(d, dtype=torch.float64)
     acc["ch_m2"] = torch.zeros(d, dtype=torch.float64)
     return acc
 
 
-def stats_ref(x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
-              x_out: torch.Tensor,  # [B, T, d] block output
-              mask: torch.Tensor,  # [B, T] 1 = real token
-              eps: float = 1e-5,
-              relative: bool = False) -> dict:
-    """Accumulators of one batch of one block (see the module docstring)."""
+def check_shapes(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor) -> None:
+    """Raise :class:`~layerfast.errors.UsageError` unless x_in, x_out are [B, T, d], mask [B, T]."""
     if x_in.shape != x_out.shape or x_out.ndim != 3 or mask.shape != x_out.shape[:2]:
-        raise ValueError(f"expected x_in, x_out [B, T, d] and mask [B, T], got {tuple(x_in.shape)}, "
-                         f"{tuple(x_out.shape)}, {tuple(mask.shape)}")
+        raise UsageError(f"expected x_in, x_out [B, T, d] and mask [B, T], got "
+                         f"{tuple(x_in.shape)}, {tuple(x_out.shape)}, {tuple(mask.shape)}")
+
+
+def last_positions(keep: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool mask -> [B] index of each sample's last real position (T - 1 for a sample
+    with none; callers drop those samples)."""
+    return keep.shape[1] - 1 - keep.flip(1).int().argmax(1)
+
+
+def cos_angle_sums(dot: torch.Tensor,  # [N] dot products of output and input rows
+                   ssa: torch.Tensor,  # [N] squared norms of the output rows
+                   ssb: torch.Tensor,  # [N] squared norms of the input rows
+                   ) -> tuple[float, float]:
+    """Sums over rows of cos(out, in) and of arccos(cos) / pi (norms clamped at 1e-12)."""
+    cos = dot / (ssa.sqrt().clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
+    return float(cos.sum()), float((torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi).sum())
+
+
+def block_stats_ref(x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
+                    x_out: torch.Tensor,  # [B, T, d] block output
+                    mask: torch.Tensor,  # [B, T] 1 = real token
+                    eps: float = 1e-5,
+                    relative: bool = False,
+                    acc_dtype: torch.dtype = torch.float64) -> dict:
+    """Accumulators of one batch of one block (see the module docstring), in fp64.
+
+    ``acc_dtype`` is the dtype of the sums over channels and tokens; what is computed from those
+    sums (cos, arccos, norms, thresholds, the variance across units of the sample means) is fp64
+    either way. fp64 is the reference; fp32 accumulates as the compiled kernels do, and its
+    distance to the fp64 result is the yardstick the tests hold the kernels to.
+    """
+    check_shapes(x_in, x_out, mask)
     d = x_out.shape[-1]
     keep = mask.bool()
-    a = x_out.double()[keep]  # [N, d] real tokens only
-    b = x_in.double()[keep]  # [N, d]
+    a_all, b_all = x_out.to(acc_dtype), x_in.to(acc_dtype)  # [B, T, d]
+    a, b = a_all[keep], b_all[keep]  # [N, d] real tokens only
     acc = empty(d)
     n = a.shape[0]
     if n == 0:
@@ -55,24 +85,24 @@ def stats_ref(x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
     acc["nonfinite"] = float((~torch.isfinite(a)).sum())
     lengths = keep.sum(1)  # [B]
     has_tokens = lengths > 0
-    sums = (x_out.double() * keep[..., None]).sum(1)[has_tokens]  # [B', d]
+    sums = (a_all * keep[..., None]).sum(1)[has_tokens].double()  # [B', d]
     means = sums / lengths[has_tokens, None]  # [B', d] per-sample token means
     acc["n_samples"] = float(means.shape[0])
     acc["av_sum"] = float(means.var(dim=1, unbiased=True).sum()) if d > 1 else 0.0
-    threshold = eps * a.pow(2).mean(1, keepdim=True).sqrt() if relative else eps
+    ssa = (a * a).sum(1).double()  # [N]
+    threshold = eps * (ssa / d).sqrt()[:, None] if relative else eps
     acc["small"] = float((a.abs() < threshold).sum())
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)  # [N]
-    angle = torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi
-    acc["cos_sum"], acc["angle_sum"] = float(cos.sum()), float(angle.sum())
+    acc["cos_sum"], acc["angle_sum"] = cos_angle_sums((a * b).sum(1).double(), ssa,
+                                                      (b * b).sum(1).double())
     rows = torch.nonzero(has_tokens).squeeze(1)
-    last = (keep.shape[1] - 1 - keep.flip(1).int().argmax(1))[rows]  # last real position
-    last_cos = torch.nn.functional.cosine_similarity(
-        x_out.double()[rows, last], x_in.double()[rows, last], dim=1, eps=1e-12)
-    acc["last_cos_sum"] = float(last_cos.sum())
-    acc["last_angle_sum"] = float((torch.arccos(last_cos.clamp(-1.0, 1.0)) / math.pi).sum())
-    acc["norm_sum"] = float(a.norm(dim=1).sum())
-    acc["ch_mean"] = a.mean(0)
-    acc["ch_m2"] = ((a - acc["ch_mean"]) ** 2).sum(0)
+    last = last_positions(keep)[rows]
+    la, lb = a_all[rows, last], b_all[rows, last]  # [B', d]
+    acc["last_cos_sum"], acc["last_angle_sum"] = cos_angle_sums(
+        *((u * v).sum(1).double() for u, v in ((la, lb), (la, la), (lb, lb))))
+    acc["norm_sum"] = float(ssa.sqrt().sum())
+    ch_mean = a.sum(0).double() / n  # [d]
+    acc["ch_mean"] = ch_mean
+    acc["ch_m2"] = ((a - ch_mean.to(acc_dtype)) ** 2).sum(0).double()
     return acc
 
 

@@ -1,20 +1,22 @@
 """Statistics kernels: (a) throughput of each backend against this machine's copy bandwidth,
 (b) a full statistics pass against what users do today (keep every hidden state, then NumPy):
-wall time and peak memory, side by side in one run.
+wall time and peak memory, side by side in one run. Every measurement is also appended as a row
+to benchmarks/results.csv (benchmarks/rows.py: p50/p20/p80 over the repeats).
 
-    python benchmarks/bench_stats.py kernels --tokens 4096 --hidden 2048 --dtype bf16
-    python benchmarks/bench_stats.py pass --batch 4 --seq 1024
+    python benchmarks/bench_block_stats.py kernels --tokens 4096 --hidden 2048 --dtype bf16
+    python benchmarks/bench_block_stats.py pass --batch 4 --seq 1024
 
 (a) Bandwidth. The kernel reads x_in and x_out once: GB/s = 2 * tokens * hidden * itemsize / time.
     The limit is ``dst.copy_(src)`` on a buffer of the same total size, counted as bytes read plus
     bytes written per second (STREAM's convention). Times are the median of --repeat calls; on a
-    GPU with CUDA events, on the CPU with perf_counter. "kernel" is the extension call alone,
-    "with finish" adds the fp64 host reduction of its per-row and per-segment outputs.
+    GPU with CUDA events, on the CPU with perf_counter. "kernel" is the host wrapper alone
+    (cpp_block_stats, triton_block_stats: allocation and the kernel), "with finish" is
+    dispatch.block_stats (checks, kernel and the fp64 host reduction of its partials).
 (b) Peak memory is the rise of the process's resident set (VmHWM after resetting it, minus the
     resident set before) during the first pass, each path in a fresh subprocess after the model is
     loaded and every weight page touched by an 8-token forward; glibc returns freed blocks at once
     (MALLOC_MMAP_THRESHOLD_=65536), so the resident set follows live memory. Wall time is the best
-    of --repeat further passes. Paths:
+    of the passes (results.csv: quantiles of the --repeat passes after the first). Paths:
       streaming  lf.stats over the same tokens (kernel chosen by backend="auto")
       hidden     hf_model.model(..., output_hidden_states=True), every state to NumPy, statistics
                  in NumPy (no LM head: the strict baseline)
@@ -23,6 +25,7 @@ wall time and peak memory, side by side in one run.
                  forward's own transients: MLP intermediates, attention); the table also gives
                  each path's memory above it
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import rows
+
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -60,17 +64,18 @@ def _timer(device):
     return run
 
 
-def _median_time(fn, device, repeat: int) -> float:
+def _times(fn, device, repeat: int) -> list[float]:
+    """Seconds per call of ``fn`` over ``repeat`` calls, after one warm-up (and Triton compile)."""
     run = _timer(device)
-    fn()  # warm-up (and Triton compile)
-    return statistics.median(run(fn) for _ in range(repeat))
+    fn()
+    return [run(fn) for _ in range(repeat)]
 
 
 def bench_kernels(args) -> list[dict]:
     import torch
 
-    from layerfast.activations import dispatch as stats_dispatch
-    from layerfast.activations.reference import stats_ref
+    from layerfast.activations import dispatch
+    from layerfast.activations.reference import block_stats_ref
 
     device = torch.device(args.device)
     dtype = getattr(torch, DTYPES[args.dtype])
@@ -83,54 +88,48 @@ def bench_kernels(args) -> list[dict]:
 
     src = torch.empty(read_bytes, dtype=torch.uint8, device=device).fill_(1)
     dst = torch.empty_like(src)
-    copy_s = _median_time(lambda: dst.copy_(src), device, args.repeat)
-    copy_gbs = 2 * read_bytes / copy_s / 1e9
-    rows = [{"path": "copy (read + write)", "seconds": copy_s, "GB/s": copy_gbs, "of copy": 1.0}]
+    timed = {"copy (read + write)": _times(lambda: dst.copy_(src), device, args.repeat)}
 
-    reasons = stats_dispatch.available()
+    reasons = dispatch.available()
     backends = [b for b in ("cpp", "triton") if not reasons[b]
                 and (b != "triton" or device.type == "cuda")]
     if device.type == "cpu" and "cpp" in backends:
-        from layerfast import _stats_cpp
-        from layerfast.activations.dispatch import CPP_SEG_LEN, _buffer
+        from layerfast.activations.cpp_block_stats import cpp_block_stats
 
-        B, T, d = shape
-        n_seg = -(-T // CPP_SEG_LEN)
-        out_rows = torch.empty((5, B, T), dtype=torch.float64)
-        seg_mean = torch.empty((B, n_seg, d), dtype=torch.float64)
-        seg_m2 = torch.empty((B, n_seg, d), dtype=torch.float64)
-        a, b, m = _buffer(x_in), _buffer(x_out), mask.numpy()
-
-        def kernel_only():
-            _stats_cpp.block_stats(a, b, DTYPES[args.dtype], m, 1e-5, args.relative, CPP_SEG_LEN,
-                                   out_rows.numpy(), seg_mean.numpy(), seg_m2.numpy(),
-                                   torch.get_num_threads())
-        s = _median_time(kernel_only, device, args.repeat)
-        rows.append({"path": "cpp kernel", "seconds": s, "GB/s": read_bytes / s / 1e9})
+        timed["cpp kernel"] = _times(
+            lambda: cpp_block_stats(x_in, x_out, mask, 1e-5, args.relative), device, args.repeat)
     if "triton" in backends:
-        from layerfast.kernels.block_stats import block_stats as triton_kernel
+        from layerfast.activations.triton_block_stats import triton_block_stats
 
-        s = _median_time(lambda: triton_kernel(x_in, x_out, mask, 1e-5, args.relative), device,
-                         args.repeat)
-        rows.append({"path": "triton kernel", "seconds": s, "GB/s": read_bytes / s / 1e9})
+        timed["triton kernel"] = _times(
+            lambda: triton_block_stats(x_in, x_out, mask, 1e-5, args.relative), device,
+            args.repeat)
     for name in backends:
-        s = _median_time(lambda: stats_dispatch.block_stats(x_in, x_out, mask, 1e-5, args.relative,
-                                                            name), device, args.repeat)
-        rows.append({"path": f"{name} with finish", "seconds": s, "GB/s": read_bytes / s / 1e9})
-    s = _median_time(lambda: stats_ref(x_in, x_out, mask, 1e-5, args.relative), device,
-                     max(1, args.repeat // 4))
-    rows.append({"path": "torch reference (fp64)", "seconds": s, "GB/s": read_bytes / s / 1e9})
-    for r in rows:
-        r["of copy"] = r["GB/s"] / copy_gbs
+        timed[f"{name} with finish"] = _times(
+            lambda name=name: dispatch.block_stats(x_in, x_out, mask, 1e-5, args.relative, name),
+            device, args.repeat)
+    timed["torch reference (fp64)"] = _times(
+        lambda: block_stats_ref(x_in, x_out, mask, 1e-5, args.relative), device,
+        max(1, args.repeat // 4))
+
+    copy_gbs = 2 * read_bytes / statistics.median(timed["copy (read + write)"]) / 1e9
     print(f"kernels: [{shape[0]}, {shape[1]}, {shape[2]}] {args.dtype}, relative={args.relative}, "
           f"{read_bytes / 1e6:.0f} MB read per call, {torch.get_num_threads()} threads, {device}")
-    for r in rows:
-        print(f"  {r['path']:<24} {1e3 * r['seconds']:9.2f} ms  {r['GB/s']:7.2f} GB/s  "
-              f"{100 * r['of copy']:6.1f}% of copy")
-    return rows
+    size = "x".join(map(str, shape)) + (" relative" if args.relative else "")
+    out = []
+    for path, seconds in timed.items():
+        moved = 2 * read_bytes if path.startswith("copy") else read_bytes
+        gbs = [moved / s / 1e9 for s in seconds]
+        s50 = statistics.median(seconds)
+        print(f"  {path:<24} {1e3 * s50:9.2f} ms  {moved / s50 / 1e9:7.2f} GB/s  "
+              f"{100 * moved / s50 / 1e9 / copy_gbs:6.1f}% of copy")
+        common = ("block_stats", path, size, args.dtype, str(device))
+        out += [rows.row(*common, "ms", [1e3 * s for s in seconds]),
+                rows.row(*common, "GB/s", gbs)]
+    return out
 
 
-# ---- (b) full pass vs keep-all-hidden-states ------------------------------------------------------
+# ---- (b) full pass vs keep-all-hidden-states -----------------------------------------------------
 
 def _rss_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -163,13 +162,14 @@ def numpy_statistics(hidden: list, mask, eps: float) -> dict:
 
     keep = mask.astype(bool)
     out = {k: [] for k in ("av", "as", "bi", "angular", "norm")}
-    for x_in, x_out in zip(hidden[:-1], hidden[1:]):
+    for x_in, x_out in zip(hidden[:-1], hidden[1:], strict=True):
         a, b = x_out[keep], x_in[keep]  # [N, d]
         lengths = keep.sum(1)
         means = (x_out * keep[..., None]).sum(1) / lengths[:, None]  # [B, d]
         out["av"].append(float(means.var(axis=1, ddof=1).mean()))
         out["as"].append(float((np.abs(a) < eps).mean()))
-        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        cos = (a * b).sum(1) / np.maximum(norms, 1e-12)
         out["bi"].append(float(1 - cos.mean()))
         out["angular"].append(float((np.arccos(np.clip(cos, -1, 1)) / np.pi).mean()))
         out["norm"].append(float(np.linalg.norm(a, axis=1).mean()))
@@ -189,7 +189,7 @@ def run_pass_child(args) -> None:
     mask = torch.ones_like(ids)
 
     if args.path == "streaming":
-        texts = [decode(row) for row in ids.tolist()]
+        texts = [decode(seq) for seq in ids.tolist()]
 
         def once():
             return stats(model, texts, batch_size=args.batch, max_length=args.seq, progress=False)
@@ -233,13 +233,14 @@ def run_pass_child(args) -> None:
     else:
         backend = "none" if args.path == "forward" else "numpy"
     print("RESULT " + json.dumps({"path": args.path, "peak_mb": peak / 1024, "wall_s": min(times),
+                                  "walls_s": times[1:] or times, "dtype": str(model.dtype),
                                   "tokens": n_tokens, "backend": backend,
                                   "hidden_mb_kept": (model.n_blocks + 1) * n_tokens
                                   * model.config.hidden_size * model.dtype.itemsize / 2**20}))
 
 
 def bench_pass(args) -> list[dict]:
-    rows = []
+    measured = []
     for path in ("streaming", "hidden", "causal_lm", "forward"):
         cmd = [sys.executable, __file__, "pass-child", "--path", path, "--model", args.model,
                "--batch", str(args.batch), "--seq", str(args.seq), "--repeat", str(args.repeat)]
@@ -252,12 +253,13 @@ def bench_pass(args) -> list[dict]:
         line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
         if done.returncode or not line:
             raise RuntimeError(f"{path} failed:\n{done.stderr[-3000:]}")
-        rows.append(json.loads(line[0][7:]))
-    base, floor = rows[0], rows[-1]
+        measured.append(json.loads(line[0][7:]))
+    base, floor = measured[0], measured[-1]
     print(f"pass: {args.model}, batch {args.batch} x {args.seq} tokens = {base['tokens']} tokens; "
           f"hidden states kept by the baselines: {base['hidden_mb_kept']:.0f} MB")
     above_base = max(base["peak_mb"] - floor["peak_mb"], 1e-9)
-    for r in rows:
+    out = []
+    for r in measured:
         r["peak vs streaming"] = r["peak_mb"] / base["peak_mb"]
         r["above forward"] = r["peak_mb"] - floor["peak_mb"]
         r["above forward vs streaming"] = r["above forward"] / above_base
@@ -266,7 +268,10 @@ def bench_pass(args) -> list[dict]:
               f"above a plain forward +{r['above forward']:7.1f} MB "
               f"({r['above forward vs streaming']:6.1f}x)  wall {r['wall_s']:6.2f} s "
               f"({r['wall vs streaming']:5.2f}x)  [{r['backend']}]")
-    return rows
+        common = ("block_stats_pass", f"{r['path']} [{r['backend']}]",
+                  f"{args.model} {args.batch}x{args.seq}", r["dtype"].removeprefix("torch."), "cpu")
+        out += [rows.row(*common, "peak_MB", r["peak_mb"]), rows.row(*common, "s", r["walls_s"])]
+    return out
 
 
 def main(argv=None) -> int:
@@ -290,16 +295,13 @@ def main(argv=None) -> int:
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--path", default="streaming",
                        choices=["streaming", "hidden", "causal_lm", "forward"])
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     if args.what == "pass-child":
         run_pass_child(args)
         return 0
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
           f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
-    rows = bench_kernels(args) if args.what == "kernels" else bench_pass(args)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    rows.append(bench_kernels(args) if args.what == "kernels" else bench_pass(args))
     return 0
 
 

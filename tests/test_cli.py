@@ -1,13 +1,16 @@
 """The ``layerfast`` command line on a tiny random Llama saved as a local HF folder.
 
 Most verbs run in-process through ``layerfast.cli.main``; one run goes through
-``python -m layerfast.cli`` in a subprocess to check the entry point itself.
+``python -m layerfast.cli`` in a subprocess to check the entry point itself. Every JSON file a
+verb writes is read with a strict parser (no bare NaN or Infinity).
 """
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -16,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import tqdm.std
 
 import layerfast as lf
+import layerfast.progress
 from layerfast import cli
 from layerfast.estimators import proximity_cost, shapley
 from tests.conftest import TINY_ITEMS
@@ -54,6 +59,32 @@ def task_file(tmp_path_factory):
     return path
 
 
+def strict_json(path: Path):
+    """Parse ``path`` as strict JSON: the constants NaN, Infinity and -Infinity raise."""
+
+    def refuse(name):
+        raise ValueError(f"{path.name} holds the non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def check_json_files(out: Path) -> list[str]:
+    """Every ``*.json`` in ``out`` parses as strict JSON; returns their names."""
+    names = sorted(p.name for p in out.glob("*.json"))
+    for name in names:
+        strict_json(out / name)
+    return names
+
+
+BAR = re.compile(r"(evaluating|shapley|statistics|EAVSS statistics|fine-tune blocks [^:]*): ")
+
+
+def bar_redraws(stderr: str) -> int:
+    """Redraws of layerfast's progress bars in captured stderr (tqdm separates them with \\r;
+    the "Loading weights" bar of transformers is not ours and not counted)."""
+    return sum(1 for part in re.split(r"[\r\n]", stderr) if BAR.match(part))
+
+
 def run(capsys, *argv):
     """``layerfast ARGV`` in-process -> (exit code, stdout, stderr)."""
     rc = cli.main([str(a) for a in argv])
@@ -87,16 +118,17 @@ def cached_rows(path: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM coalitions").fetchone()[0]
 
 
-# --- ablate ----------------------------------------------------------------------------------------
+# --- ablate --------------------------------------------------------------------------------------
 def test_ablate(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "abl"
     rc, stdout, err = run(capsys, *sweep("ablate", model_dir, task_file, out))
     assert rc == 0, err
+    assert check_json_files(out) == ["ablation.json"]
     for name in ("ablation.json", "ablation.csv", "ablation.png", "utilities.sqlite"):
         assert (out / name).is_file(), name
     assert "ablation.png" in stdout and "cornerstones" in stdout
 
-    data = json.loads((out / "ablation.json").read_text())
+    data = strict_json(out / "ablation.json")
     game = direct_game(model_dir, task_file)
     assert data["players"] == game.players == ["attn0", "mlp0", "attn1", "mlp1", "attn2", "mlp2"]
     assert data["full"] == pytest.approx(game(game.full_mask())[0], abs=1e-12)
@@ -124,13 +156,13 @@ def test_ablate_resumes_without_forward_passes(capsys, model_dir, task_file, tmp
     assert run(capsys, *argv)[0] == 0
     assert games[0].n_forward == N + 1  # v(N) and v(N \ {l}) for every l
     assert cached_rows(out / "utilities.sqlite") == N + 1
-    first = json.loads((out / "ablation.json").read_text())
+    first = strict_json(out / "ablation.json")
 
     assert run(capsys, *argv)[0] == 0
     assert len(games) == 2
     assert games[1].n_forward == 0, "the second run must be served from OUT/utilities.sqlite"
     assert cached_rows(out / "utilities.sqlite") == N + 1
-    second = json.loads((out / "ablation.json").read_text())
+    second = strict_json(out / "ablation.json")
     assert second["values"] == first["values"] and second["full"] == first["full"]
 
     # the cache holds log-likelihoods, so another utility reuses the same coalitions
@@ -139,15 +171,16 @@ def test_ablate_resumes_without_forward_passes(capsys, model_dir, task_file, tmp
     assert cached_rows(out / "utilities.sqlite") == N + 1
 
 
-# --- shapley ---------------------------------------------------------------------------------------
+# --- shapley -------------------------------------------------------------------------------------
 def test_shapley_proximity(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "prox"
     rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "proximity",
                                     "--window", "2", "--utility", "margin"))
     assert rc == 0, err
+    assert check_json_files(out) == ["shapley.json"]
     for name in ("shapley.json", "shapley.csv", "shapley.png"):
         assert (out / name).is_file(), name
-    data = json.loads((out / "shapley.json").read_text())
+    data = strict_json(out / "shapley.json")
     # documented cost: sum_{k=1..L} (n-k+1) + 1 = 6 + 5 + 1
     assert data["n_evaluations"] == proximity_cost(N, 2) == 12
     assert data["method"] == "proximity" and data["info"]["window"] == 2
@@ -163,12 +196,13 @@ def test_shapley_permutation_convergence(capsys, model_dir, task_file, tmp_path)
     rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "permutation",
                                     "--budget", "20", "--budgets", "12,20"))
     assert rc == 0, err
+    assert check_json_files(out) == ["convergence.json", "shapley.json"]
     for name in ("convergence.png", "convergence.json", "shapley.json", "shapley.png"):
         assert (out / name).is_file(), name
-    data = json.loads((out / "shapley.json").read_text())
+    data = strict_json(out / "shapley.json")
     assert data["method"] == "permutation" and data["n_evaluations"] <= 20
     assert all(np.isfinite(data["values"]))
-    records = json.loads((out / "convergence.json").read_text())["records"]
+    records = strict_json(out / "convergence.json")["records"]
     assert [r["budget"] for r in records] == [12, 20]
     assert all(r["n_evaluations"] <= r["budget"] for r in records)
 
@@ -187,15 +221,16 @@ def test_shapley_boolean_option(capsys, model_dir, task_file, tmp_path):
                                     "--budget", "40", "--option", "antithetic=false",
                                     "--option", "tolerance=0"))
     assert rc == 0, err
-    info = json.loads((out / "shapley.json").read_text())["info"]
+    info = strict_json(out / "shapley.json")["info"]
     assert info["antithetic"] is False and info["tolerance"] == 0
 
 
-# --- report ----------------------------------------------------------------------------------------
+# --- report --------------------------------------------------------------------------------------
 def test_report(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "report"
     rc, stdout, err = run(capsys, *sweep("report", model_dir, task_file, out))
     assert rc == 0, err
+    assert check_json_files(out) == ["ablation.json", "shapley.json"]
     for name in ("report.md", "ablation.png", "shapley.png", "ablation.json", "shapley.json"):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
@@ -207,19 +242,49 @@ def test_report(capsys, model_dir, task_file, tmp_path):
     assert "top Shapley players" in stdout
 
 
-# --- the console entry point -----------------------------------------------------------------------
+# --- the console entry point ---------------------------------------------------------------------
 def test_module_entry_point_subprocess(model_dir, task_file, tmp_path):
+    """Also with progress bars on and stderr redirected to a file (as under nohup or CI)."""
     out = tmp_path / "sub"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "layerfast.cli",
-                           *map(str, sweep("ablate", model_dir, task_file, out))],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    argv = [a for a in sweep("ablate", model_dir, task_file, out) if a != "--no-progress"]
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.run([sys.executable, "-m", "layerfast.cli", *map(str, argv)],
+                              stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+                              timeout=300)
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 0, err
     assert (out / "ablation.json").is_file() and (out / "ablation.png").is_file()
     assert "full model" in proc.stdout
+    assert bar_redraws(err) <= 12, err
 
 
-# --- bad input -------------------------------------------------------------------------------------
+# Game's bar sums k / n_batches per batch: its last redraw can be at 7.0000000000000004 / 7
+@pytest.mark.filterwarnings("ignore:clamping frac to range:tqdm.TqdmWarning")
+def test_progress_bars_stay_sparse_when_stderr_is_not_a_terminal(capsys, model_dir, task_file,
+                                                                   tmp_path, monkeypatch):
+    """A long sweep, simulated by a clock that jumps a minute at each reading: one bar, drawn
+    at most about a dozen times when stderr is not a terminal (here: pytest's capture)."""
+    clock = itertools.count(0.0, 60.0)
+    monkeypatch.setattr(tqdm.std, "time", lambda: next(clock))
+    argv = [a for a in sweep("ablate", model_dir, task_file, tmp_path / "log",
+                             "--batch-tokens", "16")  # many batches: many updates
+            if a != "--no-progress"]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert 1 <= bar_redraws(err) <= 12, err
+
+    # the same sweep on a terminal keeps the live bar: a redraw at every update
+    monkeypatch.setattr(layerfast.progress, "is_terminal", lambda stream=None: True)
+    argv = [a for a in sweep("ablate", model_dir, task_file, tmp_path / "tty",
+                             "--batch-tokens", "16")  # many batches: many updates
+            if a != "--no-progress"]
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0, err
+    assert bar_redraws(err) > 12, err
+
+
+# --- bad input -----------------------------------------------------------------------------------
 def test_malformed_task_line(capsys, model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"context": "a", "choices": ["x", "y"], "gold": 0}\n'
@@ -238,12 +303,25 @@ def test_unknown_model(capsys, task_file, tmp_path):
     assert "smollm2-135m" in err  # names the packaged models
 
 
+@pytest.mark.parametrize("task, extra, message", [
+    ("capitls", [], "unknown task 'capitls'"),
+    ("missing.jsonl", [], "does not exist"),
+    (None, ["--limit", "0"], "limit must be positive, got 0"),
+])
+def test_bad_task_or_limit(capsys, model_dir, task_file, tmp_path, task, extra, message):
+    task = task_file if task is None else tmp_path / task if "." in task else task
+    rc, _, err = run(capsys, *sweep("ablate", model_dir, task, tmp_path / "o", *extra))
+    assert rc == 2 and message in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_misspelled_estimator_option(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "o"
     rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "proximity",
                                     "--option", "windw=3"))
     assert rc == 2
-    assert "'windw'" in err and "did you mean 'window'" in err and "valid options: ['window']" in err
+    assert "'windw'" in err and "did you mean 'window'" in err
+    assert "valid options: ['window']" in err
     assert not out.exists(), "a bad option must fail before the model loads and OUT is created"
 
 
@@ -251,6 +329,46 @@ def test_option_without_equals(capsys, model_dir, task_file, tmp_path):
     rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o",
                                     "--option", "window"))
     assert rc == 2 and "KEY=VALUE" in err
+
+
+def test_bad_budgets_is_a_clean_error(capsys, model_dir, task_file, tmp_path):
+    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o",
+                                    "--method", "permutation", "--budgets", "12,x"))
+    assert rc == 2 and "--budgets" in err and "'12,x'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bug_keeps_its_traceback(capsys, monkeypatch):
+    def broken():
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(lf.tasks, "available", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["tasks"])
+
+
+def test_choices_come_from_the_registries():
+    from layerfast.activations.dispatch import BACKENDS
+    from layerfast.estimators import ESTIMATORS
+    from layerfast.evaluation.utility import UTILITIES
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "verb").choices
+    options = {(verb, a.dest): a for verb, p in sub.items() for a in p._actions}
+    assert list(options["shapley", "method"].choices) == list(ESTIMATORS)
+    for verb in ("ablate", "shapley", "report", "prune", "eavss"):
+        assert list(options[verb, "utility"].choices) == list(UTILITIES)
+    for verb in ("avss", "prune", "eavss"):
+        assert list(options[verb, "backend"].choices) == list(BACKENDS)
+
+
+def test_importing_the_cli_and_its_help_stay_light():
+    code = ("import sys, layerfast.cli as c; c.build_parser().format_help(); "
+            "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]; "
+            "print(heavy); sys.exit(bool(heavy))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_parse_options_types():
@@ -273,17 +391,30 @@ def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
     code, stdout, _ = run(capsys, "avss", "--model", str(model_dir), "--texts", str(texts),
                           "--eps", "0.05", "--out", str(out), "--no-progress")
     assert code == 0, stdout
-    data = json.loads((out / "avss.json").read_text())
+    data = strict_json(out / "avss.json")
     assert len(data["avss"]) == 3 and data["padding"] == "excluded" and data["n_texts"] == 4
-    assert (out / "avss.png").stat().st_size > 0 and len((out / "avss.csv").read_text().splitlines()) == 4
+    assert (out / "avss.png").stat().st_size > 0
+    assert len((out / "avss.csv").read_text().splitlines()) == 4
+    assert check_json_files(out) == ["avss.json"]
+
+    # the default eps in fp32: AS = 0 leaves AVSS undefined (NaN), written as null
+    out = tmp_path / "avss-nan"
+    code, stdout, _ = run(capsys, "avss", "--model", str(model_dir), "--texts", str(texts),
+                          "--out", str(out), "--no-progress", "--backend", "torch")
+    assert code == 0, stdout
+    data = strict_json(out / "avss.json")
+    assert data["as_zero"] and all(data["avss"][b] is None for b in data["as_zero"])
+    assert "AVSS is undefined there" in stdout
 
     out = tmp_path / "prune"
     saved = tmp_path / "pruned"
     code, stdout, _ = run(capsys, "prune", "--model", str(model_dir), "--task", str(task_file),
-                          "--by", "bi", "--texts", str(texts), "--fraction", "0.34", "--out", str(out),
+                          "--by", "bi", "--texts", str(texts), "--fraction", "0.34",
+                          "--out", str(out),
                           "--save", str(saved), "--no-progress")
     assert code == 0, stdout
-    result = json.loads((out / "prune.json").read_text())
+    assert check_json_files(out) == ["prune.json"]
+    result = strict_json(out / "prune.json")
     assert len(result["removed"]) == 1
     removed = result["removed"][0]
     keep = np.ones(6, bool)
@@ -297,13 +428,14 @@ def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
 def test_eavss_and_controlled_finetune(capsys, model_dir, tmp_path):
     task = tmp_path / "tiny12.jsonl"
     with open(task, "w", encoding="utf-8") as f:
-        for i, (context, choices, gold) in enumerate(TINY_ITEMS):
+        for context, choices, gold in TINY_ITEMS:
             f.write(json.dumps({"context": context, "choices": choices, "gold": gold}) + "\n")
     out = tmp_path / "eavss"
     rc, stdout, err = run(capsys, *sweep("eavss", model_dir, task, out, "--n-boot", "20",
                                          "--stats-dtype", "model", "--eps", "0.05", "--k", "1"))
     assert rc == 0, err
-    data = json.loads((out / "eavss.json").read_text())
+    assert check_json_files(out) == ["eavss.json"]
+    data = strict_json(out / "eavss.json")
     assert data["n_correct"] + data["n_wrong"] == len(TINY_ITEMS)
     assert len(data["scopes"]["answer"]["eavss"]) == N // 2
     assert (out / "eavss.png").stat().st_size > 0 and "top 1 blocks" in stdout
@@ -313,10 +445,13 @@ def test_eavss_and_controlled_finetune(capsys, model_dir, tmp_path):
                                          "--n-boot", "20", "--stats-dtype", "model",
                                          "--save", tmp_path / "tuned"))
     assert rc == 0, err
-    rows = json.loads((ft / "finetune.json").read_text())["rows"]
-    assert [r["condition"] for r in rows] == ["before", "eavss-top", "eavss-bottom", "random-0", "all"]
+    assert check_json_files(ft) == ["eavss.json", "finetune.json"]
+    rows = strict_json(ft / "finetune.json")["rows"]
+    assert [r["condition"] for r in rows] == ["before", "eavss-top", "eavss-bottom", "random-0",
+                                              "all"]
     assert "| eavss-top |" in (ft / "finetune.md").read_text()
     tuned = lf.load(tmp_path / "tuned")
     assert tuned.n_blocks == N // 2
-    rc, _, err = run(capsys, *sweep("eavss", model_dir, task, tmp_path / "bad", "--utility", "margin"))
+    rc, _, err = run(capsys, *sweep("eavss", model_dir, task, tmp_path / "bad",
+                                    "--utility", "margin"))
     assert rc == 2 and "utility" in err

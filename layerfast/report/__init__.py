@@ -1,14 +1,18 @@
-"""Stage 4, report: results written as strict JSON and CSV, tables, plots and ``report.md``."""
+"""Stage 4, report: results written as strict JSON and CSV (files), text and Markdown tables
+(tables) and PNG figures (plots)."""
 
 from .files import (
-    ablation_table,
     environment,
-    markdown_summary,
     save_ablation,
+    save_convergence,
     save_shapley,
+    to_jsonable,
     write_csv,
     write_json,
 )
+from .plots import plot_ablation, plot_blocks, plot_convergence, plot_shapley
+from .tables import ablation_table, finetune_table, markdown_summary
 
-__all__ = ["ablation_table", "environment", "markdown_summary", "save_ablation", "save_shapley",
-           "write_csv", "write_json"]
+__all__ = ["ablation_table", "environment", "finetune_table", "markdown_summary",
+           "plot_ablation", "plot_blocks", "plot_convergence", "plot_shapley", "save_ablation",
+           "save_convergence", "save_shapley", "to_jsonable", "write_csv", "write_json"]

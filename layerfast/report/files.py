@@ -1,20 +1,33 @@
-"""Write sweep results as JSON, CSV, PNG and a short Markdown summary."""
+"""Write sweep results: strict JSON, CSV and PNG files, one ``save_*`` per CLI verb's outputs.
+
+Every JSON file goes through :func:`write_json`: NaN and ±inf become ``null`` and the file is
+strict JSON (no bare ``NaN``), so any JSON parser reads it.
+"""
+
 from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..estimators.ablation import AblationResult
-from .plots import plot_ablation, plot_shapley
+from .plots import plot_ablation, plot_blocks, plot_convergence, plot_shapley
+
+# the per-block statistics of ``lf.stats`` written as CSV columns by ``save_avss``
+AVSS_COLUMNS = ("av", "as", "avss", "navss", "bi", "angular", "angular_last", "norm", "channel_var")
+EAVSS_COLUMNS = ("hsav", "hss", "eavss", "av_h", "av_c", "as_h", "as_c")
+EAVSS_INTERVALS = ("hsav", "hss", "eavss")
 
 
 def environment() -> dict[str, Any]:
+    """Date, Python/torch/transformers versions, machine and device, for the record."""
     import torch
     import transformers
 
@@ -24,20 +37,34 @@ def environment() -> dict[str, Any]:
             "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with numpy arrays and scalars as lists and numbers, tuples as lists, and NaN/±inf
+    as None, recursively through dicts and lists. Other types are returned as they are."""
+    if isinstance(obj, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): to_jsonable(v)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path, payload: dict) -> Path:
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    """Write ``payload`` as strict, indented JSON (NaN/±inf as null) to ``path``; return it.
+
+    Raises TypeError for a value JSON cannot hold, and ValueError (instead of writing invalid
+    JSON) should a non-finite number get through.
+    """
+    text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False)
+    path.write_text(text + "\n")
     return path
 
 
-def _jsonable(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def write_csv(path: Path, rows: list[dict]) -> Path:
+    """One row per dict; the columns are the first dict's keys."""
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -46,6 +73,7 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def save_ablation(out: Path, abl: AblationResult, meta: dict) -> list[Path]:
+    """``ablation.json``, ``ablation.csv`` and ``ablation.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     title = f"{meta.get('model', '')} on {meta.get('task', '')}: single-sublayer ablation"
     return [write_json(out / "ablation.json", {**meta, **abl.to_dict()}),
@@ -54,43 +82,71 @@ def save_ablation(out: Path, abl: AblationResult, meta: dict) -> list[Path]:
                           title=title, utility=abl.utility)]
 
 
-def save_shapley(out: Path, res, meta: dict, stem: str = "shapley") -> list[Path]:
+def save_shapley(out: Path, res: Any, meta: dict, stem: str = "shapley") -> list[Path]:
+    """``STEM.json``, ``STEM.csv`` and ``STEM.png`` in ``out`` for a ShapleyResult ``res``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"player": p, "value": float(v), "stderr": float(s)}
-            for p, v, s in zip(res.players, res.values, res.stderr)]
+            for p, v, s in zip(res.players, res.values, res.stderr, strict=True)]
     title = f"{meta.get('model', '')} on {meta.get('task', '')}: {res.method} Shapley"
     return [write_json(out / f"{stem}.json", {**meta, **res.to_dict()}),
             write_csv(out / f"{stem}.csv", rows),
             plot_shapley(res.players, res.values, res.stderr, out / f"{stem}.png", title=title)]
 
 
-def ablation_table(abl: AblationResult, res=None, top: int | None = None) -> str:
-    """A plain-text table: one row per player (optionally with Shapley values)."""
-    without = "v(N\\{l})"
-    head = f"{'player':>8} {without:>9} {'drop':>8}" + (f" {'shapley':>9} {'± s.e.':>8}" if res else "")
-    lines = [head, "-" * len(head)]
-    order = range(len(abl.players))
-    if top is not None:
-        order = np.argsort(-abl.drops, kind="stable")[:top]
-    cornerstones = set(abl.cornerstones)
-    for i in order:
-        line = f"{abl.players[i]:>8} {abl.values[i]:9.3f} {abl.drops[i]:8.3f}"
-        if res is not None:
-            line += f" {res.values[i]:9.4f} {res.stderr[i]:8.4f}"
-        lines.append(line + ("  <- cornerstone" if abl.players[i] in cornerstones else ""))
-    return "\n".join(lines)
+def save_convergence(out: Path, records: list[dict], meta: dict,
+                     players: Sequence | None = None) -> list[Path]:
+    """``convergence.png`` (estimates vs budget) and ``convergence.json`` in ``out``."""
+    return [Path(plot_convergence(records, out / "convergence.png", players=players)),
+            write_json(out / "convergence.json", {**meta, "records": records})]
 
 
-def markdown_summary(meta: dict, abl: AblationResult, res, wall_s: float) -> str:
-    chance = f"{abl.chance:.3f}" if abl.chance is not None else "n/a"
-    lines = [f"# layerfast report: {meta['model']} on {meta['task']}", "",
-             f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
-             f"- full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = "
-             f"{f'{abl.margin:.3f}' if abl.margin is not None else 'n/a'}",
-             f"- cornerstones (removal drops the utility to chance): {', '.join(abl.cornerstones) or 'none'}",
-             f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
-             f"{res.n_evaluations} coalitions; efficiency gap {res.efficiency_gap:.4f}",
-             f"- wall time {wall_s:.0f} s; {meta['environment']['machine']}, {meta['environment']['date']}",
-             "", "![ablation](ablation.png)", "", "![shapley](shapley.png)", "", "```",
-             ablation_table(abl, res), "```", ""]
-    return "\n".join(lines)
+def avss_rows(st: dict, n_blocks: int) -> list[dict]:
+    """One dict per block: ``block`` and the :data:`AVSS_COLUMNS` of ``lf.stats`` output."""
+    return [{"block": i, **{k: float(st[k][i]) for k in AVSS_COLUMNS}} for i in range(n_blocks)]
+
+
+def save_avss(out: Path, st: dict, model_name: str, n_blocks: int, eps: float) -> list[Path]:
+    """``avss.json``, ``avss.csv`` and ``avss.png`` (NAVSS per block) in ``out``."""
+    payload = {"model": model_name, "environment": environment(), **st}
+    return [write_json(out / "avss.json", payload),
+            write_csv(out / "avss.csv", avss_rows(st, n_blocks)),
+            plot_blocks(st["navss"], out / "avss.png", ylabel="NAVSS",
+                        title=f"{model_name}: NAVSS per block ({st['dtype']}, eps={eps})")]
+
+
+def save_prune(out: Path, result: dict, model_name: str) -> list[Path]:
+    """``prune.json`` (``result`` holds ``by``, ``scores``, ``removed``, ...) and ``prune.png``."""
+    by = result["by"]
+    return [write_json(out / "prune.json", result),
+            plot_blocks(result["scores"], out / "prune.png", ylabel=by, highlight=result["removed"],
+                        title=f"{model_name}: {by} per block (removed: grey)")]
+
+
+def eavss_rows(res: Any) -> list[dict]:
+    """One dict per (scope, block) of an EAVSSResult: the scores and their interval bounds."""
+    return [{"scope": s, "block": b,
+             **{k: float(res.scopes[s][k][b]) for k in EAVSS_COLUMNS},
+             **{f"{k}_lo": float(res.intervals[s][k][0][b]) for k in EAVSS_INTERVALS},
+             **{f"{k}_hi": float(res.intervals[s][k][1][b]) for k in EAVSS_INTERVALS}}
+            for s in res.scopes for b in range(res.n_blocks)]
+
+
+def save_eavss(out: Path, res: Any, meta: dict, scope: str, k: int, model_name: str,
+               wall_s: float) -> list[Path]:
+    """``eavss.json``, ``eavss.csv`` and ``eavss.png`` (EAVSS per block of ``scope`` with its
+    intervals, the top ``k`` blocks in grey) in ``out``; ``wall_s`` in seconds."""
+    title = (f"{model_name}: EAVSS per block ({scope} positions, {int(res.correct.sum())} right / "
+             f"{int((1 - res.correct).sum())} wrong, {res.dtype}); top {k} in grey")
+    return [write_json(out / "eavss.json", {**meta, **res.to_dict(), "wall_s": wall_s}),
+            write_csv(out / "eavss.csv", eavss_rows(res)),
+            plot_blocks(res.scopes[scope]["eavss"], out / "eavss.png", ylabel="EAVSS",
+                        interval=res.intervals[scope]["eavss"], highlight=res.top(k, scope),
+                        title=title)]
+
+
+def save_finetune(out: Path, payload: dict, table: str) -> list[Path]:
+    """``finetune.json`` (``payload`` holds ``rows``), ``finetune.csv`` and ``finetune.md``."""
+    rows = [{**r, "blocks": " ".join(map(str, r["blocks"]))} for r in payload["rows"]]
+    (out / "finetune.md").write_text(table + "\n")
+    return [write_json(out / "finetune.json", payload), write_csv(out / "finetune.csv", rows),
+            out / "finetune.md"]

@@ -1,8 +1,8 @@
 """The seed paper's figures as PNG files (matplotlib, Agg backend): attention red, MLP blue."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,8 +26,8 @@ def _colors(players: Sequence[str]) -> list[str]:
 def _legend(ax, extra=()):
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=ATTN_COLOR, label="attention"), Patch(color=MLP_COLOR, label="MLP"),
-                       *extra], fontsize=7, loc="best")
+    ax.legend(handles=[Patch(color=ATTN_COLOR, label="attention"),
+                       Patch(color=MLP_COLOR, label="MLP"), *extra], fontsize=7, loc="best")
 
 
 def _ticks(ax, players):
@@ -67,7 +67,9 @@ def plot_shapley(players: Sequence[str], values: np.ndarray, stderr: np.ndarray 
     plt, fig, ax = _figure(len(players))
     total = float(np.sum(values))
     scale = 100.0 / total if total != 0 else 1.0
-    err = None if stderr is None or np.all(np.isnan(stderr)) else np.abs(np.nan_to_num(stderr) * scale)
+    err = None
+    if stderr is not None and not np.all(np.isnan(stderr)):
+        err = np.abs(np.nan_to_num(stderr) * scale)
     ax.bar(range(len(players)), values * scale, color=_colors(players), yerr=err,
            error_kw={"elinewidth": 0.6, "capsize": 1})
     ax.axhline(0, color="black", lw=0.6)
@@ -101,3 +103,45 @@ def plot_blocks(values: np.ndarray, path: str | Path, ylabel: str, title: str = 
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_convergence(records: list[dict], path: str | Path, players: Iterable | None = None,
+                     level_z: float = 1.0, title: str | None = None) -> str:
+    """Plot estimates with +/- ``level_z`` * stderr error bars against the budget, to a PNG.
+
+    ``records``: as returned by :func:`layerfast.estimators.convergence.convergence`.
+    ``players``: names or indices of the players to draw (default: all, up to 12).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    if not records:
+        raise ValueError("no records to plot")
+    names = list(records[0].get("players") or [f"p{i}" for i in range(len(records[0]["values"]))])
+    if players is None:
+        idx = list(range(min(12, len(names))))
+    else:
+        idx = [names.index(p) if isinstance(p, str) else int(p) for p in players]
+    x = np.array([r["n_evaluations"] for r in records], dtype=float)
+    V = np.stack([np.asarray(r["values"], float) for r in records])
+    S = np.stack([np.asarray(r["stderr"], float) for r in records])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i in idx:
+        ax.errorbar(x, V[:, i], yerr=level_z * np.nan_to_num(S[:, i]), marker="o", ms=3,
+                    capsize=2, label=names[i])
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(np.unique(x)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("distinct coalitions evaluated")
+    ax.set_ylabel("Shapley estimate")
+    ax.set_title(title or f"{records[0].get('method', '')}: estimate +/- {level_z:g} stderr")
+    if len(idx) <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

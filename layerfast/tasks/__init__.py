@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UsageError
 from .builtin import BUILTIN, bigbench
 from .task import Item, Task, TaskFormatError, read_jsonl
 
@@ -32,6 +33,6 @@ def load(name_or_path: str | Path | Task, limit: int | None = None, seed: int = 
         elif spec.endswith((".jsonl", ".json")) or "/" in spec:
             raise FileNotFoundError(f"task file {spec} does not exist")
         else:
-            raise ValueError(f"unknown task {spec!r}; built-in tasks: {', '.join(available())}, "
+            raise UsageError(f"unknown task {spec!r}; built-in tasks: {', '.join(available())}, "
                              "or give the path of a JSONL file")
     return task.subset(limit, seed)

@@ -61,7 +61,7 @@ class Task:
         if limit is None or limit >= len(self.items):
             return self
         if limit <= 0:
-            raise ValueError(f"limit must be positive, got {limit}")
+            raise UsageError(f"limit must be positive, got {limit}")
         rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(len(self.items), size=limit, replace=False))
         return Task(self.name, [self.items[i] for i in keep], self.delimiter, self.source,

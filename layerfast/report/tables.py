@@ -1,0 +1,96 @@
+"""Plain-text and Markdown tables and summaries that the CLI prints or writes (``report.md``,
+``finetune.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..estimators.ablation import AblationResult
+
+
+def ablation_table(abl: AblationResult, res: Any = None, top: int | None = None) -> str:
+    """A plain-text table: one row per player (optionally with Shapley values)."""
+    without = "v(N\\{l})"
+    head = f"{'player':>8} {without:>9} {'drop':>8}"
+    if res is not None:
+        head += f" {'shapley':>9} {'± s.e.':>8}"
+    lines = [head, "-" * len(head)]
+    order = range(len(abl.players))
+    if top is not None:
+        order = np.argsort(-abl.drops, kind="stable")[:top]
+    cornerstones = set(abl.cornerstones)
+    for i in order:
+        line = f"{abl.players[i]:>8} {abl.values[i]:9.3f} {abl.drops[i]:8.3f}"
+        if res is not None:
+            line += f" {res.values[i]:9.4f} {res.stderr[i]:8.4f}"
+        lines.append(line + ("  <- cornerstone" if abl.players[i] in cornerstones else ""))
+    return "\n".join(lines)
+
+
+def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -> str:
+    """``report.md``: the run's setup, cornerstones, Shapley cost, both figures and the table."""
+    chance = f"{abl.chance:.3f}" if abl.chance is not None else "n/a"
+    margin = f"{abl.margin:.3f}" if abl.margin is not None else "n/a"
+    env = meta["environment"]
+    lines = [f"# layerfast report: {meta['model']} on {meta['task']}", "",
+             f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
+             f"- full model v(N) = {abl.full:.4f}; chance = {chance}; "
+             f"cornerstone margin = {margin}",
+             "- cornerstones (removal drops the utility to chance): "
+             f"{', '.join(abl.cornerstones) or 'none'}",
+             f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
+             f"{res.n_evaluations} coalitions; efficiency gap {res.efficiency_gap:.4f}",
+             f"- wall time {wall_s:.0f} s; {env['machine']}, {env['date']}",
+             "", "![ablation](ablation.png)", "", "![shapley](shapley.png)", "", "```",
+             ablation_table(abl, res), "```", ""]
+    return "\n".join(lines)
+
+
+def top_players(res: Any, k: int = 5) -> str:
+    """``"top Shapley players: attn3 0.1234, ..."``: the ``k`` largest values of a result."""
+    top = np.argsort(-res.values)[:k]
+    return "top Shapley players: " + ", ".join(f"{res.players[i]} {res.values[i]:.4f}" for i in top)
+
+
+def stats_summary(st: dict, eps: float) -> str:
+    """One line on an ``lf.stats`` run (backend, dtype, texts, tokens, seconds), plus a note
+    when AS = 0 in some blocks (AVSS undefined there)."""
+    text = (f"statistics: {st['backend']} backend, {st['dtype']}, {st['n_texts']} texts, "
+            f"{int(st['n_tokens'][0])} tokens, {st['wall_s']:.1f} s")
+    if st["as_zero"]:
+        text += (f"\nnote: AS = 0 in blocks {st['as_zero']} (no |a| < {eps} in {st['dtype']}): "
+                 "AVSS is undefined there (NaN); try --dtype bf16 (as the AVSS authors ran) or "
+                 "--relative")
+    return text
+
+
+def avss_table(rows: list[dict]) -> str:
+    """One line per block: AV, AS, NAVSS, BI, angular (rows of ``report.files.avss_rows``)."""
+    return "\n".join(f"block {r['block']:>3}  AV {r['av']:.4g}  AS {r['as']:.3g}  "
+                     f"NAVSS {r['navss']:.4f}  BI {r['bi']:.4f}  angular {r['angular']:.4f}"
+                     for r in rows)
+
+
+def eavss_summary(res: Any, scope: str, k: int) -> str:
+    """The top ``k`` EAVSS blocks of ``scope`` and the blocks whose 95% interval excludes 0."""
+    lo, hi = res.intervals[scope]["eavss"]
+    clear = [b for b in range(res.n_blocks) if lo[b] > 0 or hi[b] < 0]
+    return (f"EAVSS ({scope} positions, {res.dtype}, {res.backend}): top {k} blocks "
+            f"{res.top(k, scope)}; 95% interval excludes 0 in blocks {clear or 'none'} "
+            f"(about {0.05 * res.n_blocks:.1f} expected by chance)")
+
+
+def finetune_table(rows: list[dict], utility: str) -> str:
+    """Markdown: test and validation accuracy and gold log-prob before/after, per condition."""
+    lines = [f"| condition | blocks | test {utility} before -> after (delta ± s.e.) | "
+             f"test gold log-prob before -> after | val {utility} after |",
+             "|---|---|---|---|---:|"]
+    for r in rows:
+        blocks = "all" if r["condition"] == "all" else (" ".join(map(str, r["blocks"])) or "-")
+        lines.append(f"| {r['condition']} | {blocks} | {r['test_acc_before']:.3f} -> "
+                     f"{r['test_acc_after']:.3f} ({r['test_acc_delta']:+.3f} ± "
+                     f"{r['test_acc_delta_se']:.3f}) | {r['test_logprob_before']:.3f} -> "
+                     f"{r['test_logprob_after']:.3f} | {r['val_acc_after']:.3f} |")
+    return "\n".join(lines)

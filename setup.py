@@ -5,6 +5,7 @@
 always works without it, and ``layerfast.activations.dispatch.available()`` says which backends
 exist.
 """
+
 import os
 import platform
 import sys
@@ -34,15 +35,17 @@ def extensions() -> list:
         return []
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
     arch = [] if os.environ.get("LAYERFAST_PORTABLE_EXT") else _vector_flags()
-    return [Extension(
-        "layerfast._block_stats_cpp",
-        sources=["csrc/block_stats.cpp"],
-        include_dirs=[pybind11.get_include()],
-        language="c++",
-        extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden", *arch, *openmp],
-        extra_link_args=openmp,
-        optional=True,
-    )]
+    return [
+        Extension(
+            "layerfast._block_stats_cpp",
+            sources=["csrc/block_stats.cpp"],
+            include_dirs=[pybind11.get_include()],
+            language="c++",
+            extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden", *arch, *openmp],
+            extra_link_args=openmp,
+            optional=True,
+        )
+    ]
 
 
 setup(

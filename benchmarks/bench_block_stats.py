@@ -45,10 +45,12 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 # ---- (a) kernel throughput ----------------------------------------------------------------------
 
+
 def _timer(device):
     import torch
 
     if device.type == "cuda":
+
         def run(fn):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -57,10 +59,12 @@ def _timer(device):
             torch.cuda.synchronize()
             return start.elapsed_time(end) / 1e3
     else:
+
         def run(fn):
             t0 = time.perf_counter()
             fn()
             return time.perf_counter() - t0
+
     return run
 
 
@@ -91,45 +95,55 @@ def bench_kernels(args) -> list[dict]:
     timed = {"copy (read + write)": _times(lambda: dst.copy_(src), device, args.repeat)}
 
     reasons = dispatch.available()
-    backends = [b for b in ("cpp", "triton") if not reasons[b]
-                and (b != "triton" or device.type == "cuda")]
+    backends = [
+        b for b in ("cpp", "triton") if not reasons[b] and (b != "triton" or device.type == "cuda")
+    ]
     if device.type == "cpu" and "cpp" in backends:
         from layerfast.activations.cpp_block_stats import cpp_block_stats
 
         timed["cpp kernel"] = _times(
-            lambda: cpp_block_stats(x_in, x_out, mask, 1e-5, args.relative), device, args.repeat)
+            lambda: cpp_block_stats(x_in, x_out, mask, 1e-5, args.relative), device, args.repeat
+        )
     if "triton" in backends:
         from layerfast.activations.triton_block_stats import triton_block_stats
 
         timed["triton kernel"] = _times(
-            lambda: triton_block_stats(x_in, x_out, mask, 1e-5, args.relative), device,
-            args.repeat)
+            lambda: triton_block_stats(x_in, x_out, mask, 1e-5, args.relative), device, args.repeat
+        )
     for name in backends:
         timed[f"{name} with finish"] = _times(
             lambda name=name: dispatch.block_stats(x_in, x_out, mask, 1e-5, args.relative, name),
-            device, args.repeat)
+            device,
+            args.repeat,
+        )
     timed["torch reference (fp64)"] = _times(
-        lambda: block_stats_ref(x_in, x_out, mask, 1e-5, args.relative), device,
-        max(1, args.repeat // 4))
+        lambda: block_stats_ref(x_in, x_out, mask, 1e-5, args.relative),
+        device,
+        max(1, args.repeat // 4),
+    )
 
     copy_gbs = 2 * read_bytes / statistics.median(timed["copy (read + write)"]) / 1e9
-    print(f"kernels: [{shape[0]}, {shape[1]}, {shape[2]}] {args.dtype}, relative={args.relative}, "
-          f"{read_bytes / 1e6:.0f} MB read per call, {torch.get_num_threads()} threads, {device}")
+    print(
+        f"kernels: [{shape[0]}, {shape[1]}, {shape[2]}] {args.dtype}, relative={args.relative}, "
+        f"{read_bytes / 1e6:.0f} MB read per call, {torch.get_num_threads()} threads, {device}"
+    )
     size = "x".join(map(str, shape)) + (" relative" if args.relative else "")
     out = []
     for path, seconds in timed.items():
         moved = 2 * read_bytes if path.startswith("copy") else read_bytes
         gbs = [moved / s / 1e9 for s in seconds]
         s50 = statistics.median(seconds)
-        print(f"  {path:<24} {1e3 * s50:9.2f} ms  {moved / s50 / 1e9:7.2f} GB/s  "
-              f"{100 * moved / s50 / 1e9 / copy_gbs:6.1f}% of copy")
+        print(
+            f"  {path:<24} {1e3 * s50:9.2f} ms  {moved / s50 / 1e9:7.2f} GB/s  "
+            f"{100 * moved / s50 / 1e9 / copy_gbs:6.1f}% of copy"
+        )
         common = ("block_stats", path, size, args.dtype, str(device))
-        out += [rows.row(*common, "ms", [1e3 * s for s in seconds]),
-                rows.row(*common, "GB/s", gbs)]
+        out += [rows.row(*common, "ms", [1e3 * s for s in seconds]), rows.row(*common, "GB/s", gbs)]
     return out
 
 
 # ---- (b) full pass vs keep-all-hidden-states -----------------------------------------------------
+
 
 def _rss_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -152,7 +166,7 @@ def _inputs(model, batch: int, seq: int):
     ids = model.tokenizer.encode(text)
     need = batch * seq
     if len(ids) < need:
-        ids = (ids * (need // len(ids) + 1))
+        ids = ids * (need // len(ids) + 1)
     return torch.tensor(ids[:need]).view(batch, seq), model.tokenizer.decode
 
 
@@ -194,6 +208,7 @@ def run_pass_child(args) -> None:
         def once():
             return stats(model, texts, batch_size=args.batch, max_length=args.seq, progress=False)
     elif args.path == "forward":
+
         def once():
             with torch.inference_mode():
                 model.hf_model.model(input_ids=ids, attention_mask=mask, use_cache=False)
@@ -202,8 +217,9 @@ def run_pass_child(args) -> None:
 
         def once():
             with torch.inference_mode():
-                out = body(input_ids=ids, attention_mask=mask, output_hidden_states=True,
-                           use_cache=False)
+                out = body(
+                    input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False
+                )
                 hidden = [h.float().numpy() for h in out.hidden_states]
             return numpy_statistics(hidden, mask.numpy(), 1e-5)
 
@@ -232,18 +248,45 @@ def run_pass_child(args) -> None:
         backend = resolve("auto", model.device, model.dtype)
     else:
         backend = "none" if args.path == "forward" else "numpy"
-    print("RESULT " + json.dumps({"path": args.path, "peak_mb": peak / 1024, "wall_s": min(times),
-                                  "walls_s": times[1:] or times, "dtype": str(model.dtype),
-                                  "tokens": n_tokens, "backend": backend,
-                                  "hidden_mb_kept": (model.n_blocks + 1) * n_tokens
-                                  * model.config.hidden_size * model.dtype.itemsize / 2**20}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "path": args.path,
+                "peak_mb": peak / 1024,
+                "wall_s": min(times),
+                "walls_s": times[1:] or times,
+                "dtype": str(model.dtype),
+                "tokens": n_tokens,
+                "backend": backend,
+                "hidden_mb_kept": (model.n_blocks + 1)
+                * n_tokens
+                * model.config.hidden_size
+                * model.dtype.itemsize
+                / 2**20,
+            }
+        )
+    )
 
 
 def bench_pass(args) -> list[dict]:
     measured = []
     for path in ("streaming", "hidden", "causal_lm", "forward"):
-        cmd = [sys.executable, __file__, "pass-child", "--path", path, "--model", args.model,
-               "--batch", str(args.batch), "--seq", str(args.seq), "--repeat", str(args.repeat)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "pass-child",
+            "--path",
+            path,
+            "--model",
+            args.model,
+            "--batch",
+            str(args.batch),
+            "--seq",
+            str(args.seq),
+            "--repeat",
+            str(args.repeat),
+        ]
         if args.dtype:
             cmd += ["--dtype", args.dtype]
         if args.threads:
@@ -255,8 +298,10 @@ def bench_pass(args) -> list[dict]:
             raise RuntimeError(f"{path} failed:\n{done.stderr[-3000:]}")
         measured.append(json.loads(line[0][7:]))
     base, floor = measured[0], measured[-1]
-    print(f"pass: {args.model}, batch {args.batch} x {args.seq} tokens = {base['tokens']} tokens; "
-          f"hidden states kept by the baselines: {base['hidden_mb_kept']:.0f} MB")
+    print(
+        f"pass: {args.model}, batch {args.batch} x {args.seq} tokens = {base['tokens']} tokens; "
+        f"hidden states kept by the baselines: {base['hidden_mb_kept']:.0f} MB"
+    )
     above_base = max(base["peak_mb"] - floor["peak_mb"], 1e-9)
     out = []
     for r in measured:
@@ -264,12 +309,19 @@ def bench_pass(args) -> list[dict]:
         r["above forward"] = r["peak_mb"] - floor["peak_mb"]
         r["above forward vs streaming"] = r["above forward"] / above_base
         r["wall vs streaming"] = r["wall_s"] / base["wall_s"]
-        print(f"  {r['path']:<10} peak +{r['peak_mb']:7.1f} MB ({r['peak vs streaming']:5.2f}x)  "
-              f"above a plain forward +{r['above forward']:7.1f} MB "
-              f"({r['above forward vs streaming']:6.1f}x)  wall {r['wall_s']:6.2f} s "
-              f"({r['wall vs streaming']:5.2f}x)  [{r['backend']}]")
-        common = ("block_stats_pass", f"{r['path']} [{r['backend']}]",
-                  f"{args.model} {args.batch}x{args.seq}", r["dtype"].removeprefix("torch."), "cpu")
+        print(
+            f"  {r['path']:<10} peak +{r['peak_mb']:7.1f} MB ({r['peak vs streaming']:5.2f}x)  "
+            f"above a plain forward +{r['above forward']:7.1f} MB "
+            f"({r['above forward vs streaming']:6.1f}x)  wall {r['wall_s']:6.2f} s "
+            f"({r['wall vs streaming']:5.2f}x)  [{r['backend']}]"
+        )
+        common = (
+            "block_stats_pass",
+            f"{r['path']} [{r['backend']}]",
+            f"{args.model} {args.batch}x{args.seq}",
+            r["dtype"].removeprefix("torch."),
+            "cpu",
+        )
         out += [rows.row(*common, "peak_MB", r["peak_mb"]), rows.row(*common, "s", r["walls_s"])]
     return out
 
@@ -293,14 +345,17 @@ def main(argv=None) -> int:
         p.add_argument("--seq", type=int, default=1024)
         p.add_argument("--repeat", type=int, default=2)
         p.add_argument("--threads", type=int, default=None)
-        p.add_argument("--path", default="streaming",
-                       choices=["streaming", "hidden", "causal_lm", "forward"])
+        p.add_argument(
+            "--path", default="streaming", choices=["streaming", "hidden", "causal_lm", "forward"]
+        )
     args = parser.parse_args(argv)
     if args.what == "pass-child":
         run_pass_child(args)
         return 0
-    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
     rows.append(bench_kernels(args) if args.what == "kernels" else bench_pass(args))
     return 0
 

@@ -45,7 +45,7 @@ def sweep_masks(n: int, sweep: str) -> np.ndarray:
     for k in range(1, 4):
         for start in range(n - k + 1):
             row = np.ones(n, dtype=bool)
-            row[start:start + k] = False
+            row[start : start + k] = False
             rows.append(row)
     return np.array(rows)
 
@@ -64,8 +64,9 @@ class SeedPaperScorer:
         self.token_sublayer_evaluations = 0
         self.removed: set[tuple[str, int]] = set()
         for i, layer in enumerate(model.blocks):
-            attn = (getattr(layer, "self_attn", None) or getattr(layer, "attn", None)
-                    or layer.attention)
+            attn = (
+                getattr(layer, "self_attn", None) or getattr(layer, "attn", None) or layer.attention
+            )
             attn.register_forward_hook(self._hook("attn", i))
             layer.mlp.register_forward_hook(self._hook("mlp", i))
 
@@ -76,6 +77,7 @@ class SeedPaperScorer:
             if isinstance(output, tuple):
                 return (output[0] * 0,) + tuple(output[1:])
             return output * 0
+
         return hook
 
     @torch.inference_mode()
@@ -84,8 +86,9 @@ class SeedPaperScorer:
         for m, mask in enumerate(masks):
             self.removed = {("mlp" if j % 2 else "attn", j // 2) for j in np.flatnonzero(~mask)}
             for batch in self.batches:
-                logits = self.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 use_cache=False).logits  # [B, T, V]
+                logits = self.hf(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+                ).logits  # [B, T, V]
                 logprobs = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
                 lp = logprobs[batch.rows, batch.positions, batch.targets]
                 sums = torch.zeros(len(batch.request_index), dtype=torch.float64)
@@ -121,14 +124,20 @@ def run_path(args) -> dict:
     wall = time.perf_counter() - t0
     scorer = Scorer(task)
     assert np.allclose(warm[0], ll[0], atol=1e-4)
-    return {"path": args.path, "wall_s": wall, "n_coalitions": len(masks),
-            "n_requests": len(requests), "n_tokens": sum(len(r.input_ids) for r in requests),
-            "sublayer_evaluations": executor.sublayer_evaluations,
-            "token_sublayer_evaluations": executor.token_sublayer_evaluations,
-            "acc_norm": [scorer(u, "acc_norm") for u in ll],
-            "dtype": str(model.dtype).removeprefix("torch."), "device": str(model.device),
-            "loglik": ll.tolist(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "path": args.path,
+        "wall_s": wall,
+        "n_coalitions": len(masks),
+        "n_requests": len(requests),
+        "n_tokens": sum(len(r.input_ids) for r in requests),
+        "sublayer_evaluations": executor.sublayer_evaluations,
+        "token_sublayer_evaluations": executor.token_sublayer_evaluations,
+        "acc_norm": [scorer(u, "acc_norm") for u in ll],
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "device": str(model.device),
+        "loglik": ll.tolist(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def load_model(args):
@@ -139,15 +148,24 @@ def load_model(args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     base = lf.load("smollm2-135m")  # for its tokenizer
-    cfg = LlamaConfig(vocab_size=len(base.tokenizer), hidden_size=2048, intermediate_size=8192,
-                      num_hidden_layers=args.layers, num_attention_heads=32, num_key_value_heads=8)
+    cfg = LlamaConfig(
+        vocab_size=len(base.tokenizer),
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=args.layers,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+    )
     return lf.load(LlamaForCausalLM(cfg), dtype=args.dtype, tokenizer=base.tokenizer)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m",
-                   help="packaged name, local folder, or 'llama-random' (1B-shaped, --layers)")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="packaged name, local folder, or 'llama-random' (1B-shaped, --layers)",
+    )
     p.add_argument("--layers", type=int, default=16)
     p.add_argument("--dtype", default=None)
     p.add_argument("--task", default="capitals")
@@ -171,33 +189,49 @@ def main() -> None:
             sys.exit(f"path {path} failed:\n{proc.stderr[-3000:]}")
         results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[path]
-        print(f"{path:>7}: {r['wall_s']:8.1f} s  {r['sublayer_evaluations']:7d} sublayer x batch "
-              f"runs ({r['sublayer_evaluations'] / r['n_coalitions']:.1f} per utility), "
-              f"{r['token_sublayer_evaluations'] / r['n_coalitions']:.0f} sublayer x tokens per "
-              f"utility  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"{path:>7}: {r['wall_s']:8.1f} s  {r['sublayer_evaluations']:7d} sublayer x batch "
+            f"runs ({r['sublayer_evaluations'] / r['n_coalitions']:.1f} per utility), "
+            f"{r['token_sublayer_evaluations'] / r['n_coalitions']:.0f} sublayer x tokens per "
+            f"utility  peak RSS {r['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     first = next(iter(results.values()))
-    print(f"\n{args.model} | {args.task} x {args.limit} items ({first['n_requests']} requests, "
-          f"{first['n_tokens']} tokens) | {args.sweep} sweep, {first['n_coalitions']} coalitions")
-    pairs = [("seed", "naive"), ("seed", "prefix"), ("seed", "fast"), ("naive", "prefix"),
-             ("naive", "fast")]
+    print(
+        f"\n{args.model} | {args.task} x {args.limit} items ({first['n_requests']} requests, "
+        f"{first['n_tokens']} tokens) | {args.sweep} sweep, {first['n_coalitions']} coalitions"
+    )
+    pairs = [
+        ("seed", "naive"),
+        ("seed", "prefix"),
+        ("seed", "fast"),
+        ("naive", "prefix"),
+        ("naive", "fast"),
+    ]
     for a, b in pairs:
         if a in results and b in results:
             ra, rb = results[a], results[b]
             tokens = rb["token_sublayer_evaluations"] / ra["token_sublayer_evaluations"]
-            print(f"  {a} / {b}: wall {ra['wall_s'] / rb['wall_s']:.2f}x; {b} runs "
-                  f"{rb['sublayer_evaluations'] / ra['sublayer_evaluations']:.3f}x the sublayer x "
-                  f"batch runs and {tokens:.3f}x the sublayer x token runs of {a}")
+            print(
+                f"  {a} / {b}: wall {ra['wall_s'] / rb['wall_s']:.2f}x; {b} runs "
+                f"{rb['sublayer_evaluations'] / ra['sublayer_evaluations']:.3f}x the sublayer x "
+                f"batch runs and {tokens:.3f}x the sublayer x token runs of {a}"
+            )
     if "naive" in results and "prefix" in results:
         same = np.array_equal(results["naive"]["loglik"], results["prefix"]["loglik"])
         print(f"  prefix == naive bit for bit: {same}")
     for other in ("seed", "fast"):
         if other in results and "naive" in results:
-            diff = np.max(np.abs(np.array(results[other]["loglik"])
-                                 - np.array(results["naive"]["loglik"])))
-            agree = np.mean(np.array(results[other]["acc_norm"])
-                            == np.array(results["naive"]["acc_norm"]))
-            print(f"  {other} vs naive: max |loglik diff| {diff:.2e}, same acc_norm in {agree:.0%} "
-                  "of coalitions")
+            diff = np.max(
+                np.abs(np.array(results[other]["loglik"]) - np.array(results["naive"]["loglik"]))
+            )
+            agree = np.mean(
+                np.array(results[other]["acc_norm"]) == np.array(results["naive"]["acc_norm"])
+            )
+            print(
+                f"  {other} vs naive: max |loglik diff| {diff:.2e}, same acc_norm in {agree:.0%} "
+                "of coalitions"
+            )
     rows.append(result_rows(args, results))
     if args.json:
         for r in results.values():
@@ -213,12 +247,18 @@ def result_rows(args, results: dict) -> list[dict]:
     out = []
     for path, r in results.items():
         common = ("sweep", path, size, r["dtype"], r["device"])
-        out += [rows.row(*common, "wall_s", r["wall_s"]),
-                rows.row(*common, "peak_RSS_MB", r["peak_rss_mb"]),
-                rows.row(*common, "sublayer_runs_per_utility",
-                         r["sublayer_evaluations"] / r["n_coalitions"]),
-                rows.row(*common, "sublayer_tokens_per_utility",
-                         r["token_sublayer_evaluations"] / r["n_coalitions"])]
+        out += [
+            rows.row(*common, "wall_s", r["wall_s"]),
+            rows.row(*common, "peak_RSS_MB", r["peak_rss_mb"]),
+            rows.row(
+                *common, "sublayer_runs_per_utility", r["sublayer_evaluations"] / r["n_coalitions"]
+            ),
+            rows.row(
+                *common,
+                "sublayer_tokens_per_utility",
+                r["token_sublayer_evaluations"] / r["n_coalitions"],
+            ),
+        ]
     return out
 
 

@@ -16,8 +16,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-COLUMNS = ("bench", "provider", "size", "dtype", "device", "metric", "p50", "p20", "p80",
-           "commit", "date")
+COLUMNS = (
+    "bench",
+    "provider",
+    "size",
+    "dtype",
+    "device",
+    "metric",
+    "p50",
+    "p20",
+    "p80",
+    "commit",
+    "date",
+)
 RESULTS = Path(__file__).resolve().with_name("results.csv")
 
 
@@ -36,22 +47,46 @@ def quantiles(samples: Sequence[float]) -> dict[str, float]:
     return {"p50": at(0.5), "p20": at(0.2), "p80": at(0.8)}
 
 
-def row(bench: str, provider: str, size: str, dtype: str, device: str, metric: str,
-        samples: Sequence[float] | float) -> dict:
+def row(
+    bench: str,
+    provider: str,
+    size: str,
+    dtype: str,
+    device: str,
+    metric: str,
+    samples: Sequence[float] | float,
+) -> dict:
     """One row; ``samples`` is one measurement or the repeats of one."""
     values = [samples] if isinstance(samples, (int, float)) else samples
-    return {"bench": bench, "provider": provider, "size": size, "dtype": dtype,
-            "device": device, "metric": metric, **quantiles(values)}
+    return {
+        "bench": bench,
+        "provider": provider,
+        "size": size,
+        "dtype": dtype,
+        "device": device,
+        "metric": metric,
+        **quantiles(values),
+    }
 
 
 def commit() -> str:
     """Short hash of the checkout's HEAD, with ``+dirty`` when files differ from it."""
     root = Path(__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, check=True, capture_output=True, text=True).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty.strip() else "")

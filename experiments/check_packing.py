@@ -3,6 +3,7 @@
 
     python experiments/check_packing.py --tasks capitals,analogies --limit 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ def main() -> None:
     masks = np.ones((4, n), dtype=bool)
     masks[1, 0] = False  # attn0 off
     masks[2, n // 2 + 1] = False  # a middle mlp off
-    masks[3, n - 6:n - 3] = False  # a window near the top off
+    masks[3, n - 6 : n - 3] = False  # a window near the top off
     for name in args.tasks.split(","):
         task = lf.tasks.load(name, limit=args.limit)
         scorer = Scorer(task)
@@ -37,15 +38,21 @@ def main() -> None:
             out[pack] = (game.loglik(masks), time.perf_counter() - t0)
         (plain, t_plain), (packed, t_packed) = out[False], out[True]
         diff = np.abs(plain - packed)
-        print(f"{name} ({len(task)} items, {model.dtype}): max |loglik diff| {diff.max():.2e} "
-              f"(median {np.median(diff):.1e}); unpacked {t_plain:.1f} s, packed {t_packed:.1f} s "
-              f"({t_plain / t_packed:.2f}x)")
+        print(
+            f"{name} ({len(task)} items, {model.dtype}): max |loglik diff| {diff.max():.2e} "
+            f"(median {np.median(diff):.1e}); unpacked {t_plain:.1f} s, packed {t_packed:.1f} s "
+            f"({t_plain / t_packed:.2f}x)"
+        )
         for u in ("acc", "acc_norm"):
-            flips = [int(np.sum(scorer.predictions(a, u) != scorer.predictions(b, u)))
-                     for a, b in zip(plain, packed)]
+            flips = [
+                int(np.sum(scorer.predictions(a, u) != scorer.predictions(b, u)))
+                for a, b in zip(plain, packed)
+            ]
             values = [scorer(a, u) for a in plain]
-            print(f"  {u}: per-item decisions that differ per coalition {flips} "
-                  f"(utilities {[round(v, 3) for v in values]})")
+            print(
+                f"  {u}: per-item decisions that differ per coalition {flips} "
+                f"(utilities {[round(v, 3) for v in values]})"
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ errors, and the players both rank highest.
 
     python experiments/compare_estimators.py --task capitals --limit 20 --out results/compare
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import layerfast as lf
-from layerfast.report.files import environment
 from layerfast.estimators.proximity import proximity_cost
 from layerfast.estimators.ranks import kendall, spearman
+from layerfast.report.files import environment
 
 
 def _median(x) -> float:
@@ -39,8 +40,11 @@ def main() -> None:
     p.add_argument("--window", type=int, default=3)
     p.add_argument("--utilities", default="acc_norm,margin")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--perm-multiples", default="1,4",
-                   help="permutation budgets as multiples of the proximity cost (1 = equal budget)")
+    p.add_argument(
+        "--perm-multiples",
+        default="1,4",
+        help="permutation budgets as multiples of the proximity cost (1 = equal budget)",
+    )
     p.add_argument("--out", type=Path, default=Path("results/compare"))
     args = p.parse_args()
 
@@ -56,29 +60,53 @@ def main() -> None:
         g = game.with_utility(utility)
         prox = lf.shapley(g, method="proximity", window=args.window, progress=True)
         for multiple in (int(k) for k in args.perm_multiples.split(",")):
-            perm = lf.shapley(g, method="permutation", budget=multiple * budget, seed=args.seed,
-                              progress=True)
+            perm = lf.shapley(
+                g, method="permutation", budget=multiple * budget, seed=args.seed, progress=True
+            )
             rho, rho_p = spearman(prox.values, perm.values)
             tau, _ = kendall(prox.values, perm.values)
-            row = {"utility": utility, "permutation_budget": multiple * budget,
-                   "proximity_budget": budget, "spearman": rho, "spearman_p": rho_p, "kendall": tau,
-                   "proximity_median_stderr": _median(prox.stderr),
-                   "permutation_median_stderr": _median(perm.stderr),
-                   "permutation_pairs": perm.info.get("n_pairs"),
-                   "proximity_top5": _top(prox), "permutation_top5": _top(perm),
-                   "proximity": prox.to_dict(), "permutation": perm.to_dict()}
+            row = {
+                "utility": utility,
+                "permutation_budget": multiple * budget,
+                "proximity_budget": budget,
+                "spearman": rho,
+                "spearman_p": rho_p,
+                "kendall": tau,
+                "proximity_median_stderr": _median(prox.stderr),
+                "permutation_median_stderr": _median(perm.stderr),
+                "permutation_pairs": perm.info.get("n_pairs"),
+                "proximity_top5": _top(prox),
+                "permutation_top5": _top(perm),
+                "proximity": prox.to_dict(),
+                "permutation": perm.to_dict(),
+            }
             rows.append(row)
-            print(f"\n{utility}, permutation budget {multiple}x ({row['permutation_pairs']} antithetic "
-                  f"pairs): Spearman {rho:.3f} (p={rho_p:.2g}), Kendall {tau:.3f}; median s.e. "
-                  f"proximity {row['proximity_median_stderr']:.4f}, permutation "
-                  f"{row['permutation_median_stderr']:.4f}")
+            print(
+                f"\n{utility}, permutation budget {multiple}x "
+                f"({row['permutation_pairs']} antithetic "
+                f"pairs): Spearman {rho:.3f} (p={rho_p:.2g}), Kendall {tau:.3f}; median s.e. "
+                f"proximity {row['proximity_median_stderr']:.4f}, permutation "
+                f"{row['permutation_median_stderr']:.4f}"
+            )
             print(f"  top-5 proximity:   {row['proximity_top5']}")
             print(f"  top-5 permutation: {row['permutation_top5']}")
     wall = time.time() - t0
     print(f"\n{wall:.0f} s")
-    (args.out / "compare.json").write_text(json.dumps(
-        {"model": model.name, "task": task.name, "n_items": len(task), "wall_s": wall,
-         "environment": environment(), "results": rows}, indent=2, default=float) + "\n")
+    (args.out / "compare.json").write_text(
+        json.dumps(
+            {
+                "model": model.name,
+                "task": task.name,
+                "n_items": len(task),
+                "wall_s": wall,
+                "environment": environment(),
+                "results": rows,
+            },
+            indent=2,
+            default=float,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -56,10 +56,16 @@ def _block_stats_kernel(
         in_range = t < T
         keep = tl.load(mask_ptr + b * T + t, mask=in_range, other=0) != 0  # [BLOCK_T]
         tile = keep[:, None] & col_ok[None, :]  # [BLOCK_T, BLOCK_D]
-        a = tl.load(x_out_ptr + b * out_stride_b + t[:, None] * out_stride_t + cols[None, :],
-                    mask=tile, other=0.0).to(tl.float32)
-        x = tl.load(x_in_ptr + b * in_stride_b + t[:, None] * in_stride_t + cols[None, :],
-                    mask=tile, other=0.0).to(tl.float32)
+        a = tl.load(
+            x_out_ptr + b * out_stride_b + t[:, None] * out_stride_t + cols[None, :],
+            mask=tile,
+            other=0.0,
+        ).to(tl.float32)
+        x = tl.load(
+            x_in_ptr + b * in_stride_b + t[:, None] * in_stride_t + cols[None, :],
+            mask=tile,
+            other=0.0,
+        ).to(tl.float32)
         dot = tl.sum(a * x, axis=1)  # [BLOCK_T]
         ssa = tl.sum(a * a, axis=1)
         ssb = tl.sum(x * x, axis=1)

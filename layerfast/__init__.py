@@ -9,6 +9,7 @@
 
 Importing the package is cheap: the model, task and estimator modules load on first use.
 """
+
 from __future__ import annotations
 
 import importlib

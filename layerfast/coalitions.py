@@ -57,12 +57,14 @@ def _to_bool(arr: np.ndarray, expected: str) -> np.ndarray:
         culprits = np.unique(arr[bad])[:3].tolist()
     else:
         culprits = arr.reshape(-1)[:3].tolist()
-    raise UsageError(f"{expected} (or 0/1; True = kept), got dtype {arr.dtype} with values such "
-                     f"as {culprits}")
+    raise UsageError(
+        f"{expected} (or 0/1; True = kept), got dtype {arr.dtype} with values such as {culprits}"
+    )
 
 
-def as_masks(masks: Any, n_players: int, *, players: Sequence[str] | None = None,
-             name: str = "masks") -> np.ndarray:
+def as_masks(
+    masks: Any, n_players: int, *, players: Sequence[str] | None = None, name: str = "masks"
+) -> np.ndarray:
     """Validate a batch of keep-masks: returns bool [m, n_players] (True = kept).
 
     Args:
@@ -80,13 +82,15 @@ def as_masks(masks: Any, n_players: int, *, players: Sequence[str] | None = None
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2 or arr.shape[1] != n_players:
-        raise UsageError(f"{expected} ([{n_players}] for one mask{_players_note(players)}), "
-                         f"got shape {shape}")
+        raise UsageError(
+            f"{expected} ([{n_players}] for one mask{_players_note(players)}), got shape {shape}"
+        )
     return _to_bool(arr, expected)
 
 
-def as_mask(mask: Any, n_players: int, *, players: Sequence[str] | None = None,
-            name: str = "mask") -> np.ndarray:
+def as_mask(
+    mask: Any, n_players: int, *, players: Sequence[str] | None = None, name: str = "mask"
+) -> np.ndarray:
     """Validate exactly one keep-mask: returns bool [n_players] (True = kept).
 
     The same rules as :func:`as_masks`, except that the input must be 1-D.
@@ -121,6 +125,5 @@ def masks_from_keys(keys: Sequence[str], n_players: int) -> np.ndarray:
     codes = np.frombuffer("".join(keys).encode("ascii", errors="replace"), dtype=np.uint8)
     if any(len(k) != n_players for k in keys) or not np.isin(codes, (_ZERO, _ONE)).all():
         bad = [k for k in keys if len(k) != n_players or set(k) - {"0", "1"}][:3]
-        raise UsageError(f"coalition keys must be '0'/'1' strings of length {n_players}, "
-                         f"got {bad}")
+        raise UsageError(f"coalition keys must be '0'/'1' strings of length {n_players}, got {bad}")
     return (codes == _ONE).reshape(len(keys), n_players)

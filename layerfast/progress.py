@@ -49,8 +49,15 @@ def is_terminal(stream: Any = None) -> bool:
         return False
 
 
-def progress(iterable: Iterable | None = None, *, total: float | None = None, desc: str,
-             unit: str, enabled: bool = True, bar_format: str | None = None) -> Any:
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: float | None = None,
+    desc: str,
+    unit: str,
+    enabled: bool = True,
+    bar_format: str | None = None,
+) -> Any:
     """A progress bar over ``iterable``, or one to ``update(k)`` by hand when it is None.
 
     Args:
@@ -78,6 +85,10 @@ def progress(iterable: Iterable | None = None, *, total: float | None = None, de
     if not is_terminal():
         # tqdm redraws only after both; an infinite maxinterval stops its monitor thread from
         # dropping miniters back to 1 after a slow stretch
-        options.update(delay=LOG_INTERVAL_S, mininterval=LOG_INTERVAL_S, maxinterval=math.inf,
-                       miniters=total / LOG_STEPS if total else 1)
+        options.update(
+            delay=LOG_INTERVAL_S,
+            mininterval=LOG_INTERVAL_S,
+            maxinterval=math.inf,
+            miniters=total / LOG_STEPS if total else 1,
+        )
     return tqdm(iterable, **options)

@@ -3,6 +3,7 @@
 Everything here is built locally in well under a second; nothing is downloaded. The model and
 task are session-scoped: tests must not modify them (build a Game per test instead).
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-# Make `tests.helpers.tiny_tokenizer` / `tests.helpers.tiny_models` importable under a plain `pytest` run too.
+# Make `tests.helpers.tiny_tokenizer` / `tests.helpers.tiny_models` importable under a plain
+# `pytest` run too.
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
@@ -49,10 +51,18 @@ def make_tiny_llama(tokenizer, seed: int = 0):
 
     import layerfast as lf
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(seed)
     hf_model = LlamaForCausalLM(config).float().eval()
     return lf.load(hf_model, tokenizer=tokenizer)
@@ -82,7 +92,10 @@ TINY_ITEMS = [
 
 
 def make_task(rows=TINY_ITEMS, name: str = "tiny") -> Task:
-    items = [Item(ctx, tuple(choices), gold, f"{name}-{i}") for i, (ctx, choices, gold) in enumerate(rows)]
+    items = [
+        Item(ctx, tuple(choices), gold, f"{name}-{i}")
+        for i, (ctx, choices, gold) in enumerate(rows)
+    ]
     return Task(name, items)
 
 

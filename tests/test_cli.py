@@ -4,6 +4,7 @@ Most verbs run in-process through ``layerfast.cli.main``; one run goes through
 ``python -m layerfast.cli`` in a subprocess to check the entry point itself. Every JSON file a
 verb writes is read with a strict parser (no bare NaN or Infinity).
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,10 @@ def task_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("task") / "tiny6.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         for i, (context, choices, gold) in enumerate(TINY_ITEMS[:6]):
-            f.write(json.dumps({"context": context, "choices": choices, "gold": gold,
-                                "id": f"t{i}"}) + "\n")
+            f.write(
+                json.dumps({"context": context, "choices": choices, "gold": gold, "id": f"t{i}"})
+                + "\n"
+            )
     return path
 
 
@@ -174,8 +177,21 @@ def test_ablate_resumes_without_forward_passes(capsys, model_dir, task_file, tmp
 # --- shapley -------------------------------------------------------------------------------------
 def test_shapley_proximity(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "prox"
-    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "proximity",
-                                    "--window", "2", "--utility", "margin"))
+    rc, _, err = run(
+        capsys,
+        *sweep(
+            "shapley",
+            model_dir,
+            task_file,
+            out,
+            "--method",
+            "proximity",
+            "--window",
+            "2",
+            "--utility",
+            "margin",
+        ),
+    )
     assert rc == 0, err
     assert check_json_files(out) == ["shapley.json"]
     for name in ("shapley.json", "shapley.csv", "shapley.png"):
@@ -193,8 +209,21 @@ def test_shapley_proximity(capsys, model_dir, task_file, tmp_path):
 
 def test_shapley_permutation_convergence(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "perm"
-    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "permutation",
-                                    "--budget", "20", "--budgets", "12,20"))
+    rc, _, err = run(
+        capsys,
+        *sweep(
+            "shapley",
+            model_dir,
+            task_file,
+            out,
+            "--method",
+            "permutation",
+            "--budget",
+            "20",
+            "--budgets",
+            "12,20",
+        ),
+    )
     assert rc == 0, err
     assert check_json_files(out) == ["convergence.json", "shapley.json"]
     for name in ("convergence.png", "convergence.json", "shapley.json", "shapley.png"):
@@ -209,17 +238,42 @@ def test_shapley_permutation_convergence(capsys, model_dir, task_file, tmp_path)
 
 def test_shapley_budget_below_minimum_is_a_clean_error(capsys, model_dir, task_file, tmp_path):
     # one antithetic permutation pair of 6 players needs 2n = 12 coalitions
-    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o",
-                                    "--method", "permutation", "--budgets", "10,20"))
+    rc, _, err = run(
+        capsys,
+        *sweep(
+            "shapley",
+            model_dir,
+            task_file,
+            tmp_path / "o",
+            "--method",
+            "permutation",
+            "--budgets",
+            "10,20",
+        ),
+    )
     assert rc == 2
     assert "budget=10 is too small" in err and "12" in err
 
 
 def test_shapley_boolean_option(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "trunc"
-    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "truncated",
-                                    "--budget", "40", "--option", "antithetic=false",
-                                    "--option", "tolerance=0"))
+    rc, _, err = run(
+        capsys,
+        *sweep(
+            "shapley",
+            model_dir,
+            task_file,
+            out,
+            "--method",
+            "truncated",
+            "--budget",
+            "40",
+            "--option",
+            "antithetic=false",
+            "--option",
+            "tolerance=0",
+        ),
+    )
     assert rc == 0, err
     info = strict_json(out / "shapley.json")["info"]
     assert info["antithetic"] is False and info["tolerance"] == 0
@@ -249,9 +303,14 @@ def test_module_entry_point_subprocess(model_dir, task_file, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [a for a in sweep("ablate", model_dir, task_file, out) if a != "--no-progress"]
     with open(tmp_path / "stderr.txt", "w") as stderr:
-        proc = subprocess.run([sys.executable, "-m", "layerfast.cli", *map(str, argv)],
-                              stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "layerfast.cli", *map(str, argv)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+            timeout=300,
+        )
     err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 0, err
     assert (out / "ablation.json").is_file() and (out / "ablation.png").is_file()
@@ -261,24 +320,33 @@ def test_module_entry_point_subprocess(model_dir, task_file, tmp_path):
 
 # Game's bar sums k / n_batches per batch: its last redraw can be at 7.0000000000000004 / 7
 @pytest.mark.filterwarnings("ignore:clamping frac to range:tqdm.TqdmWarning")
-def test_progress_bars_stay_sparse_when_stderr_is_not_a_terminal(capsys, model_dir, task_file,
-                                                                   tmp_path, monkeypatch):
+def test_progress_bars_stay_sparse_when_stderr_is_not_a_terminal(
+    capsys, model_dir, task_file, tmp_path, monkeypatch
+):
     """A long sweep, simulated by a clock that jumps a minute at each reading: one bar, drawn
     at most about a dozen times when stderr is not a terminal (here: pytest's capture)."""
     clock = itertools.count(0.0, 60.0)
     monkeypatch.setattr(tqdm.std, "time", lambda: next(clock))
-    argv = [a for a in sweep("ablate", model_dir, task_file, tmp_path / "log",
-                             "--batch-tokens", "16")  # many batches: many updates
-            if a != "--no-progress"]
+    argv = [
+        a
+        for a in sweep(
+            "ablate", model_dir, task_file, tmp_path / "log", "--batch-tokens", "16"
+        )  # many batches: many updates
+        if a != "--no-progress"
+    ]
     rc, _, err = run(capsys, *argv)
     assert rc == 0, err
     assert 1 <= bar_redraws(err) <= 12, err
 
     # the same sweep on a terminal keeps the live bar: a redraw at every update
     monkeypatch.setattr(layerfast.progress, "is_terminal", lambda stream=None: True)
-    argv = [a for a in sweep("ablate", model_dir, task_file, tmp_path / "tty",
-                             "--batch-tokens", "16")  # many batches: many updates
-            if a != "--no-progress"]
+    argv = [
+        a
+        for a in sweep(
+            "ablate", model_dir, task_file, tmp_path / "tty", "--batch-tokens", "16"
+        )  # many batches: many updates
+        if a != "--no-progress"
+    ]
     rc, _, err = run(capsys, *argv)
     assert rc == 0, err
     assert bar_redraws(err) > 12, err
@@ -287,8 +355,10 @@ def test_progress_bars_stay_sparse_when_stderr_is_not_a_terminal(capsys, model_d
 # --- bad input -----------------------------------------------------------------------------------
 def test_malformed_task_line(capsys, model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"context": "a", "choices": ["x", "y"], "gold": 0}\n'
-                   '{"context": "b", "choices": ["x", "y"\n')
+    bad.write_text(
+        '{"context": "a", "choices": ["x", "y"], "gold": 0}\n'
+        '{"context": "b", "choices": ["x", "y"\n'
+    )
     rc, _, err = run(capsys, *sweep("ablate", model_dir, bad, tmp_path / "o"))
     assert rc == 2
     assert f"{bad}:2" in err and "not valid JSON" in err
@@ -296,18 +366,30 @@ def test_malformed_task_line(capsys, model_dir, tmp_path):
 
 
 def test_unknown_model(capsys, task_file, tmp_path):
-    rc, _, err = run(capsys, "ablate", "--model", "no-such-model", "--task", task_file,
-                     "--out", tmp_path / "o", "--no-progress")
+    rc, _, err = run(
+        capsys,
+        "ablate",
+        "--model",
+        "no-such-model",
+        "--task",
+        task_file,
+        "--out",
+        tmp_path / "o",
+        "--no-progress",
+    )
     assert rc == 2
     assert "'no-such-model' is neither a local model folder nor a packaged model" in err
     assert "smollm2-135m" in err  # names the packaged models
 
 
-@pytest.mark.parametrize("task, extra, message", [
-    ("capitls", [], "unknown task 'capitls'"),
-    ("missing.jsonl", [], "does not exist"),
-    (None, ["--limit", "0"], "limit must be positive, got 0"),
-])
+@pytest.mark.parametrize(
+    "task, extra, message",
+    [
+        ("capitls", [], "unknown task 'capitls'"),
+        ("missing.jsonl", [], "does not exist"),
+        (None, ["--limit", "0"], "limit must be positive, got 0"),
+    ],
+)
 def test_bad_task_or_limit(capsys, model_dir, task_file, tmp_path, task, extra, message):
     task = task_file if task is None else tmp_path / task if "." in task else task
     rc, _, err = run(capsys, *sweep("ablate", model_dir, task, tmp_path / "o", *extra))
@@ -317,8 +399,12 @@ def test_bad_task_or_limit(capsys, model_dir, task_file, tmp_path, task, extra, 
 
 def test_misspelled_estimator_option(capsys, model_dir, task_file, tmp_path):
     out = tmp_path / "o"
-    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, out, "--method", "proximity",
-                                    "--option", "windw=3"))
+    rc, _, err = run(
+        capsys,
+        *sweep(
+            "shapley", model_dir, task_file, out, "--method", "proximity", "--option", "windw=3"
+        ),
+    )
     assert rc == 2
     assert "'windw'" in err and "did you mean 'window'" in err
     assert "valid options: ['window']" in err
@@ -326,14 +412,26 @@ def test_misspelled_estimator_option(capsys, model_dir, task_file, tmp_path):
 
 
 def test_option_without_equals(capsys, model_dir, task_file, tmp_path):
-    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o",
-                                    "--option", "window"))
+    rc, _, err = run(
+        capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o", "--option", "window")
+    )
     assert rc == 2 and "KEY=VALUE" in err
 
 
 def test_bad_budgets_is_a_clean_error(capsys, model_dir, task_file, tmp_path):
-    rc, _, err = run(capsys, *sweep("shapley", model_dir, task_file, tmp_path / "o",
-                                    "--method", "permutation", "--budgets", "12,x"))
+    rc, _, err = run(
+        capsys,
+        *sweep(
+            "shapley",
+            model_dir,
+            task_file,
+            tmp_path / "o",
+            "--method",
+            "permutation",
+            "--budgets",
+            "12,x",
+        ),
+    )
     assert rc == 2 and "--budgets" in err and "'12,x'" in err
     assert not (tmp_path / "o").exists()
 
@@ -363,17 +461,29 @@ def test_choices_come_from_the_registries():
 
 
 def test_importing_the_cli_and_its_help_stay_light():
-    code = ("import sys, layerfast.cli as c; c.build_parser().format_help(); "
-            "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]; "
-            "print(heavy); sys.exit(bool(heavy))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys, layerfast.cli as c; c.build_parser().format_help(); "
+        "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]; "
+        "print(heavy); sys.exit(bool(heavy))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_parse_options_types():
     assert cli._parse_options(["a=3", "b=0.5", "c=true", "d=False", "e=none", "f=x=y"]) == {
-        "a": 3, "b": 0.5, "c": True, "d": False, "e": None, "f": "x=y"}
+        "a": 3,
+        "b": 0.5,
+        "c": True,
+        "d": False,
+        "e": None,
+        "f": "x=y",
+    }
 
 
 def test_tasks_lists_builtins(capsys):
@@ -385,11 +495,24 @@ def test_tasks_lists_builtins(capsys):
 
 def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
     texts = tmp_path / "calib.txt"
-    texts.write_text("the cat sat on the mat\n\nQ: What is the capital of France?\nA: Paris\n"
-                     "Athens is to Greece as Baghdad is to Iraq\n")
+    texts.write_text(
+        "the cat sat on the mat\n\nQ: What is the capital of France?\nA: Paris\n"
+        "Athens is to Greece as Baghdad is to Iraq\n"
+    )
     out = tmp_path / "avss"
-    code, stdout, _ = run(capsys, "avss", "--model", str(model_dir), "--texts", str(texts),
-                          "--eps", "0.05", "--out", str(out), "--no-progress")
+    code, stdout, _ = run(
+        capsys,
+        "avss",
+        "--model",
+        str(model_dir),
+        "--texts",
+        str(texts),
+        "--eps",
+        "0.05",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert code == 0, stdout
     data = strict_json(out / "avss.json")
     assert len(data["avss"]) == 3 and data["padding"] == "excluded" and data["n_texts"] == 4
@@ -399,8 +522,19 @@ def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
 
     # the default eps in fp32: AS = 0 leaves AVSS undefined (NaN), written as null
     out = tmp_path / "avss-nan"
-    code, stdout, _ = run(capsys, "avss", "--model", str(model_dir), "--texts", str(texts),
-                          "--out", str(out), "--no-progress", "--backend", "torch")
+    code, stdout, _ = run(
+        capsys,
+        "avss",
+        "--model",
+        str(model_dir),
+        "--texts",
+        str(texts),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--backend",
+        "torch",
+    )
     assert code == 0, stdout
     data = strict_json(out / "avss.json")
     assert data["as_zero"] and all(data["avss"][b] is None for b in data["as_zero"])
@@ -408,17 +542,32 @@ def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
 
     out = tmp_path / "prune"
     saved = tmp_path / "pruned"
-    code, stdout, _ = run(capsys, "prune", "--model", str(model_dir), "--task", str(task_file),
-                          "--by", "bi", "--texts", str(texts), "--fraction", "0.34",
-                          "--out", str(out),
-                          "--save", str(saved), "--no-progress")
+    code, stdout, _ = run(
+        capsys,
+        "prune",
+        "--model",
+        str(model_dir),
+        "--task",
+        str(task_file),
+        "--by",
+        "bi",
+        "--texts",
+        str(texts),
+        "--fraction",
+        "0.34",
+        "--out",
+        str(out),
+        "--save",
+        str(saved),
+        "--no-progress",
+    )
     assert code == 0, stdout
     assert check_json_files(out) == ["prune.json"]
     result = strict_json(out / "prune.json")
     assert len(result["removed"]) == 1
     removed = result["removed"][0]
     keep = np.ones(6, bool)
-    keep[2 * removed:2 * removed + 2] = False
+    keep[2 * removed : 2 * removed + 2] = False
     game = direct_game(model_dir, task_file)
     assert result["after"] == pytest.approx(float(game(keep[None])[0]), abs=1e-12)
     reloaded = lf.load(saved)
@@ -431,8 +580,23 @@ def test_eavss_and_controlled_finetune(capsys, model_dir, tmp_path):
         for context, choices, gold in TINY_ITEMS:
             f.write(json.dumps({"context": context, "choices": choices, "gold": gold}) + "\n")
     out = tmp_path / "eavss"
-    rc, stdout, err = run(capsys, *sweep("eavss", model_dir, task, out, "--n-boot", "20",
-                                         "--stats-dtype", "model", "--eps", "0.05", "--k", "1"))
+    rc, stdout, err = run(
+        capsys,
+        *sweep(
+            "eavss",
+            model_dir,
+            task,
+            out,
+            "--n-boot",
+            "20",
+            "--stats-dtype",
+            "model",
+            "--eps",
+            "0.05",
+            "--k",
+            "1",
+        ),
+    )
     assert rc == 0, err
     assert check_json_files(out) == ["eavss.json"]
     data = strict_json(out / "eavss.json")
@@ -440,18 +604,44 @@ def test_eavss_and_controlled_finetune(capsys, model_dir, tmp_path):
     assert len(data["scopes"]["answer"]["eavss"]) == N // 2
     assert (out / "eavss.png").stat().st_size > 0 and "top 1 blocks" in stdout
     ft = tmp_path / "ft"
-    rc, stdout, err = run(capsys, *sweep("eavss", model_dir, task, ft, "--finetune", "--steps", "2",
-                                         "--batch-size", "2", "--k", "1", "--n-random", "1",
-                                         "--n-boot", "20", "--stats-dtype", "model",
-                                         "--save", tmp_path / "tuned"))
+    rc, stdout, err = run(
+        capsys,
+        *sweep(
+            "eavss",
+            model_dir,
+            task,
+            ft,
+            "--finetune",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--k",
+            "1",
+            "--n-random",
+            "1",
+            "--n-boot",
+            "20",
+            "--stats-dtype",
+            "model",
+            "--save",
+            tmp_path / "tuned",
+        ),
+    )
     assert rc == 0, err
     assert check_json_files(ft) == ["eavss.json", "finetune.json"]
     rows = strict_json(ft / "finetune.json")["rows"]
-    assert [r["condition"] for r in rows] == ["before", "eavss-top", "eavss-bottom", "random-0",
-                                              "all"]
+    assert [r["condition"] for r in rows] == [
+        "before",
+        "eavss-top",
+        "eavss-bottom",
+        "random-0",
+        "all",
+    ]
     assert "| eavss-top |" in (ft / "finetune.md").read_text()
     tuned = lf.load(tmp_path / "tuned")
     assert tuned.n_blocks == N // 2
-    rc, _, err = run(capsys, *sweep("eavss", model_dir, task, tmp_path / "bad",
-                                    "--utility", "margin"))
+    rc, _, err = run(
+        capsys, *sweep("eavss", model_dir, task, tmp_path / "bad", "--utility", "margin")
+    )
     assert rc == 2 and "utility" in err

@@ -14,14 +14,17 @@ N = 4
 PLAYERS = ["attn0", "mlp0", "attn1", "mlp1"]
 
 
-@pytest.mark.parametrize("masks", [
-    np.array([[True, False, True, True]]),
-    np.array([[1, 0, 1, 1]]),
-    np.array([[1, 0, 1, 1]], dtype=np.uint8),
-    np.array([[1.0, 0.0, 1.0, 1.0]]),
-    [[True, False, True, True]],
-    [[1, 0, 1, 1]],
-])
+@pytest.mark.parametrize(
+    "masks",
+    [
+        np.array([[True, False, True, True]]),
+        np.array([[1, 0, 1, 1]]),
+        np.array([[1, 0, 1, 1]], dtype=np.uint8),
+        np.array([[1.0, 0.0, 1.0, 1.0]]),
+        [[True, False, True, True]],
+        [[1, 0, 1, 1]],
+    ],
+)
 def test_bool_and_zero_one_forms_agree(masks):
     out = as_masks(masks, N)
     assert out.dtype == np.bool_ and out.shape == (1, N)
@@ -39,15 +42,18 @@ def test_one_dimensional_is_one_mask():
     assert as_masks(np.zeros((0, N), dtype=bool), N).shape == (0, N)
 
 
-@pytest.mark.parametrize("bad", [
-    np.ones((2, N - 1), bool),
-    np.ones((2, N + 1), bool),
-    np.ones(N + 2, bool),
-    np.ones((1, 2, N), bool),
-    np.ones((N, 1), bool),
-    np.bool_(True),
-    [],
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.ones((2, N - 1), bool),
+        np.ones((2, N + 1), bool),
+        np.ones(N + 2, bool),
+        np.ones((1, 2, N), bool),
+        np.ones((N, 1), bool),
+        np.bool_(True),
+        [],
+    ],
+)
 def test_wrong_shape_names_width_players_and_shape(bad):
     with pytest.raises(UsageError, match=rf"\[m, {N}\]") as info:
         as_masks(bad, N, players=PLAYERS)
@@ -56,14 +62,17 @@ def test_wrong_shape_names_width_players_and_shape(bad):
     assert str(tuple(np.shape(bad))) in message
 
 
-@pytest.mark.parametrize("bad,culprit", [
-    (np.full((1, N), 2), "2"),
-    (np.array([[0, 1, -1, 1]]), "-1"),
-    (np.full((2, N), 0.5), "0.5"),
-    (np.array([[1.0, np.nan, 0.0, 1.0]]), "nan"),
-    (np.array([["1"] * N]), "'1'"),
-    (np.array([[None] * N]), "None"),
-])
+@pytest.mark.parametrize(
+    "bad,culprit",
+    [
+        (np.full((1, N), 2), "2"),
+        (np.array([[0, 1, -1, 1]]), "-1"),
+        (np.full((2, N), 0.5), "0.5"),
+        (np.array([[1.0, np.nan, 0.0, 1.0]]), "nan"),
+        (np.array([["1"] * N]), "'1'"),
+        (np.array([[None] * N]), "None"),
+    ],
+)
 def test_values_other_than_zero_one_raise(bad, culprit):
     with pytest.raises(UsageError, match=rf"bool \[m, {N}\]") as info:
         as_masks(bad, N)

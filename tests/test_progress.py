@@ -81,8 +81,10 @@ def test_not_a_terminal_short_bars_stay_silent(monkeypatch):
 
 
 def test_import_is_light():
-    code = ("import sys, layerfast.progress; "
-            "heavy = [m for m in ('tqdm', 'numpy', 'torch') if m in sys.modules]; "
-            "print(heavy); sys.exit(bool(heavy))")
+    code = (
+        "import sys, layerfast.progress; "
+        "heavy = [m for m in ('tqdm', 'numpy', 'torch') if m in sys.modules]; "
+        "print(heavy); sys.exit(bool(heavy))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

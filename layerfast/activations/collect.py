@@ -19,6 +19,7 @@ Definitions (per block i, padding excluded; the AVSS authors' script includes pa
   Gromov et al.); ``norm`` the mean L2 norm of the output; ``channel_var`` the mean over channels
   of the per-channel variance.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,9 +38,17 @@ METRICS = ("avss", "bi", "angular", "norm")
 
 
 @torch.inference_mode()
-def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = METRICS,
-          backend: str = "auto", eps: float = 1e-5, relative: bool = False, batch_size: int = 8,
-          max_length: int = 512, progress: bool = True) -> dict:
+def stats(
+    model: SublayerModel,
+    texts: Sequence[str],
+    metrics: Sequence[str] = METRICS,
+    backend: str = "auto",
+    eps: float = 1e-5,
+    relative: bool = False,
+    batch_size: int = 8,
+    max_length: int = 512,
+    progress: bool = True,
+) -> dict:
     """Per-block statistics over ``texts``: a dict of float64 arrays [n_blocks] plus metadata.
 
     Keys: av, as, avss, navss, bi, angular, angular_last, norm, channel_var, n_tokens;
@@ -64,8 +73,13 @@ def stats(model: SublayerModel, texts: Sequence[str], metrics: Sequence[str] = M
         for block, x_in, x_out in block_streams(model, ids, mask):
             acc = block_stats(x_in, x_out, device_mask, eps, relative, backend)
             accs[block] = merge(accs[block], acc)
-    return summarize(accs, eps=eps, relative=relative, dtype=str(model.dtype).replace("torch.", ""),
-                     backend=backend)
+    return summarize(
+        accs,
+        eps=eps,
+        relative=relative,
+        dtype=str(model.dtype).replace("torch.", ""),
+        backend=backend,
+    )
 
 
 def block_streams(model: SublayerModel, ids: torch.Tensor, mask: torch.Tensor):
@@ -94,8 +108,9 @@ def avss_ratio(av: np.ndarray, as_: np.ndarray) -> np.ndarray:
         return np.where(as_ > 0, av / np.where(as_ > 0, as_, 1.0), np.nan)
 
 
-def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
-              backend: str = "torch") -> dict:
+def summarize(
+    accs: list[dict], eps: float, relative: bool, dtype: str, backend: str = "torch"
+) -> dict:
     """Turn per-block accumulators into the metric arrays."""
     get = lambda k: np.array([a[k] for a in accs], dtype=np.float64)  # noqa: E731
     n_tok, n_ent, n_smp = get("n_tokens"), get("n_entries"), get("n_samples")
@@ -108,16 +123,28 @@ def summarize(accs: list[dict], eps: float, relative: bool, dtype: str,
         cos = get("cos_sum") / n_tok
         ch_var = np.array([float(a["ch_m2"].mean()) for a in accs]) / np.maximum(n_tok - 1, 1)
         out = {
-            "av": av, "as": as_, "avss": avss, "navss": navss,
-            "bi": 1.0 - cos, "angular": get("angle_sum") / n_tok,
+            "av": av,
+            "as": as_,
+            "avss": avss,
+            "navss": navss,
+            "bi": 1.0 - cos,
+            "angular": get("angle_sum") / n_tok,
             "angular_last": get("last_angle_sum") / n_smp,
             "norm": get("norm_sum") / n_tok,
             "channel_var": ch_var,
             "n_tokens": n_tok,
         }
-    out.update({"as_zero": [int(i) for i in np.flatnonzero(as_ == 0)],
-                "nonfinite": get("nonfinite").astype(int).tolist(), "dtype": dtype, "eps": eps,
-                "relative": relative, "backend": backend, "padding": "excluded"})
+    out.update(
+        {
+            "as_zero": [int(i) for i in np.flatnonzero(as_ == 0)],
+            "nonfinite": get("nonfinite").astype(int).tolist(),
+            "dtype": dtype,
+            "eps": eps,
+            "relative": relative,
+            "backend": backend,
+            "padding": "excluded",
+        }
+    )
     return out
 
 
@@ -128,7 +155,7 @@ def _batches(model: SublayerModel, texts: Sequence[str], batch_size: int, max_le
     if not encoded:
         raise UsageError("no text encodes to any token")
     for start in range(0, len(encoded), batch_size):
-        yield pad_right(encoded[start:start + batch_size])
+        yield pad_right(encoded[start : start + batch_size])
 
 
 def _progress(seq, show: bool):

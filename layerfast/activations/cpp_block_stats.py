@@ -14,13 +14,15 @@ from .finish import Partials
 SEG_LEN = 128  # positions per segment, the unit of OpenMP parallelism
 
 
-def cpp_block_stats(x_in: torch.Tensor,  # [B, T, d] block input
-                    x_out: torch.Tensor,  # [B, T, d] block output
-                    mask: torch.Tensor,  # [B, T] uint8, contiguous, 1 = real token
-                    eps: float,
-                    relative: bool,
-                    seg_len: int = SEG_LEN,
-                    n_threads: int | None = None) -> Partials:
+def cpp_block_stats(
+    x_in: torch.Tensor,  # [B, T, d] block input
+    x_out: torch.Tensor,  # [B, T, d] block output
+    mask: torch.Tensor,  # [B, T] uint8, contiguous, 1 = real token
+    eps: float,
+    relative: bool,
+    seg_len: int = SEG_LEN,
+    n_threads: int | None = None,
+) -> Partials:
     """Run the kernel; returns its raw :class:`~.finish.Partials` in fp64 on the CPU.
 
     The input is assumed checked (:func:`layerfast.activations.dispatch.block_stats` does it):
@@ -34,9 +36,19 @@ def cpp_block_stats(x_in: torch.Tensor,  # [B, T, d] block input
     seg_m2 = torch.empty((B, n_seg, d), dtype=torch.float64)
     threads = torch.get_num_threads() if n_threads is None else n_threads
     dtype = str(x_out.dtype).removeprefix("torch.")
-    _block_stats_cpp.block_stats(_buffer(x_in), _buffer(x_out), dtype, mask.numpy(), float(eps),
-                                 bool(relative), seg_len, rows.numpy(), seg_mean.numpy(),
-                                 seg_m2.numpy(), threads)
+    _block_stats_cpp.block_stats(
+        _buffer(x_in),
+        _buffer(x_out),
+        dtype,
+        mask.numpy(),
+        float(eps),
+        bool(relative),
+        seg_len,
+        rows.numpy(),
+        seg_mean.numpy(),
+        seg_m2.numpy(),
+        threads,
+    )
     return Partials(rows, seg_mean, seg_m2, seg_len)
 
 

@@ -44,8 +44,10 @@ def available() -> dict[str, str]:
     """Each backend but ``auto`` -> "" when it can run here, else why not."""
     cpp_reason = _import_error("layerfast._block_stats_cpp")
     if cpp_reason:
-        cpp_reason = ("the C++ extension is not built (reinstall without LAYERFAST_NO_EXT, with a "
-                      f"C++ compiler): {cpp_reason}")
+        cpp_reason = (
+            "the C++ extension is not built (reinstall without LAYERFAST_NO_EXT, with a "
+            f"C++ compiler): {cpp_reason}"
+        )
     triton_reason = _import_error("layerfast.kernels.block_stats")
     if not triton_reason and not torch.cuda.is_available() and not _interpreted():
         triton_reason = "no CUDA device (set TRITON_INTERPRET=1 to run the kernel on the CPU)"
@@ -73,33 +75,41 @@ def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     return backend
 
 
-def block_stats(x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
-                x_out: torch.Tensor,  # [B, T, d] block output
-                mask: torch.Tensor,  # [B, T] 1 = real token
-                eps: float = 1e-5,
-                relative: bool = False,
-                backend: str = "torch") -> dict:
+def block_stats(
+    x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
+    x_out: torch.Tensor,  # [B, T, d] block output
+    mask: torch.Tensor,  # [B, T] 1 = real token
+    eps: float = 1e-5,
+    relative: bool = False,
+    backend: str = "torch",
+) -> dict:
     """Accumulators of one batch of one block (see :mod:`~.reference`), in fp64, with a resolved
     backend (see :func:`resolve`). Raises :class:`~layerfast.errors.UsageError` for input the
     backend does not take."""
     if backend == "torch":
         return block_stats_ref(x_in, x_out, mask, eps, relative)  # checks its own input
     if backend not in ("cpp", "triton"):
-        raise UsageError(f"unknown statistics backend {backend!r}; block_stats takes a resolved "
-                         "one: 'triton', 'cpp' or 'torch'")
+        raise UsageError(
+            f"unknown statistics backend {backend!r}; block_stats takes a resolved "
+            "one: 'triton', 'cpp' or 'torch'"
+        )
     check_shapes(x_in, x_out, mask)
     if x_in.dtype != x_out.dtype:
         raise UsageError(f"x_in and x_out dtypes differ: {x_in.dtype} vs {x_out.dtype}")
     if x_in.device != x_out.device:
-        raise UsageError(f"x_in and x_out are on different devices: {x_in.device} vs "
-                         f"{x_out.device}")
+        raise UsageError(
+            f"x_in and x_out are on different devices: {x_in.device} vs {x_out.device}"
+        )
     _check_kernel_takes(backend, x_out.device, x_out.dtype)
     if x_in.stride(-1) != 1 or x_out.stride(-1) != 1:
-        raise UsageError(f"the {backend} statistics kernel needs unit stride along the hidden "
-                         "dimension")
+        raise UsageError(
+            f"the {backend} statistics kernel needs unit stride along the hidden dimension"
+        )
     if backend == "triton" and x_out.shape[-1] > TRITON_MAX_HIDDEN:
-        raise UsageError(f"hidden size {x_out.shape[-1]} exceeds the Triton kernel's "
-                         f"{TRITON_MAX_HIDDEN}; use the cpp or torch backend")
+        raise UsageError(
+            f"hidden size {x_out.shape[-1]} exceeds the Triton kernel's "
+            f"{TRITON_MAX_HIDDEN}; use the cpp or torch backend"
+        )
     mask8 = mask.to(device=x_out.device, dtype=torch.uint8).contiguous()
     return finish(_host_wrapper(backend)(x_in, x_out, mask8, eps, relative), mask8)
 
@@ -107,13 +117,17 @@ def block_stats(x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
 def _check_kernel_takes(backend: str, device: torch.device, dtype: torch.dtype) -> None:
     """Raise unless the ``cpp`` or ``triton`` kernel takes tensors of ``dtype`` on ``device``."""
     if dtype not in KERNEL_DTYPES:
-        raise UsageError(f"the {backend} statistics kernel takes float32, bfloat16 or float16, "
-                         f"got {dtype}; use backend='torch' for other dtypes")
+        raise UsageError(
+            f"the {backend} statistics kernel takes float32, bfloat16 or float16, "
+            f"got {dtype}; use backend='torch' for other dtypes"
+        )
     if backend == "cpp" and device.type != "cpu":
         raise UsageError(f"the cpp statistics backend runs on CPU tensors, got {device}")
     if backend == "triton" and device.type != "cuda" and not _interpreted():
-        raise UsageError(f"the triton statistics backend runs on CUDA tensors (or on the CPU with "
-                         f"TRITON_INTERPRET=1), got {device}")
+        raise UsageError(
+            f"the triton statistics backend runs on CUDA tensors (or on the CPU with "
+            f"TRITON_INTERPRET=1), got {device}"
+        )
 
 
 def _host_wrapper(backend: str) -> Callable[..., Partials]:

@@ -61,5 +61,6 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     last = last_positions(keep)  # [B]
     rows_last = torch.nonzero(has_tokens).squeeze(1)
     acc["last_cos_sum"], acc["last_angle_sum"] = cos_angle_sums(
-        *(rows[i][rows_last, last[rows_last]] for i in range(3)))
+        *(rows[i][rows_last, last[rows_last]] for i in range(3))
+    )
     return acc

@@ -25,8 +25,19 @@ import torch
 
 from ..errors import UsageError
 
-FIELDS = ("n_tokens", "n_entries", "n_samples", "av_sum", "small", "cos_sum", "angle_sum",
-          "last_cos_sum", "last_angle_sum", "norm_sum", "nonfinite")
+FIELDS = (
+    "n_tokens",
+    "n_entries",
+    "n_samples",
+    "av_sum",
+    "small",
+    "cos_sum",
+    "angle_sum",
+    "last_cos_sum",
+    "last_angle_sum",
+    "norm_sum",
+    "nonfinite",
+)
 
 
 def empty(d: int) -> dict:
@@ -40,8 +51,10 @@ def empty(d: int) -> dict:
 def check_shapes(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor) -> None:
     """Raise :class:`~layerfast.errors.UsageError` unless x_in, x_out are [B, T, d], mask [B, T]."""
     if x_in.shape != x_out.shape or x_out.ndim != 3 or mask.shape != x_out.shape[:2]:
-        raise UsageError(f"expected x_in, x_out [B, T, d] and mask [B, T], got "
-                         f"{tuple(x_in.shape)}, {tuple(x_out.shape)}, {tuple(mask.shape)}")
+        raise UsageError(
+            f"expected x_in, x_out [B, T, d] and mask [B, T], got "
+            f"{tuple(x_in.shape)}, {tuple(x_out.shape)}, {tuple(mask.shape)}"
+        )
 
 
 def last_positions(keep: torch.Tensor) -> torch.Tensor:
@@ -50,21 +63,24 @@ def last_positions(keep: torch.Tensor) -> torch.Tensor:
     return keep.shape[1] - 1 - keep.flip(1).int().argmax(1)
 
 
-def cos_angle_sums(dot: torch.Tensor,  # [N] dot products of output and input rows
-                   ssa: torch.Tensor,  # [N] squared norms of the output rows
-                   ssb: torch.Tensor,  # [N] squared norms of the input rows
-                   ) -> tuple[float, float]:
+def cos_angle_sums(
+    dot: torch.Tensor,  # [N] dot products of output and input rows
+    ssa: torch.Tensor,  # [N] squared norms of the output rows
+    ssb: torch.Tensor,  # [N] squared norms of the input rows
+) -> tuple[float, float]:
     """Sums over rows of cos(out, in) and of arccos(cos) / pi (norms clamped at 1e-12)."""
     cos = dot / (ssa.sqrt().clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
     return float(cos.sum()), float((torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi).sum())
 
 
-def block_stats_ref(x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
-                    x_out: torch.Tensor,  # [B, T, d] block output
-                    mask: torch.Tensor,  # [B, T] 1 = real token
-                    eps: float = 1e-5,
-                    relative: bool = False,
-                    acc_dtype: torch.dtype = torch.float64) -> dict:
+def block_stats_ref(
+    x_in: torch.Tensor,  # [B, T, d] block input (residual stream)
+    x_out: torch.Tensor,  # [B, T, d] block output
+    mask: torch.Tensor,  # [B, T] 1 = real token
+    eps: float = 1e-5,
+    relative: bool = False,
+    acc_dtype: torch.dtype = torch.float64,
+) -> dict:
     """Accumulators of one batch of one block (see the module docstring), in fp64.
 
     ``acc_dtype`` is the dtype of the sums over channels and tokens; what is computed from those
@@ -92,13 +108,15 @@ def block_stats_ref(x_in: torch.Tensor,  # [B, T, d] block input (residual strea
     ssa = (a * a).sum(1).double()  # [N]
     threshold = eps * (ssa / d).sqrt()[:, None] if relative else eps
     acc["small"] = float((a.abs() < threshold).sum())
-    acc["cos_sum"], acc["angle_sum"] = cos_angle_sums((a * b).sum(1).double(), ssa,
-                                                      (b * b).sum(1).double())
+    acc["cos_sum"], acc["angle_sum"] = cos_angle_sums(
+        (a * b).sum(1).double(), ssa, (b * b).sum(1).double()
+    )
     rows = torch.nonzero(has_tokens).squeeze(1)
     last = last_positions(keep)[rows]
     la, lb = a_all[rows, last], b_all[rows, last]  # [B', d]
     acc["last_cos_sum"], acc["last_angle_sum"] = cos_angle_sums(
-        *((u * v).sum(1).double() for u, v in ((la, lb), (la, la), (lb, lb))))
+        *((u * v).sum(1).double() for u, v in ((la, lb), (la, la), (lb, lb)))
+    )
     acc["norm_sum"] = float(ssa.sqrt().sum())
     ch_mean = a.sum(0).double() / n  # [d]
     acc["ch_mean"] = ch_mean
@@ -116,5 +134,5 @@ def merge(acc: dict, other: dict) -> dict:
         return out
     delta = other["ch_mean"] - acc["ch_mean"]
     out["ch_mean"] = acc["ch_mean"] + delta * (n_b / n)
-    out["ch_m2"] = acc["ch_m2"] + other["ch_m2"] + delta ** 2 * (n_a * n_b / n)
+    out["ch_m2"] = acc["ch_m2"] + other["ch_m2"] + delta**2 * (n_a * n_b / n)
     return out

@@ -14,12 +14,14 @@ SEG_LEN = 64  # positions per segment (one program each), before rounding to the
 TILE_ELEMENTS = 8192  # BLOCK_T x BLOCK_D per load
 
 
-def triton_block_stats(x_in: torch.Tensor,  # [B, T, d] block input
-                       x_out: torch.Tensor,  # [B, T, d] block output
-                       mask: torch.Tensor,  # [B, T] uint8, contiguous, 1 = real token
-                       eps: float,
-                       relative: bool,
-                       seg_len: int = SEG_LEN) -> Partials:
+def triton_block_stats(
+    x_in: torch.Tensor,  # [B, T, d] block input
+    x_out: torch.Tensor,  # [B, T, d] block output
+    mask: torch.Tensor,  # [B, T] uint8, contiguous, 1 = real token
+    eps: float,
+    relative: bool,
+    seg_len: int = SEG_LEN,
+) -> Partials:
     """Launch the kernel; returns its raw :class:`~.finish.Partials` in fp32 on the input's device,
     with the segment length used (a power of two at least ``seg_len``).
 
@@ -40,9 +42,24 @@ def triton_block_stats(x_in: torch.Tensor,  # [B, T, d] block input
         return Partials(rows.zero_(), seg_mean.zero_(), seg_m2.zero_(), seg_len)
     num_warps = 4 if block_d <= 1024 else (8 if block_d <= 4096 else 16)
     _block_stats_kernel[(B * n_seg,)](
-        x_in, x_out, mask, rows, seg_mean, seg_m2,
-        T, d, n_seg, x_in.stride(0), x_in.stride(1), x_out.stride(0), x_out.stride(1), float(eps),
-        SEG_LEN=seg_len, BLOCK_T=block_t, BLOCK_D=block_d, RELATIVE=bool(relative),
+        x_in,
+        x_out,
+        mask,
+        rows,
+        seg_mean,
+        seg_m2,
+        T,
+        d,
+        n_seg,
+        x_in.stride(0),
+        x_in.stride(1),
+        x_out.stride(0),
+        x_out.stride(1),
+        float(eps),
+        SEG_LEN=seg_len,
+        BLOCK_T=block_t,
+        BLOCK_D=block_d,
+        RELATIVE=bool(relative),
         num_warps=num_warps,
     )
     return Partials(rows, seg_mean, seg_m2, seg_len)

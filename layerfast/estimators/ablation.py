@@ -5,6 +5,7 @@ chance + margin. The default margin is two binomial standard errors at chance,
 2·sqrt(chance·(1 − chance) / n_items): a drop that far is indistinguishable from guessing. A game
 without a task (a plain callable with ``chance``) has no item count: its margin defaults to 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,14 +35,28 @@ class AblationResult:
         return [p for p, v in zip(self.players, self.values) if v <= self.chance + self.margin]
 
     def to_dict(self) -> dict:
-        return {"players": self.players, "full": self.full, "values": self.values.tolist(),
-                "drops": self.drops.tolist(), "chance": self.chance, "margin": self.margin,
-                "cornerstones": self.cornerstones, "utility": self.utility, **self.info}
+        return {
+            "players": self.players,
+            "full": self.full,
+            "values": self.values.tolist(),
+            "drops": self.drops.tolist(),
+            "chance": self.chance,
+            "margin": self.margin,
+            "cornerstones": self.cornerstones,
+            "utility": self.utility,
+            **self.info,
+        }
 
     def rows(self) -> list[dict]:
-        return [{"player": p, "utility_without": float(v), "drop": float(d),
-                 "cornerstone": p in self.cornerstones}
-                for p, v, d in zip(self.players, self.values, self.drops)]
+        return [
+            {
+                "player": p,
+                "utility_without": float(v),
+                "drop": float(d),
+                "cornerstone": p in self.cornerstones,
+            }
+            for p, v, d in zip(self.players, self.values, self.drops)
+        ]
 
 
 def ablation_masks(n_players: int) -> np.ndarray:
@@ -69,6 +84,12 @@ def ablate(game, margin: float | None = None, chance: float | None = None) -> Ab
             margin = 0.0
             margin_rule = "0 (no item count)"
     players = list(getattr(game, "players", [f"p{i}" for i in range(n)]))
-    return AblationResult(players, float(values[0]), values[1:], chance, margin,
-                          utility=getattr(game, "utility", ""),
-                          info={"n_items": n_items, "margin_rule": margin_rule})
+    return AblationResult(
+        players,
+        float(values[0]),
+        values[1:],
+        chance,
+        margin,
+        utility=getattr(game, "utility", ""),
+        info={"n_items": n_items, "margin_rule": margin_rule},
+    )

@@ -51,4 +51,3 @@ def convergence(
             }
         )
     return records
-

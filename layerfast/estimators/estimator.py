@@ -84,16 +84,30 @@ class Estimator:
     def _estimate(self, game: BudgetedGame, budget: int, rng: np.random.Generator) -> ShapleyResult:
         raise NotImplementedError
 
-    def _result(self, game: BudgetedGame, values: np.ndarray, stderr: np.ndarray, full: float,
-                empty: float, info: dict) -> ShapleyResult:
+    def _result(
+        self,
+        game: BudgetedGame,
+        values: np.ndarray,
+        stderr: np.ndarray,
+        full: float,
+        empty: float,
+        info: dict,
+    ) -> ShapleyResult:
         """This estimator's result; notes when the sampling touched all 2^n coalitions."""
         if game.exhausted_space:
             info["note_exact"] = (
                 "the budget covers all 2^n coalitions: method='exact' is exact at this cost"
             )
-        return ShapleyResult(values=values, stderr=stderr, n_evaluations=game.n_evaluations,
-                             method=self.name, players=game.players, full=full, empty=empty,
-                             info=info)
+        return ShapleyResult(
+            values=values,
+            stderr=stderr,
+            n_evaluations=game.n_evaluations,
+            method=self.name,
+            players=game.players,
+            full=full,
+            empty=empty,
+            info=info,
+        )
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

@@ -20,7 +20,7 @@ enumerate coalitions):
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -48,9 +48,13 @@ def _shapley_weight(n: int, s: int) -> float:
 class SyntheticGame:
     """Base class: masks bool [m, n] -> float64 [m]; counts calls and evaluated coalitions."""
 
-    def __init__(self, n_players: int, chance: float | None = None, players: list[str] | None = None):
+    def __init__(
+        self, n_players: int, chance: float | None = None, players: list[str] | None = None
+    ):
         self.n_players = int(n_players)
-        self.players = list(players) if players is not None else [f"p{i}" for i in range(self.n_players)]
+        self.players = (
+            list(players) if players is not None else [f"p{i}" for i in range(self.n_players)]
+        )
         self.chance = chance
         self.n_calls = 0
         self.n_coalitions = 0
@@ -128,8 +132,15 @@ class CornerstoneGame(SyntheticGame):
     phi_c = a/|C| + sum_i w_i/(|C|+1) for a cornerstone c, and phi_i = w_i/(|C|+1) otherwise.
     """
 
-    def __init__(self, n_players: int, cornerstones: Iterable[int], weights=None,
-                 base: float = 0.3, chance: float = 0.25, **kw):
+    def __init__(
+        self,
+        n_players: int,
+        cornerstones: Iterable[int],
+        weights=None,
+        base: float = 0.3,
+        chance: float = 0.25,
+        **kw,
+    ):
         super().__init__(n_players, chance=chance, **kw)
         self.cornerstones = sorted(int(c) for c in cornerstones)
         if not self.cornerstones:
@@ -190,7 +201,7 @@ class WeightedVotingGame(SyntheticGame):
                 cnt = new
             lo, hi = max(0, self.quota - int(self.weights[i])), self.quota  # lo <= w(S) < hi
             for s in range(n):
-                swing = int(sum(cnt[s, lo:min(hi, W + 1)]))
+                swing = int(sum(cnt[s, lo : min(hi, W + 1)]))
                 phi[i] += _shapley_weight(n, s) * swing
         return phi
 
@@ -222,7 +233,9 @@ class GloveGame(SyntheticGame):
             for l in range(own):  # other players of my side in S
                 for r in range(other + 1):  # players of the other side in S
                     if r > l:
-                        tot += math.comb(own - 1, l) * math.comb(other, r) * _shapley_weight(n, l + r)
+                        tot += (
+                            math.comb(own - 1, l) * math.comb(other, r) * _shapley_weight(n, l + r)
+                        )
             return tot
 
         phi = np.where(self.left, side(a, b) if a else 0.0, side(b, a) if b else 0.0)
@@ -241,7 +254,7 @@ class TableGame(SyntheticGame):
             raise ValueError("table must have 2^n entries with n <= 20")
         self.table = table
         super().__init__(n, **kw)
-        self._pow = (1 << np.arange(n, dtype=np.int64))
+        self._pow = 1 << np.arange(n, dtype=np.int64)
 
     def value(self, masks):
         return self.table[masks.astype(np.int64) @ self._pow]
@@ -250,7 +263,9 @@ class TableGame(SyntheticGame):
         return shapley_from_table(self.table, self.n_players)
 
 
-def random_game(n: int, seed: int = 0, scale: float = 1.0, monotone: bool = False, **kw) -> TableGame:
+def random_game(
+    n: int, seed: int = 0, scale: float = 1.0, monotone: bool = False, **kw
+) -> TableGame:
     """A random game on n <= 20 players: i.i.d. normal utilities (or a random monotone one).
 
     ``monotone=True`` builds v as a sum of random non-negative dividends on all coalitions,
@@ -271,7 +286,9 @@ def random_game(n: int, seed: int = 0, scale: float = 1.0, monotone: bool = Fals
     return TableGame(v, **kw)
 
 
-def random_unanimity_game(n: int, n_terms: int = 20, max_order: int = 3, seed: int = 0, **kw) -> UnanimityGame:
+def random_unanimity_game(
+    n: int, n_terms: int = 20, max_order: int = 3, seed: int = 0, **kw
+) -> UnanimityGame:
     """A random game with ``n_terms`` unanimity components of order <= max_order (any n)."""
     rng = np.random.default_rng(seed)
     div: dict = {}

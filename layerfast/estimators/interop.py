@@ -23,7 +23,9 @@ def _import_shapiq():
     try:
         import shapiq  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("shapiq is required for layerfast.estimators.interop: pip install shapiq") from e
+        raise ImportError(
+            "shapiq is required for layerfast.estimators.interop: pip install shapiq"
+        ) from e
     return shapiq
 
 

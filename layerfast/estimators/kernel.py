@@ -83,8 +83,14 @@ class KernelEstimator(Estimator):
         c = full - empty
         if n == 1:
             return ShapleyResult(
-                values=[c], stderr=[0.0], n_evaluations=game.n_evaluations, method=self.name,
-                players=game.players, full=full, empty=empty, info={"n_pairs": 0},
+                values=[c],
+                stderr=[0.0],
+                n_evaluations=game.n_evaluations,
+                method=self.name,
+                players=game.players,
+                full=full,
+                empty=empty,
+                info={"n_pairs": 0},
             )
         chunk = self.options["chunk"] or 128
         max_pairs = self.options["max_pairs"] or budget

@@ -60,7 +60,5 @@ def check_budget_value(budget: Any) -> int | None:
             raise OptionTypeError(f"budget must be a positive integer or None, got {budget!r}")
     budget = int(budget)
     if budget <= 0:
-        raise UsageError(
-            f"budget must be a positive integer (number of evaluations), got {budget}"
-        )
+        raise UsageError(f"budget must be a positive integer (number of evaluations), got {budget}")
     return budget

@@ -77,9 +77,7 @@ class PermutationEstimator(Estimator):
             perms = np.stack([rng.permutation(n) for _ in range(k)])
             both = np.concatenate([perms, perms[:, ::-1]], axis=0)  # [2k, n]
             masks = prefix_masks(both)  # [2k, n+1, n]
-            pair_masks = [
-                np.concatenate([masks[j], masks[k + j]], axis=0) for j in range(k)
-            ]
+            pair_masks = [np.concatenate([masks[j], masks[k + j]], axis=0) for j in range(k)]
             fit = game.fit_prefix(pair_masks)
             if fit == 0:
                 break

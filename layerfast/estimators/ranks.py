@@ -46,7 +46,7 @@ def spearman(a: Any, b: Any) -> tuple[float, float]:
 
 
 def kendall(a: Any, b: Any) -> tuple[float, float]:
-    """Kendall's tau-b (tie-corrected) and its two-sided p-value; (nan, nan) if a vector is constant."""
+    """Kendall's tau-b (tie-corrected) and two-sided p-value; (nan, nan) for a constant vector."""
     from scipy.stats import kendalltau
 
     return _correlation(kendalltau, a, b)

@@ -154,4 +154,3 @@ class ShapleyResult:
             f"n_evaluations={self.n_evaluations}, full={self.full:.6g}, "
             f"efficiency_gap={self.efficiency_gap:.3g})"
         )
-

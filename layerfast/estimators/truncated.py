@@ -1,4 +1,4 @@
-"""Truncated Monte Carlo (TMC) in the style of data Shapley (Ghorbani & Zou 2019), for removal games.
+"""Truncated Monte Carlo (TMC) as in data Shapley (Ghorbani & Zou 2019), for removal games.
 
 Layer-importance games are *removal* games: v(N) (the intact model) is the meaningful end and
 removing sublayers drives the utility down to the chance level of the task. TMC walks a random
@@ -56,14 +56,22 @@ from .units import unit_mean_stderr
 class TruncatedEstimator(Estimator):
     __doc__ = __doc__
     name = "truncated"
-    OPTIONS = {"tolerance": 0.01, "chance": None, "antithetic": True, "chunk": None, "max_units": None}
+    OPTIONS = {
+        "tolerance": 0.01,
+        "chance": None,
+        "antithetic": True,
+        "chunk": None,
+        "max_units": None,
+    }
 
     def _check_options(self) -> None:
         tol = self.options["tolerance"]
         if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not tol >= 0:
             raise UsageError(f"option tolerance must be a number >= 0, got {tol!r}")
         ch = self.options["chance"]
-        if ch is not None and (isinstance(ch, bool) or not isinstance(ch, (int, float, np.floating))):
+        if ch is not None and (
+            isinstance(ch, bool) or not isinstance(ch, (int, float, np.floating))
+        ):
             raise UsageError(f"option chance must be a number or None, got {ch!r}")
         if not isinstance(self.options["antithetic"], (bool, np.bool_)):
             raise UsageError("option antithetic must be True or False")
@@ -160,7 +168,9 @@ class TruncatedEstimator(Estimator):
             "antithetic": bool(wpu == 2),
             "tolerance": tol,
             "chance": chance,
-            "fraction_steps_evaluated": (steps_done / steps_possible) if steps_possible else float("nan"),
+            "fraction_steps_evaluated": (steps_done / steps_possible)
+            if steps_possible
+            else float("nan"),
             "note": "truncation sets marginals after the utility reaches chance to 0 (biased "
             "unless the utility stays at chance below that point); stderr is sampling error only",
         }

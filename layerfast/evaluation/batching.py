@@ -13,6 +13,7 @@ A continuation's first token is predicted at the context's last position (shared
 choices); its last token is never an input. Batches are sorted by row length (longest first),
 right-padded and filled up to ``batch_tokens`` padded tokens.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ def pad_right(sequences: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor
     ids = torch.full((len(sequences), t_max), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), t_max), dtype=torch.long)
     for b, seq in enumerate(sequences):
-        ids[b, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[b, :len(seq)] = 1
+        ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[b, : len(seq)] = 1
     return ids, mask
 
 
@@ -70,7 +71,7 @@ def unpacked_row(index: int, r: Request) -> Row:
 
 def context_of(r: Request) -> tuple[int, ...]:
     """The context tokens of a request (its input minus the continuation's tokens)."""
-    return r.input_ids[:len(r.input_ids) + 1 - len(r.targets)]
+    return r.input_ids[: len(r.input_ids) + 1 - len(r.targets)]
 
 
 def packed_row(indices: list[int], requests: list[Request]) -> Row | None:
@@ -134,8 +135,13 @@ class Batch:
     n_tokens: int
 
 
-def make_batches(rows: list[Row], batch_tokens: int, pad_id: int, mask_style: str = "sdpa",
-                 dtype: torch.dtype = torch.float32) -> list[Batch]:
+def make_batches(
+    rows: list[Row],
+    batch_tokens: int,
+    pad_id: int,
+    mask_style: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+) -> list[Batch]:
     """Sort rows by length (longest first) and fill batches so that B * T_max <= batch_tokens."""
     order = sorted(range(len(rows)), key=lambda i: (-len(rows[i].input_ids), i))
     batches, current = [], []
@@ -168,11 +174,20 @@ def _pad(rows: list[Row], pad_id: int, mask_style: str, dtype: torch.dtype) -> B
     if packed:
         position_ids = torch.zeros((b, t_max), dtype=torch.long)
         for row_i, row in enumerate(rows):
-            position_ids[row_i, :len(row.input_ids)] = torch.tensor(row.positions)
+            position_ids[row_i, : len(row.input_ids)] = torch.tensor(row.positions)
         attention_mask = _packed_mask(rows, t_max, mask_style, dtype)
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return Batch(np.asarray(request_index), ids, attention_mask, position_ids, as_long(rows_),
-                 as_long(positions), as_long(targets), as_long(owner), int(mask2d.sum()))
+    return Batch(
+        np.asarray(request_index),
+        ids,
+        attention_mask,
+        position_ids,
+        as_long(rows_),
+        as_long(positions),
+        as_long(targets),
+        as_long(owner),
+        int(mask2d.sum()),
+    )
 
 
 def _packed_mask(rows: list[Row], t_max: int, style: str, dtype: torch.dtype) -> torch.Tensor:

@@ -7,6 +7,7 @@ Every evaluated coalition's per-request log-likelihoods are memoised in memory a
 ``cache=``, in SQLite on disk, so repeated coalitions are never recomputed and a killed sweep
 resumes where it stopped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,18 +41,30 @@ class Game:
         batch_tokens: token budget of one forward batch (padded B x T).
         progress: show a progress bar counting coalitions.
         pack: share each item's context across its choices (one row per item, see
-            :mod:`layerfast.evaluation.batching`); turned off, with the reason in ``packing_note``, where it
-            would not be exact (sliding-window attention over long inputs, flash attention).
+            :mod:`layerfast.evaluation.batching`); turned off, with the reason in ``packing_note``,
+            where it would not be exact (sliding-window attention over long inputs, flash
+            attention).
         chunk: coalitions evaluated together (more shares more prefixes; each finished chunk
             is written to the cache at once, so a kill loses at most one chunk).
     """
 
-    def __init__(self, model: SublayerModel, task: Task, utility: str = "acc_norm",
-                 executor: str = "prefix", cache: bool | str | Path | None = None,
-                 batch_tokens: int = 2048, max_length: int = 2048, progress: bool = True,
-                 chunk: int = 64, pack: bool = True):
+    def __init__(
+        self,
+        model: SublayerModel,
+        task: Task,
+        utility: str = "acc_norm",
+        executor: str = "prefix",
+        cache: bool | str | Path | None = None,
+        batch_tokens: int = 2048,
+        max_length: int = 2048,
+        progress: bool = True,
+        chunk: int = 64,
+        pack: bool = True,
+    ):
         if not isinstance(model, SublayerModel):
-            raise TypeError(f"model must be a SublayerModel (use lf.load), got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a SublayerModel (use lf.load), got {type(model).__name__}"
+            )
         if executor not in EXECUTORS:
             raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
         self.model = model
@@ -59,7 +72,9 @@ class Game:
         self.utility = check_utility(utility)
         self.scorer = Scorer(task)
         self.requests = build_requests(task, model.tokenizer, max_length)
-        self.executor = EXECUTORS[executor](model, self.requests, batch_tokens=batch_tokens, pack=pack)
+        self.executor = EXECUTORS[executor](
+            model, self.requests, batch_tokens=batch_tokens, pack=pack
+        )
         self.packing_note = self.executor.packing_note
         self.progress = progress
         if chunk < 1:
@@ -68,12 +83,17 @@ class Game:
         self.players = list(model.players)
         self.n_players = model.n_players
         self._memo: dict[str, np.ndarray] = {}
-        self._cache = None if cache is None or cache is False else UtilityCache(
-            None if cache is True else cache)
+        self._cache = (
+            None
+            if cache is None or cache is False
+            else UtilityCache(None if cache is True else cache)
+        )
         layout = "packed" if self.executor.pack else "unpacked"  # packing changes the last bits
-        self._key = (model.fingerprint(),
-                     f"{task.fingerprint()}-{_short_hash(requests_fingerprint(self.requests))}-{layout}",
-                     model.device.type)
+        self._key = (
+            model.fingerprint(),
+            f"{task.fingerprint()}-{_short_hash(requests_fingerprint(self.requests))}-{layout}",
+            model.device.type,
+        )
         self.n_forward = 0  # coalitions actually run by this game (not served from a cache)
 
     @property
@@ -81,7 +101,7 @@ class Game:
         """Utility of a uniform random guess (accuracy utilities only; None for smooth ones)."""
         return self.task.chance if self.utility in ACCURACY_UTILITIES else None
 
-    def with_utility(self, utility: str) -> "Game":
+    def with_utility(self, utility: str) -> Game:
         """The same game (sharing its memo and cache) scored by another utility."""
         other = object.__new__(Game)
         other.__dict__.update(self.__dict__)
@@ -109,8 +129,8 @@ class Game:
             n_batches = len(self.executor.batches)
             tick = (lambda k: bar.update(k / n_batches)) if bar is not None else None
             for start in range(0, len(todo_keys), self.chunk):
-                chunk = todo_keys[start:start + self.chunk]
-                lls = self.executor.loglik_many(todo[start:start + self.chunk], tick=tick)
+                chunk = todo_keys[start : start + self.chunk]
+                lls = self.executor.loglik_many(todo[start : start + self.chunk], tick=tick)
                 for key, ll in zip(chunk, lls):
                     self.n_forward += 1
                     self._memo[key] = ll
@@ -118,11 +138,15 @@ class Game:
                         self._cache.put(self._key, key, ll)
             if bar is not None:
                 bar.close()
-        return np.stack([self._memo[k] for k in keys]) if keys else np.zeros((0, len(self.requests)))
+        return (
+            np.stack([self._memo[k] for k in keys]) if keys else np.zeros((0, len(self.requests)))
+        )
 
     def __call__(self, masks) -> np.ndarray:
         """Utilities float64 [m] for bool masks [m, n_players] (True = kept)."""
-        return np.array([self.scorer(ll, self.utility) for ll in self.loglik(masks)], dtype=np.float64)
+        return np.array(
+            [self.scorer(ll, self.utility) for ll in self.loglik(masks)], dtype=np.float64
+        )
 
     def per_item(self, mask, utility: str | None = None) -> np.ndarray:
         """The utility's per-item terms for one coalition, float64 [n_items]."""
@@ -132,9 +156,11 @@ class Game:
         return np.ones(self.n_players, dtype=bool)
 
     def __repr__(self) -> str:
-        return (f"Game({self.model.name!r}, task={self.task.name!r} ({len(self.task)} items), "
-                f"utility={self.utility!r}, executor={self.executor.name!r}, "
-                f"packed={self.executor.pack})")
+        return (
+            f"Game({self.model.name!r}, task={self.task.name!r} ({len(self.task)} items), "
+            f"utility={self.utility!r}, executor={self.executor.name!r}, "
+            f"packed={self.executor.pack})"
+        )
 
 
 def _short_hash(data: bytes) -> str:

@@ -3,19 +3,21 @@
 :class:`NaiveExecutor` is the reference: for every coalition and every batch it runs the whole
 forward loop of :class:`~layerfast.models.SublayerModel` with the switched-off sublayers skipped
 (never computed), then scores only the continuation positions. Batches are fixed once (see
-:mod:`layerfast.evaluation.batching`; with ``pack=True`` an item's context is shared by its choices), so every
+:mod:`layerfast.evaluation.batching`; with ``pack=True`` an item's context is shared by its
+choices), so every
 coalition sees the same batch composition: the fast executor is tested bit-for-bit against this one.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from ..models import SublayerModel
 from .batching import Batch, build_rows, make_batches
 from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
-from ..models import SublayerModel
 from .requests import Request
 
 
@@ -24,8 +26,14 @@ class NaiveExecutor:
 
     name = "naive"
 
-    def __init__(self, model: SublayerModel, requests: list[Request], batch_tokens: int = 2048,
-                 vocab_chunk: int = DEFAULT_VOCAB_CHUNK, pack: bool = False):
+    def __init__(
+        self,
+        model: SublayerModel,
+        requests: list[Request],
+        batch_tokens: int = 2048,
+        vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
+        pack: bool = False,
+    ):
         self.model = model
         self.requests = requests
         # Why packing is off (None when it is on or exact): "pack=False" or the model's reason.
@@ -35,8 +43,13 @@ class NaiveExecutor:
         pad_id = getattr(tok, "pad_token_id", None)
         if pad_id is None:
             pad_id = getattr(tok, "eos_token_id", None) or 0
-        self.batches = make_batches(build_rows(requests, self.pack), batch_tokens, pad_id,
-                                    mask_style=model.config._attn_implementation, dtype=model.dtype)
+        self.batches = make_batches(
+            build_rows(requests, self.pack),
+            batch_tokens,
+            pad_id,
+            mask_style=model.config._attn_implementation,
+            dtype=model.dtype,
+        )
         self.vocab_chunk = vocab_chunk
         # Machine-independent cost counts: sublayer runs (one per batch), and the same weighted
         # by the batch's real tokens.
@@ -61,7 +74,9 @@ class NaiveExecutor:
             out[batch.request_index] = self.score(state, batch)
         return out
 
-    def loglik_many(self, masks: np.ndarray, tick: Callable[[int], None] | None = None) -> np.ndarray:
+    def loglik_many(
+        self, masks: np.ndarray, tick: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """float64 [m, n_requests] for bool masks [m, n_players], one coalition at a time;
         ``tick(k)`` reports progress in coalition-batches."""
         out = np.zeros((len(masks), len(self.requests)), dtype=np.float64)
@@ -79,9 +94,14 @@ class NaiveExecutor:
         picked = h[batch.rows.to(device), batch.positions.to(device)]  # [N, d]
         hidden = self.model.adapter.final_norm()(picked)
         head = self.model.adapter.lm_head()
-        lp = token_logprobs(hidden, head.weight, batch.targets.to(device), head.bias,
-                            getattr(self.model.config, "final_logit_softcapping", None),
-                            self.vocab_chunk)
+        lp = token_logprobs(
+            hidden,
+            head.weight,
+            batch.targets.to(device),
+            head.bias,
+            getattr(self.model.config, "final_logit_softcapping", None),
+            self.vocab_chunk,
+        )
         sums = torch.zeros(len(batch.request_index), dtype=torch.float64, device=device)
         sums.index_add_(0, batch.owner.to(device), lp.double())
         return sums.cpu().numpy()

@@ -9,15 +9,16 @@ budget; when a state does not fit, the later coalition recomputes from the deepe
 below its branch point instead of failing. Every step runs the same kernels on the same batch as
 :class:`~layerfast.evaluation.naive_executor.NaiveExecutor`, so the results are bit-identical to it.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from .naive_executor import NaiveExecutor
 from ..models.adapter import ParallelState
+from .naive_executor import NaiveExecutor
 
 
 def trie_order(masks: np.ndarray) -> np.ndarray:
@@ -68,11 +69,16 @@ class PrefixExecutor(NaiveExecutor):
         self.recomputed_steps = 0  # kept steps run again because a state did not fit the budget
 
     @torch.inference_mode()
-    def loglik_many(self, masks: np.ndarray, tick: Callable[[int], None] | None = None) -> np.ndarray:
+    def loglik_many(
+        self, masks: np.ndarray, tick: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """float64 [m, n_requests] for bool masks [m, n_players]; ``tick(k)`` reports progress in
         coalition-batches."""
-        masks = np.stack([np.asarray(self.model.keep_mask(mk)) for mk in masks]) if len(masks) else \
-            np.zeros((0, self.model.n_players), dtype=bool)
+        masks = (
+            np.stack([np.asarray(self.model.keep_mask(mk)) for mk in masks])
+            if len(masks)
+            else np.zeros((0, self.model.n_players), dtype=bool)
+        )
         order = trie_order(masks)
         ordered = masks[order]
         branch, keep_at = branch_depths(ordered)

@@ -6,6 +6,7 @@ count; an empty context becomes the prefix token (BOS, else EOS); the model inpu
 ``(context + continuation)[-(max_length + 1):][:-1]`` and the continuation's tokens are predicted at
 the input's last ``len(continuation)`` positions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ def prefix_token_id(tokenizer: Any) -> int:
         value = getattr(tokenizer, attr, None)
         if value is not None:
             return int(value)
-    raise ValueError("the tokenizer has neither a BOS nor an EOS token to stand for an empty context")
+    raise ValueError(
+        "the tokenizer has neither a BOS nor an EOS token to stand for an empty context"
+    )
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -59,7 +62,7 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
         context = context[:-n_spaces]
     whole = _encode(tokenizer, context + continuation)
     ctx = _encode(tokenizer, context)
-    return ctx, whole[len(ctx):]
+    return ctx, whole[len(ctx) :]
 
 
 def build_requests(task: Task, tokenizer: Any, max_length: int = 2048) -> list[Request]:
@@ -71,9 +74,11 @@ def build_requests(task: Task, tokenizer: Any, max_length: int = 2048) -> list[R
         for c, choice in enumerate(item.choices):
             ctx, cont = encode_pair(tokenizer, item.context, task.delimiter + choice)
             if not cont:
-                raise ValueError(f"item {item.id!r} choice {c} ({choice!r}) encodes to no tokens "
-                                 "after its context")
-            whole = (ctx + cont)[-(max_length + 1):]
+                raise ValueError(
+                    f"item {item.id!r} choice {c} ({choice!r}) encodes to no tokens "
+                    "after its context"
+                )
+            whole = (ctx + cont)[-(max_length + 1) :]
             n_scored = min(len(cont), len(whole) - 1)
             requests.append(Request(i, c, tuple(whole[:-1]), tuple(cont[-n_scored:])))
     return requests

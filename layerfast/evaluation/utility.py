@@ -2,10 +2,11 @@
 
 ``acc`` argmax of the summed log-prob; ``acc_norm`` argmax of the sum divided by the choice's
 length in characters; ``acc_bytes`` divided by its UTF-8 length (all as lm-evaluation-harness's
-``process_results``, ties to the first choice like ``np.argmax``); ``logprob`` the mean over items of
-the gold continuation's summed log-prob (nats); ``margin`` the mean over items of gold minus the
+``process_results``, ties to the first choice like ``np.argmax``); ``logprob`` the mean over items
+of the gold continuation's summed log-prob (nats); ``margin`` the mean over items of gold minus the
 best other choice (nats). The last two are smooth: far lower-variance Shapley estimates.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,15 +33,22 @@ class Scorer:
         self.offsets = np.concatenate([[0], np.cumsum(self.n_choices)])
         self.gold = np.array([it.gold for it in task.items])
         self.chars = np.array([float(len(c)) for it in task.items for c in it.choices])
-        self.bytes = np.array([float(len(c.encode("utf-8"))) for it in task.items for c in it.choices])
+        self.bytes = np.array(
+            [float(len(c.encode("utf-8"))) for it in task.items for c in it.choices]
+        )
 
     def _per_item(self, values: np.ndarray) -> list[np.ndarray]:
         return [values[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
     def predictions(self, loglik: np.ndarray, utility: str = "acc") -> np.ndarray:
         """Predicted choice per item, int [n_items]."""
-        scaled = {"acc": loglik, "acc_norm": loglik / self.chars, "acc_bytes": loglik / self.bytes,
-                  "logprob": loglik, "margin": loglik}[check_utility(utility)]
+        scaled = {
+            "acc": loglik,
+            "acc_norm": loglik / self.chars,
+            "acc_bytes": loglik / self.bytes,
+            "logprob": loglik,
+            "margin": loglik,
+        }[check_utility(utility)]
         return np.array([int(np.argmax(v)) for v in self._per_item(scaled)])
 
     def per_item(self, loglik: np.ndarray, utility: str) -> np.ndarray:

@@ -12,6 +12,7 @@ harness does):
 
 total = nll + weight * infonce, averaged over a batch of items drawn with a seeded generator.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,8 +42,10 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0:
-            raise UsageError(f"invalid fine-tuning config {self}: steps must be >= 0, "
-                             "batch_size >= 1, lr and temperature > 0")
+            raise UsageError(
+                f"invalid fine-tuning config {self}: steps must be >= 0, "
+                "batch_size >= 1, lr and temperature > 0"
+            )
 
 
 def trainable_parameters(model: SublayerModel, blocks: Sequence[int]) -> list[torch.nn.Parameter]:
@@ -50,8 +53,9 @@ def trainable_parameters(model: SublayerModel, blocks: Sequence[int]) -> list[to
     layers = model.adapter.layers()
     bad = [b for b in blocks if not 0 <= b < len(layers)]
     if bad or not len(blocks):
-        raise UsageError(f"blocks must be a non-empty subset of 0..{len(layers) - 1}, "
-                         f"got {list(blocks)}")
+        raise UsageError(
+            f"blocks must be a non-empty subset of 0..{len(layers) - 1}, got {list(blocks)}"
+        )
     for p in model.hf_model.parameters():
         p.requires_grad_(False)
     params = []
@@ -62,8 +66,13 @@ def trainable_parameters(model: SublayerModel, blocks: Sequence[int]) -> list[to
     return params
 
 
-def finetune(model: SublayerModel, train: Task, blocks: Sequence[int],
-             config: FinetuneConfig = FinetuneConfig(), progress: bool = False) -> tuple[SublayerModel, list[dict]]:
+def finetune(
+    model: SublayerModel,
+    train: Task,
+    blocks: Sequence[int],
+    config: FinetuneConfig = FinetuneConfig(),
+    progress: bool = False,
+) -> tuple[SublayerModel, list[dict]]:
     """Fine-tune a deep copy of ``model`` (the original is untouched); returns it (in eval mode)
     and the per-step losses."""
     tuned = load(copy.deepcopy(model.hf_model), tokenizer=model.tokenizer)
@@ -80,12 +89,18 @@ def finetune(model: SublayerModel, train: Task, blocks: Sequence[int],
     torch.manual_seed(config.seed)
     hf.eval()  # no dropout: the comparison between layer choices should not depend on it
     log = []
-    steps = progress_bar(range(config.steps), desc=f"fine-tune blocks {list(blocks)}", unit="step",
-                         enabled=progress)
+    steps = progress_bar(
+        range(config.steps), desc=f"fine-tune blocks {list(blocks)}", unit="step", enabled=progress
+    )
     for step in steps:
         items = rng.choice(len(train), size=min(config.batch_size, len(train)), replace=False)
-        nll, nce = batch_loss(tuned, [by_item[i] for i in items], [gold[i] for i in items],
-                              out_emb, config.temperature)
+        nll, nce = batch_loss(
+            tuned,
+            [by_item[i] for i in items],
+            [gold[i] for i in items],
+            out_emb,
+            config.temperature,
+        )
         loss = nll + config.weight * nce
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -97,23 +112,31 @@ def finetune(model: SublayerModel, train: Task, blocks: Sequence[int],
     return tuned, log
 
 
-def batch_loss(model: SublayerModel, item_requests: list[list], gold: list[int],
-               out_emb: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(
+    model: SublayerModel,
+    item_requests: list[list],
+    gold: list[int],
+    out_emb: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean NLL of the gold continuations, mean InfoNCE over choices) for a batch of items."""
     gold_reqs = [reqs[g] for reqs, g in zip(item_requests, gold, strict=True)]
     ids, mask = pad_right([list(r.input_ids) for r in gold_reqs])  # [B, T]
     ids, mask = ids.to(model.device), mask.to(model.device)
-    hidden = model.hf_model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # [B, T, d]
+    hidden = model.hf_model.base_model(
+        input_ids=ids, attention_mask=mask, use_cache=False
+    ).last_hidden_state  # [B, T, d]
     head = model.hf_model.get_output_embeddings()
     nlls, nces = [], []
     for row, (r, reqs, g) in enumerate(zip(gold_reqs, item_requests, gold, strict=True)):
         length, n_target = len(r.input_ids), len(r.targets)
-        h = hidden[row, length - n_target:length]  # [C, d] positions predicting the answer
+        h = hidden[row, length - n_target : length]  # [C, d] positions predicting the answer
         logp = F.log_softmax(head(h).float(), dim=-1)  # [C, V]
         targets = torch.tensor(r.targets, device=h.device)
         nlls.append(-logp.gather(1, targets[:, None]).mean())
-        choices = torch.stack([out_emb[torch.tensor(c.targets, device=h.device)].mean(0)
-                               for c in reqs])  # [n_choices, d]
+        choices = torch.stack(
+            [out_emb[torch.tensor(c.targets, device=h.device)].mean(0) for c in reqs]
+        )  # [n_choices, d]
         sim = F.cosine_similarity(h[0][None].float(), choices.float(), dim=-1) / temperature
         nces.append(F.cross_entropy(sim[None], torch.tensor([g], device=h.device)))
     return torch.stack(nlls).mean(), torch.stack(nces).mean()

@@ -17,6 +17,7 @@ AVSS^G_b = AV^G_b / AS^G_b (NaN where AS^G_b = 0). Per block:
 
 Each score has a percentile bootstrap interval over items (resampled within each group).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,36 +58,51 @@ def split_by_outcome(correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(indices of group C, indices of group H) from per-item correctness [n_items] (1 = right)."""
     correct = np.asarray(correct)
     if correct.ndim != 1 or not np.isin(correct, (0, 1)).all():
-        raise UsageError(f"correct must be a 1-D array of 0/1 per item, got shape "
-                         f"{correct.shape} with values {np.unique(correct)[:5].tolist()}")
+        raise UsageError(
+            f"correct must be a 1-D array of 0/1 per item, got shape "
+            f"{correct.shape} with values {np.unique(correct)[:5].tolist()}"
+        )
     return np.flatnonzero(correct == 1), np.flatnonzero(correct == 0)
 
 
 @torch.inference_mode()
-def item_stats(model: SublayerModel, requests: Sequence[Request], eps: float = 1e-5,
-               relative: bool = False, backend: str = "auto", batch_size: int = 16,
-               progress: bool = True) -> dict[str, ItemStats]:
+def item_stats(
+    model: SublayerModel,
+    requests: Sequence[Request],
+    eps: float = 1e-5,
+    relative: bool = False,
+    backend: str = "auto",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, ItemStats]:
     """Per-item, per-block statistics of each request's sequence, for both scopes, in one forward
     pass per batch (the statistics kernels of ``lf.stats``, one call per item and scope)."""
     backend = resolve(backend, model.device, model.dtype)
     n, n_blocks = len(requests), model.n_blocks
     out = {s: ItemStats(*(np.zeros((n, n_blocks)) for _ in range(4))) for s in SCOPES}
     starts = range(0, n, batch_size)
-    starts = progress_bar(starts, desc="EAVSS statistics", unit="batch",
-                          enabled=progress and len(starts) > 1)
+    starts = progress_bar(
+        starts, desc="EAVSS statistics", unit="batch", enabled=progress and len(starts) > 1
+    )
     for start in starts:
-        chunk = requests[start:start + batch_size]
+        chunk = requests[start : start + batch_size]
         ids, seq_mask = pad_right([list(r.input_ids) for r in chunk])  # [B, T] each
         ans_mask = torch.zeros_like(seq_mask)
         for row, r in enumerate(chunk):  # the answer is scored at the last len(targets) positions
             length = len(r.input_ids)
-            ans_mask[row, length - len(r.targets):length] = 1
+            ans_mask[row, length - len(r.targets) : length] = 1
         masks = {"answer": ans_mask.to(model.device), "sequence": seq_mask.to(model.device)}
         for block, x_in, x_out in block_streams(model, ids, seq_mask):
             for row in range(len(chunk)):
                 for scope, mask in masks.items():
-                    acc = block_stats(x_in[row:row + 1], x_out[row:row + 1], mask[row:row + 1],
-                                      eps, relative, backend)
+                    acc = block_stats(
+                        x_in[row : row + 1],
+                        x_out[row : row + 1],
+                        mask[row : row + 1],
+                        eps,
+                        relative,
+                        backend,
+                    )
                     st, i = out[scope], start + row
                     st.av[i, block] = acc["av_sum"]
                     st.small[i, block] = acc["small"]
@@ -116,8 +132,14 @@ def group_scores(st: ItemStats, h_idx: np.ndarray, c_idx: np.ndarray) -> dict[st
     return out
 
 
-def bootstrap(st: ItemStats, h_idx: np.ndarray, c_idx: np.ndarray, n_boot: int = 1000,
-              seed: int = 0, level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def bootstrap(
+    st: ItemStats,
+    h_idx: np.ndarray,
+    c_idx: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Percentile intervals (lo, hi) per block for HSAV, HSS and EAVSS: items resampled with
     replacement within each group. NaN where fewer than half the resamples define the score."""
     rng = np.random.default_rng(seed)
@@ -172,12 +194,19 @@ class EAVSSResult:
 
     def to_dict(self) -> dict:
         return {
-            "utility": self.utility, "dtype": self.dtype, "eps": self.eps, "relative": self.relative,
-            "backend": self.backend, "level": self.level,
-            "n_correct": int(self.correct.sum()), "n_wrong": int(len(self.correct) - self.correct.sum()),
+            "utility": self.utility,
+            "dtype": self.dtype,
+            "eps": self.eps,
+            "relative": self.relative,
+            "backend": self.backend,
+            "level": self.level,
+            "n_correct": int(self.correct.sum()),
+            "n_wrong": int(len(self.correct) - self.correct.sum()),
             "scopes": {s: {k: v.tolist() for k, v in sc.items()} for s, sc in self.scopes.items()},
-            "intervals": {s: {k: [lo.tolist(), hi.tolist()] for k, (lo, hi) in iv.items()}
-                          for s, iv in self.intervals.items()},
+            "intervals": {
+                s: {k: [lo.tolist(), hi.tolist()] for k, (lo, hi) in iv.items()}
+                for s, iv in self.intervals.items()
+            },
             **self.meta,
         }
 
@@ -188,9 +217,20 @@ def _check_scope(scope: str) -> str:
     return scope
 
 
-def eavss(model: SublayerModel, task, utility: str = "acc_norm", stats_dtype=None,
-          eps: float = 1e-5, relative: bool = False, backend: str = "auto", n_boot: int = 1000,
-          seed: int = 0, batch_size: int = 16, progress: bool = True, game=None) -> EAVSSResult:
+def eavss(
+    model: SublayerModel,
+    task,
+    utility: str = "acc_norm",
+    stats_dtype=None,
+    eps: float = 1e-5,
+    relative: bool = False,
+    backend: str = "auto",
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+    game=None,
+) -> EAVSSResult:
     """Split ``task``'s items by whether the full model answers them right (``utility``: acc,
     acc_norm or acc_bytes), then score every block (see the module docstring).
 
@@ -202,27 +242,49 @@ def eavss(model: SublayerModel, task, utility: str = "acc_norm", stats_dtype=Non
     from ..evaluation.utility import ACCURACY_UTILITIES
 
     if utility not in ACCURACY_UTILITIES:
-        raise UsageError(f"utility must be one of {ACCURACY_UTILITIES} (a right/wrong split), "
-                         f"got {utility!r}")
+        raise UsageError(
+            f"utility must be one of {ACCURACY_UTILITIES} (a right/wrong split), got {utility!r}"
+        )
     game = game or Game(model, task, utility=utility, progress=progress)
     loglik = game.loglik(game.full_mask()[None])[0]
     predictions = game.scorer.predictions(loglik, utility)
     correct = (predictions == game.scorer.gold).astype(int)
     c_idx, h_idx = split_by_outcome(correct)
     if not len(c_idx) or not len(h_idx):
-        raise UsageError(f"the model answers {len(c_idx)} of {len(correct)} items right: both "
-                         "groups need items (use a harder or easier task, or more items)")
+        raise UsageError(
+            f"the model answers {len(c_idx)} of {len(correct)} items right: both "
+            "groups need items (use a harder or easier task, or more items)"
+        )
     stats_model = copy_as(model, stats_dtype) if stats_dtype else model
     reqs = answer_requests(game.requests, predictions)
-    per_scope = item_stats(stats_model, reqs, eps=eps, relative=relative, backend=backend,
-                           batch_size=batch_size, progress=progress)
+    per_scope = item_stats(
+        stats_model,
+        reqs,
+        eps=eps,
+        relative=relative,
+        backend=backend,
+        batch_size=batch_size,
+        progress=progress,
+    )
     scores = {s: group_scores(st, h_idx, c_idx) for s, st in per_scope.items()}
-    intervals = {s: bootstrap(st, h_idx, c_idx, n_boot=n_boot, seed=seed)
-                 for s, st in per_scope.items()}
+    intervals = {
+        s: bootstrap(st, h_idx, c_idx, n_boot=n_boot, seed=seed) for s, st in per_scope.items()
+    }
     nonfinite = {s: int(st.nonfinite.sum()) for s, st in per_scope.items()}
     return EAVSSResult(
-        scopes=scores, intervals=intervals, correct=correct, predictions=predictions,
-        utility=utility, dtype=str(stats_model.dtype).replace("torch.", ""), eps=eps,
-        relative=relative, backend=resolve(backend, stats_model.device, stats_model.dtype),
-        meta={"task": task.name, "n_items": len(correct), "nonfinite": nonfinite,
-              "accuracy": float(correct.mean())})
+        scopes=scores,
+        intervals=intervals,
+        correct=correct,
+        predictions=predictions,
+        utility=utility,
+        dtype=str(stats_model.dtype).replace("torch.", ""),
+        eps=eps,
+        relative=relative,
+        backend=resolve(backend, stats_model.device, stats_model.dtype),
+        meta={
+            "task": task.name,
+            "n_items": len(correct),
+            "nonfinite": nonfinite,
+            "accuracy": float(correct.mean()),
+        },
+    )

@@ -11,6 +11,7 @@ The residual state between sublayers is a tensor ``h`` of shape [B, T, d] for se
 models. Parallel-residual models (GPT-J/NeoX) keep a :class:`ParallelState` instead, because both
 branches of a block read the block input.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -27,8 +28,18 @@ from ..errors import UsageError
 PLAYER_KINDS = ("attn", "mlp")
 
 # Keyword arguments a decoder layer receives that a branch must not see: we run without a KV cache.
-_CACHE_KWARGS = frozenset({"cache", "past_key_values", "layer_past", "past_key_value", "use_cache",
-                           "encoder_hidden_states", "encoder_attention_mask", "output_attentions"})
+_CACHE_KWARGS = frozenset(
+    {
+        "cache",
+        "past_key_values",
+        "layer_past",
+        "past_key_value",
+        "use_cache",
+        "encoder_hidden_states",
+        "encoder_attention_mask",
+        "output_attentions",
+    }
+)
 
 
 @dataclass
@@ -90,11 +101,16 @@ class Adapter:
             raise UsageError(f"unknown sublayer kind {kind!r}; choose from {list(PLAYER_KINDS)}")
         module = self.branch_modules(layer)[PLAYER_KINDS.index(kind)]
         names = self.output_projection_names[kind]
-        found = [(n, p) for n, p in module.named_parameters()
-                 if any(part in names for part in n.split("."))]
+        found = [
+            (n, p)
+            for n, p in module.named_parameters()
+            if any(part in names for part in n.split("."))
+        ]
         if not found:
-            raise ValueError(f"{type(self).__name__}: no output projection ({', '.join(names)}) "
-                             f"in the {kind} branch {type(module).__name__}")
+            raise ValueError(
+                f"{type(self).__name__}: no output projection ({', '.join(names)}) "
+                f"in the {kind} branch {type(module).__name__}"
+            )
         return found
 
     def uses_moe(self, layer: nn.Module) -> bool:
@@ -132,7 +148,9 @@ class Adapter:
         in their new order. Default: none."""
 
     # --- the two branches ----------------------------------------------------------------------
-    def attn_branch(self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    def attn_branch(
+        self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]
+    ) -> torch.Tensor:
         """f_attn(h): [B, T, d] -> [B, T, d], the term added to the residual stream."""
         raise NotImplementedError
 
@@ -150,8 +168,9 @@ class Adapter:
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
-    def branch_kwargs(layer: nn.Module, hidden: torch.Tensor, args: tuple,
-                      kwargs: dict[str, Any]) -> dict[str, Any]:
+    def branch_kwargs(
+        layer: nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         """Name the arguments a decoder layer was called with, minus the hidden state and cache."""
         signature = inspect.signature(type(layer).forward)
         bound = signature.bind(layer, hidden, *args, **kwargs)
@@ -163,8 +182,9 @@ class Adapter:
             elif kind is not inspect.Parameter.VAR_POSITIONAL:
                 named[name] = value
         first = list(signature.parameters)[1]  # the hidden-state parameter, after self
-        return {k: v for k, v in named.items()
-                if k not in _CACHE_KWARGS and k not in ("self", first)}
+        return {
+            k: v for k, v in named.items() if k not in _CACHE_KWARGS and k not in ("self", first)
+        }
 
 
 _REGISTRY: dict[str, type[Adapter]] = {}

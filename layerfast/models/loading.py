@@ -4,6 +4,7 @@ Packaged models come from pip archives (see :mod:`layerfast.assets`), are de-qua
 once (about 20-40 s) and cached as safetensors under ``<cache>/models/<name>``, so later loads take
 about a second. Nothing is fetched from a model hub.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,16 @@ PACKAGED = {
 }
 DEFAULT_MODEL = "smollm2-135m"
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16, "half": torch.float16}
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -41,8 +49,12 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise UsageError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
-def load(model: str | os.PathLike | nn.Module = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
-         device: str | torch.device | None = None, tokenizer: Any = None) -> SublayerModel:
+def load(
+    model: str | os.PathLike | nn.Module = DEFAULT_MODEL,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    tokenizer: Any = None,
+) -> SublayerModel:
     """Load a causal LM as a :class:`SublayerModel`.
 
     Args:
@@ -102,8 +114,9 @@ def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
     gguf = assets.fetch(asset)
     print(f"layerfast: converting {gguf.name} to safetensors in {folder} (once)...", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                    dtype=torch.float32)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     # The weights are already de-quantised to fp32; forget the GGUF quantiser so the folder
     # loads as an ordinary model.
     if hasattr(hf_model, "hf_quantizer"):
@@ -122,7 +135,9 @@ def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
 def _load_folder(folder: Path, dtype: torch.dtype | None, tokenizer: Any):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or "auto", local_files_only=True)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype or "auto", local_files_only=True
+    )
     if tokenizer is None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

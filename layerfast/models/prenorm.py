@@ -6,6 +6,7 @@ parts ``self_attn``, ``mlp``, ``input_layernorm`` and ``post_attention_layernorm
 projections are ``o_proj`` and ``down_proj`` (an MoE block has one ``down_proj`` per expert, plus
 its shared expert's on Qwen2-MoE).
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -18,11 +19,22 @@ from .adapter import Adapter, register
 
 @register
 class PreNormAdapter(Adapter):
-    model_types = ("llama", "mistral", "qwen2", "qwen3", "phi3", "mixtral", "qwen2_moe", "olmoe",
-                   "qwen3_moe")
+    model_types = (
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "phi3",
+        "mixtral",
+        "qwen2_moe",
+        "olmoe",
+        "qwen3_moe",
+    )
     branch_names = ("self_attn", "mlp")
     output_projection_names: ClassVar[dict[str, tuple[str, ...]]] = {
-        "attn": ("o_proj",), "mlp": ("down_proj",)}
+        "attn": ("o_proj",),
+        "mlp": ("down_proj",),
+    }
 
     def renumber_config(self, config: Any, kept: list[nn.Module]) -> None:
         if getattr(config, "mlp_only_layers", None) is not None:
@@ -32,7 +44,9 @@ class PreNormAdapter(Adapter):
             if hasattr(config, "decoder_sparse_step"):
                 config.decoder_sparse_step = 1
 
-    def attn_branch(self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    def attn_branch(
+        self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]
+    ) -> torch.Tensor:
         out, _ = layer.self_attn(hidden_states=layer.input_layernorm(h), **kwargs)
         return out
 

@@ -16,6 +16,7 @@ the lowest scores; ``rule="cumulative"`` sorts the units by score, normalises th
 (The AVSS authors' script accumulates before sorting, which selects early layers rather than
 low-scored ones; here the rule is applied after sorting.) Higher score = more important.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,12 @@ RULES = ("lowest", "cumulative")
 UNITS = ("block", "sublayer")
 
 
-def select(scores: Sequence[float], fraction: float | None = 0.25, k: int | None = None,
-           rule: str = "lowest") -> list[int]:
+def select(
+    scores: Sequence[float],
+    fraction: float | None = 0.25,
+    k: int | None = None,
+    rule: str = "lowest",
+) -> list[int]:
     """Indices of the units to remove, sorted (see the module docstring).
 
     scores: float [n_units], higher = more important. ``k`` (rule "lowest" only) overrides
@@ -43,8 +48,10 @@ def select(scores: Sequence[float], fraction: float | None = 0.25, k: int | None
     if s.ndim != 1 or not len(s):
         raise UsageError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
     if np.isnan(s).any():
-        raise UsageError(f"scores hold NaN at units {np.flatnonzero(np.isnan(s)).tolist()} "
-                         "(e.g. AVSS where AS = 0): choose another score or fill them first")
+        raise UsageError(
+            f"scores hold NaN at units {np.flatnonzero(np.isnan(s)).tolist()} "
+            "(e.g. AVSS where AS = 0): choose another score or fill them first"
+        )
     if rule not in RULES:
         raise UsageError(f"unknown rule {rule!r}; choose 'lowest' or 'cumulative'")
     order = np.argsort(s, kind="stable")
@@ -59,14 +66,22 @@ def select(scores: Sequence[float], fraction: float | None = 0.25, k: int | None
     if fraction is None or not 0 <= fraction <= 1:
         raise UsageError(f"the cumulative rule needs a fraction in [0, 1], got {fraction}")
     if s.min() < 0:
-        raise UsageError(f"the cumulative rule needs non-negative scores, got {s.min():g} "
-                         f"at unit {int(s.argmin())}")
+        raise UsageError(
+            f"the cumulative rule needs non-negative scores, got {s.min():g} "
+            f"at unit {int(s.argmin())}"
+        )
     share = np.cumsum(s[order]) / s.sum()
-    return sorted(order[:int(np.searchsorted(share, fraction, side="right"))].tolist())
+    return sorted(order[: int(np.searchsorted(share, fraction, side="right"))].tolist())
 
 
-def prune(model: SublayerModel, scores: Sequence[float], fraction: float | None = 0.25,
-          k: int | None = None, unit: str = "block", rule: str = "lowest") -> nn.Module:
+def prune(
+    model: SublayerModel,
+    scores: Sequence[float],
+    fraction: float | None = 0.25,
+    k: int | None = None,
+    unit: str = "block",
+    rule: str = "lowest",
+) -> nn.Module:
     """A pruned deep copy of ``model.hf_model`` (the original is untouched).
 
     scores: one per block (unit="block", length n_blocks) or per player (unit="sublayer",
@@ -76,8 +91,10 @@ def prune(model: SublayerModel, scores: Sequence[float], fraction: float | None 
     if unit not in UNITS:
         raise UsageError(f"unit must be 'block' or 'sublayer', got {unit!r}")
     if len(scores) != expected[unit]:
-        raise UsageError(f"{unit} scores need length {expected[unit]} (one per {unit} of "
-                         f"{model.name}), got {len(scores)}")
+        raise UsageError(
+            f"{unit} scores need length {expected[unit]} (one per {unit} of "
+            f"{model.name}), got {len(scores)}"
+        )
     removed = select(scores, fraction, k, rule)
     hf = copy.deepcopy(model.hf_model)
     pruned = SublayerModel(hf)  # the same adapter locates the parts of the copy

@@ -4,6 +4,7 @@ The post-norm belongs to the branch, so switching a player off drops the post-no
 Gemma's embedding scaling happens inside its embedding module, before the first sublayer, and
 its final logit soft-capping is applied by :meth:`Adapter.logits`.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -20,13 +21,17 @@ class SandwichNormAdapter(Adapter):
     branch_names = ("self_attn", "mlp")
     # Zeroing these zeroes the branch: the RMS post-norm maps 0 to 0.
     output_projection_names: ClassVar[dict[str, tuple[str, ...]]] = {
-        "attn": ("o_proj",), "mlp": ("down_proj",)}
+        "attn": ("o_proj",),
+        "mlp": ("down_proj",),
+    }
 
     def base_model(self) -> nn.Module:
         base = self.hf_model.base_model
         return getattr(base, "language_model", base)
 
-    def attn_branch(self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    def attn_branch(
+        self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]
+    ) -> torch.Tensor:
         out, _ = layer.self_attn(hidden_states=layer.input_layernorm(h), **kwargs)
         return layer.post_attention_layernorm(out)
 

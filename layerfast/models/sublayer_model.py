@@ -11,6 +11,7 @@ yields the embeddings (with whatever scaling, positions and dropout the architec
 for every layer, the exact keyword arguments HF would pass it (attention mask for its attention
 type, rotary cos/sin, position ids). The cost is the embedding lookup and mask construction only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,8 +92,10 @@ class SublayerModel(nn.Module):
     def block_of(self, player: int) -> tuple[int, str]:
         """(block index, kind) of player index ``player``, e.g. 3 -> (1, 'mlp')."""
         if not 0 <= player < self.n_players:
-            raise UsageError(f"player {player} out of range: the model has {self.n_players} "
-                             f"players ({self.players[0]}..{self.players[-1]})")
+            raise UsageError(
+                f"player {player} out of range: the model has {self.n_players} "
+                f"players ({self.players[0]}..{self.players[-1]})"
+            )
         block, kind = divmod(player, len(self.PLAYER_KINDS))
         return block, self.PLAYER_KINDS[kind]
 
@@ -116,8 +119,12 @@ class SublayerModel(nn.Module):
 
     # --- the forward loop, in pieces ------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> LayerInputs:
+    def prepare(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> LayerInputs:
         """Embeddings [B, T, d] and each block's branch arguments for input_ids [B, T].
 
         attention_mask: [B, T] (1 = real token), or a model-ready 4D mask [B, 1, T, T];
@@ -125,7 +132,8 @@ class SublayerModel(nn.Module):
         """
         if input_ids.ndim != 2:
             raise UsageError(
-                f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
+                f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}"
+            )
         input_ids = input_ids.to(self.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -136,6 +144,7 @@ class SublayerModel(nn.Module):
             def forward(hidden_states, *args, **kwargs):
                 records[i] = (hidden_states, args, kwargs)
                 return hidden_states
+
             return forward
 
         # A layer may already carry an instance-level forward (accelerate hooks do): put it back.
@@ -143,9 +152,12 @@ class SublayerModel(nn.Module):
         for i, layer in enumerate(self.blocks):
             layer.forward = recorder(i)
         try:
-            self.adapter.base_model()(input_ids=input_ids, attention_mask=attention_mask,
-                                      position_ids=None if position_ids is None else position_ids.to(self.device),
-                                      use_cache=False)
+            self.adapter.base_model()(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=None if position_ids is None else position_ids.to(self.device),
+                use_cache=False,
+            )
         finally:
             for layer, forward in zip(self.blocks, saved, strict=True):
                 if forward is None:
@@ -153,8 +165,10 @@ class SublayerModel(nn.Module):
                 else:
                     layer.forward = forward
         embeddings = records[0][0]
-        layer_kwargs = [self.adapter.branch_kwargs(layer, rec[0], rec[1], rec[2])
-                        for layer, rec in zip(self.blocks, records, strict=True)]
+        layer_kwargs = [
+            self.adapter.branch_kwargs(layer, rec[0], rec[1], rec[2])
+            for layer, rec in zip(self.blocks, records, strict=True)
+        ]
         return LayerInputs(embeddings, layer_kwargs, attention_mask)
 
     def initial_state(self, inputs: LayerInputs) -> State:
@@ -202,8 +216,9 @@ class SublayerModel(nn.Module):
         return self.adapter.logits(hidden)
 
     # --- the whole forward ---------------------------------------------------------------------
-    def hidden_states(self, input_ids: torch.Tensor, keep=None,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, keep=None, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Final-normed hidden states [B, T, d] with only the kept players run."""
         kept = self.keep_mask(keep)
         inputs = self.prepare(input_ids, attention_mask)
@@ -212,8 +227,9 @@ class SublayerModel(nn.Module):
             state = self.step(j, state, inputs, kept[j])
         return self.final_hidden(state)
 
-    def forward(self, input_ids: torch.Tensor, keep=None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, keep=None, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits [B, T, V] for input_ids [B, T]; keep: bool [n_players], None = all kept."""
         return self.logits(self.hidden_states(input_ids, keep, attention_mask))
 
@@ -235,5 +251,7 @@ class SublayerModel(nn.Module):
         return self._fingerprint
 
     def __repr__(self) -> str:
-        return (f"SublayerModel({self.name!r}, {type(self.hf_model).__name__}, "
-                f"{self.n_blocks} blocks, {self.n_players} players, {self.dtype})")
+        return (
+            f"SublayerModel({self.name!r}, {type(self.hf_model).__name__}, "
+            f"{self.n_blocks} blocks, {self.n_players} players, {self.dtype})"
+        )

@@ -13,6 +13,19 @@ from .files import (
 from .plots import plot_ablation, plot_blocks, plot_convergence, plot_shapley
 from .tables import ablation_table, finetune_table, markdown_summary
 
-__all__ = ["ablation_table", "environment", "finetune_table", "markdown_summary",
-           "plot_ablation", "plot_blocks", "plot_convergence", "plot_shapley", "save_ablation",
-           "save_convergence", "save_shapley", "to_jsonable", "write_csv", "write_json"]
+__all__ = [
+    "ablation_table",
+    "environment",
+    "finetune_table",
+    "markdown_summary",
+    "plot_ablation",
+    "plot_blocks",
+    "plot_convergence",
+    "plot_shapley",
+    "save_ablation",
+    "save_convergence",
+    "save_shapley",
+    "to_jsonable",
+    "write_csv",
+    "write_json",
+]

@@ -31,18 +31,23 @@ def environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
 
 
 def to_jsonable(obj: Any) -> Any:
     """``obj`` with numpy arrays and scalars as lists and numbers, tuples as lists, and NaN/±inf
     as None, recursively through dicts and lists. Other types are returned as they are."""
     if isinstance(obj, dict):
-        return {(k.item() if isinstance(k, np.generic) else k): to_jsonable(v)
-                for k, v in obj.items()}
+        return {
+            (k.item() if isinstance(k, np.generic) else k): to_jsonable(v) for k, v in obj.items()
+        }
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, (np.ndarray, np.generic)):
@@ -76,28 +81,44 @@ def save_ablation(out: Path, abl: AblationResult, meta: dict) -> list[Path]:
     """``ablation.json``, ``ablation.csv`` and ``ablation.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     title = f"{meta.get('model', '')} on {meta.get('task', '')}: single-sublayer ablation"
-    return [write_json(out / "ablation.json", {**meta, **abl.to_dict()}),
-            write_csv(out / "ablation.csv", abl.rows()),
-            plot_ablation(abl.players, abl.values, abl.full, abl.chance, out / "ablation.png",
-                          title=title, utility=abl.utility)]
+    return [
+        write_json(out / "ablation.json", {**meta, **abl.to_dict()}),
+        write_csv(out / "ablation.csv", abl.rows()),
+        plot_ablation(
+            abl.players,
+            abl.values,
+            abl.full,
+            abl.chance,
+            out / "ablation.png",
+            title=title,
+            utility=abl.utility,
+        ),
+    ]
 
 
 def save_shapley(out: Path, res: Any, meta: dict, stem: str = "shapley") -> list[Path]:
     """``STEM.json``, ``STEM.csv`` and ``STEM.png`` in ``out`` for a ShapleyResult ``res``."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = [{"player": p, "value": float(v), "stderr": float(s)}
-            for p, v, s in zip(res.players, res.values, res.stderr, strict=True)]
+    rows = [
+        {"player": p, "value": float(v), "stderr": float(s)}
+        for p, v, s in zip(res.players, res.values, res.stderr, strict=True)
+    ]
     title = f"{meta.get('model', '')} on {meta.get('task', '')}: {res.method} Shapley"
-    return [write_json(out / f"{stem}.json", {**meta, **res.to_dict()}),
-            write_csv(out / f"{stem}.csv", rows),
-            plot_shapley(res.players, res.values, res.stderr, out / f"{stem}.png", title=title)]
+    return [
+        write_json(out / f"{stem}.json", {**meta, **res.to_dict()}),
+        write_csv(out / f"{stem}.csv", rows),
+        plot_shapley(res.players, res.values, res.stderr, out / f"{stem}.png", title=title),
+    ]
 
 
-def save_convergence(out: Path, records: list[dict], meta: dict,
-                     players: Sequence | None = None) -> list[Path]:
+def save_convergence(
+    out: Path, records: list[dict], meta: dict, players: Sequence | None = None
+) -> list[Path]:
     """``convergence.png`` (estimates vs budget) and ``convergence.json`` in ``out``."""
-    return [Path(plot_convergence(records, out / "convergence.png", players=players)),
-            write_json(out / "convergence.json", {**meta, "records": records})]
+    return [
+        Path(plot_convergence(records, out / "convergence.png", players=players)),
+        write_json(out / "convergence.json", {**meta, "records": records}),
+    ]
 
 
 def avss_rows(st: dict, n_blocks: int) -> list[dict]:
@@ -108,45 +129,77 @@ def avss_rows(st: dict, n_blocks: int) -> list[dict]:
 def save_avss(out: Path, st: dict, model_name: str, n_blocks: int, eps: float) -> list[Path]:
     """``avss.json``, ``avss.csv`` and ``avss.png`` (NAVSS per block) in ``out``."""
     payload = {"model": model_name, "environment": environment(), **st}
-    return [write_json(out / "avss.json", payload),
-            write_csv(out / "avss.csv", avss_rows(st, n_blocks)),
-            plot_blocks(st["navss"], out / "avss.png", ylabel="NAVSS",
-                        title=f"{model_name}: NAVSS per block ({st['dtype']}, eps={eps})")]
+    return [
+        write_json(out / "avss.json", payload),
+        write_csv(out / "avss.csv", avss_rows(st, n_blocks)),
+        plot_blocks(
+            st["navss"],
+            out / "avss.png",
+            ylabel="NAVSS",
+            title=f"{model_name}: NAVSS per block ({st['dtype']}, eps={eps})",
+        ),
+    ]
 
 
 def save_prune(out: Path, result: dict, model_name: str) -> list[Path]:
     """``prune.json`` (``result`` holds ``by``, ``scores``, ``removed``, ...) and ``prune.png``."""
     by = result["by"]
-    return [write_json(out / "prune.json", result),
-            plot_blocks(result["scores"], out / "prune.png", ylabel=by, highlight=result["removed"],
-                        title=f"{model_name}: {by} per block (removed: grey)")]
+    return [
+        write_json(out / "prune.json", result),
+        plot_blocks(
+            result["scores"],
+            out / "prune.png",
+            ylabel=by,
+            highlight=result["removed"],
+            title=f"{model_name}: {by} per block (removed: grey)",
+        ),
+    ]
 
 
 def eavss_rows(res: Any) -> list[dict]:
     """One dict per (scope, block) of an EAVSSResult: the scores and their interval bounds."""
-    return [{"scope": s, "block": b,
-             **{k: float(res.scopes[s][k][b]) for k in EAVSS_COLUMNS},
-             **{f"{k}_lo": float(res.intervals[s][k][0][b]) for k in EAVSS_INTERVALS},
-             **{f"{k}_hi": float(res.intervals[s][k][1][b]) for k in EAVSS_INTERVALS}}
-            for s in res.scopes for b in range(res.n_blocks)]
+    return [
+        {
+            "scope": s,
+            "block": b,
+            **{k: float(res.scopes[s][k][b]) for k in EAVSS_COLUMNS},
+            **{f"{k}_lo": float(res.intervals[s][k][0][b]) for k in EAVSS_INTERVALS},
+            **{f"{k}_hi": float(res.intervals[s][k][1][b]) for k in EAVSS_INTERVALS},
+        }
+        for s in res.scopes
+        for b in range(res.n_blocks)
+    ]
 
 
-def save_eavss(out: Path, res: Any, meta: dict, scope: str, k: int, model_name: str,
-               wall_s: float) -> list[Path]:
+def save_eavss(
+    out: Path, res: Any, meta: dict, scope: str, k: int, model_name: str, wall_s: float
+) -> list[Path]:
     """``eavss.json``, ``eavss.csv`` and ``eavss.png`` (EAVSS per block of ``scope`` with its
     intervals, the top ``k`` blocks in grey) in ``out``; ``wall_s`` in seconds."""
-    title = (f"{model_name}: EAVSS per block ({scope} positions, {int(res.correct.sum())} right / "
-             f"{int((1 - res.correct).sum())} wrong, {res.dtype}); top {k} in grey")
-    return [write_json(out / "eavss.json", {**meta, **res.to_dict(), "wall_s": wall_s}),
-            write_csv(out / "eavss.csv", eavss_rows(res)),
-            plot_blocks(res.scopes[scope]["eavss"], out / "eavss.png", ylabel="EAVSS",
-                        interval=res.intervals[scope]["eavss"], highlight=res.top(k, scope),
-                        title=title)]
+    title = (
+        f"{model_name}: EAVSS per block ({scope} positions, {int(res.correct.sum())} right / "
+        f"{int((1 - res.correct).sum())} wrong, {res.dtype}); top {k} in grey"
+    )
+    return [
+        write_json(out / "eavss.json", {**meta, **res.to_dict(), "wall_s": wall_s}),
+        write_csv(out / "eavss.csv", eavss_rows(res)),
+        plot_blocks(
+            res.scopes[scope]["eavss"],
+            out / "eavss.png",
+            ylabel="EAVSS",
+            interval=res.intervals[scope]["eavss"],
+            highlight=res.top(k, scope),
+            title=title,
+        ),
+    ]
 
 
 def save_finetune(out: Path, payload: dict, table: str) -> list[Path]:
     """``finetune.json`` (``payload`` holds ``rows``), ``finetune.csv`` and ``finetune.md``."""
     rows = [{**r, "blocks": " ".join(map(str, r["blocks"]))} for r in payload["rows"]]
     (out / "finetune.md").write_text(table + "\n")
-    return [write_json(out / "finetune.json", payload), write_csv(out / "finetune.csv", rows),
-            out / "finetune.md"]
+    return [
+        write_json(out / "finetune.json", payload),
+        write_csv(out / "finetune.csv", rows),
+        out / "finetune.md",
+    ]

@@ -1,4 +1,5 @@
 """The seed paper's figures as PNG files (matplotlib, Agg backend): attention red, MLP blue."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -26,8 +27,15 @@ def _colors(players: Sequence[str]) -> list[str]:
 def _legend(ax, extra=()):
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=ATTN_COLOR, label="attention"),
-                       Patch(color=MLP_COLOR, label="MLP"), *extra], fontsize=7, loc="best")
+    ax.legend(
+        handles=[
+            Patch(color=ATTN_COLOR, label="attention"),
+            Patch(color=MLP_COLOR, label="MLP"),
+            *extra,
+        ],
+        fontsize=7,
+        loc="best",
+    )
 
 
 def _ticks(ax, players):
@@ -43,8 +51,15 @@ def _ticks(ax, players):
         ax.set_xticklabels(players[::step], rotation=90, fontsize=6)
 
 
-def plot_ablation(players: Sequence[str], values: np.ndarray, full: float, chance: float | None,
-                  path: str | Path, title: str = "", utility: str = "") -> Path:
+def plot_ablation(
+    players: Sequence[str],
+    values: np.ndarray,
+    full: float,
+    chance: float | None,
+    path: str | Path,
+    title: str = "",
+    utility: str = "",
+) -> Path:
     """Utility with each player removed, with the full-model and chance lines."""
     plt, fig, ax = _figure(len(players))
     ax.bar(range(len(players)), values, color=_colors(players))
@@ -61,8 +76,13 @@ def plot_ablation(players: Sequence[str], values: np.ndarray, full: float, chanc
     return Path(path)
 
 
-def plot_shapley(players: Sequence[str], values: np.ndarray, stderr: np.ndarray | None,
-                 path: str | Path, title: str = "") -> Path:
+def plot_shapley(
+    players: Sequence[str],
+    values: np.ndarray,
+    stderr: np.ndarray | None,
+    path: str | Path,
+    title: str = "",
+) -> Path:
     """Each player's share of the summed Shapley values (%), with 1-s.e. error bars."""
     plt, fig, ax = _figure(len(players))
     total = float(np.sum(values))
@@ -70,8 +90,13 @@ def plot_shapley(players: Sequence[str], values: np.ndarray, stderr: np.ndarray 
     err = None
     if stderr is not None and not np.all(np.isnan(stderr)):
         err = np.abs(np.nan_to_num(stderr) * scale)
-    ax.bar(range(len(players)), values * scale, color=_colors(players), yerr=err,
-           error_kw={"elinewidth": 0.6, "capsize": 1})
+    ax.bar(
+        range(len(players)),
+        values * scale,
+        color=_colors(players),
+        yerr=err,
+        error_kw={"elinewidth": 0.6, "capsize": 1},
+    )
     ax.axhline(0, color="black", lw=0.6)
     _ticks(ax, list(players))
     ax.set_ylabel("share of total (%)" if total != 0 else "Shapley value")
@@ -83,8 +108,14 @@ def plot_shapley(players: Sequence[str], values: np.ndarray, stderr: np.ndarray 
     return Path(path)
 
 
-def plot_blocks(values: np.ndarray, path: str | Path, ylabel: str, title: str = "",
-                highlight: Sequence[int] = (), interval: tuple | None = None) -> Path:
+def plot_blocks(
+    values: np.ndarray,
+    path: str | Path,
+    ylabel: str,
+    title: str = "",
+    highlight: Sequence[int] = (),
+    interval: tuple | None = None,
+) -> Path:
     """One bar per block (highlighted blocks in grey, e.g. the pruned ones); ``interval``
     (lo, hi) arrays draw error bars (e.g. bootstrap intervals)."""
     plt, fig, ax = _figure(len(values))
@@ -105,8 +136,13 @@ def plot_blocks(values: np.ndarray, path: str | Path, ylabel: str, title: str = 
     return Path(path)
 
 
-def plot_convergence(records: list[dict], path: str | Path, players: Iterable | None = None,
-                     level_z: float = 1.0, title: str | None = None) -> str:
+def plot_convergence(
+    records: list[dict],
+    path: str | Path,
+    players: Iterable | None = None,
+    level_z: float = 1.0,
+    title: str | None = None,
+) -> str:
     """Plot estimates with +/- ``level_z`` * stderr error bars against the budget, to a PNG.
 
     ``records``: as returned by :func:`layerfast.estimators.convergence.convergence`.
@@ -130,8 +166,15 @@ def plot_convergence(records: list[dict], path: str | Path, players: Iterable | 
     S = np.stack([np.asarray(r["stderr"], float) for r in records])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i in idx:
-        ax.errorbar(x, V[:, i], yerr=level_z * np.nan_to_num(S[:, i]), marker="o", ms=3,
-                    capsize=2, label=names[i])
+        ax.errorbar(
+            x,
+            V[:, i],
+            yerr=level_z * np.nan_to_num(S[:, i]),
+            marker="o",
+            ms=3,
+            capsize=2,
+            label=names[i],
+        )
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(np.unique(x)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))

@@ -34,17 +34,26 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
     chance = f"{abl.chance:.3f}" if abl.chance is not None else "n/a"
     margin = f"{abl.margin:.3f}" if abl.margin is not None else "n/a"
     env = meta["environment"]
-    lines = [f"# layerfast report: {meta['model']} on {meta['task']}", "",
-             f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
-             f"- full model v(N) = {abl.full:.4f}; chance = {chance}; "
-             f"cornerstone margin = {margin}",
-             "- cornerstones (removal drops the utility to chance): "
-             f"{', '.join(abl.cornerstones) or 'none'}",
-             f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
-             f"{res.n_evaluations} coalitions; efficiency gap {res.efficiency_gap:.4f}",
-             f"- wall time {wall_s:.0f} s; {env['machine']}, {env['date']}",
-             "", "![ablation](ablation.png)", "", "![shapley](shapley.png)", "", "```",
-             ablation_table(abl, res), "```", ""]
+    lines = [
+        f"# layerfast report: {meta['model']} on {meta['task']}",
+        "",
+        f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
+        f"- full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = {margin}",
+        "- cornerstones (removal drops the utility to chance): "
+        f"{', '.join(abl.cornerstones) or 'none'}",
+        f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
+        f"{res.n_evaluations} coalitions; efficiency gap {res.efficiency_gap:.4f}",
+        f"- wall time {wall_s:.0f} s; {env['machine']}, {env['date']}",
+        "",
+        "![ablation](ablation.png)",
+        "",
+        "![shapley](shapley.png)",
+        "",
+        "```",
+        ablation_table(abl, res),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -57,40 +66,52 @@ def top_players(res: Any, k: int = 5) -> str:
 def stats_summary(st: dict, eps: float) -> str:
     """One line on an ``lf.stats`` run (backend, dtype, texts, tokens, seconds), plus a note
     when AS = 0 in some blocks (AVSS undefined there)."""
-    text = (f"statistics: {st['backend']} backend, {st['dtype']}, {st['n_texts']} texts, "
-            f"{int(st['n_tokens'][0])} tokens, {st['wall_s']:.1f} s")
+    text = (
+        f"statistics: {st['backend']} backend, {st['dtype']}, {st['n_texts']} texts, "
+        f"{int(st['n_tokens'][0])} tokens, {st['wall_s']:.1f} s"
+    )
     if st["as_zero"]:
-        text += (f"\nnote: AS = 0 in blocks {st['as_zero']} (no |a| < {eps} in {st['dtype']}): "
-                 "AVSS is undefined there (NaN); try --dtype bf16 (as the AVSS authors ran) or "
-                 "--relative")
+        text += (
+            f"\nnote: AS = 0 in blocks {st['as_zero']} (no |a| < {eps} in {st['dtype']}): "
+            "AVSS is undefined there (NaN); try --dtype bf16 (as the AVSS authors ran) or "
+            "--relative"
+        )
     return text
 
 
 def avss_table(rows: list[dict]) -> str:
     """One line per block: AV, AS, NAVSS, BI, angular (rows of ``report.files.avss_rows``)."""
-    return "\n".join(f"block {r['block']:>3}  AV {r['av']:.4g}  AS {r['as']:.3g}  "
-                     f"NAVSS {r['navss']:.4f}  BI {r['bi']:.4f}  angular {r['angular']:.4f}"
-                     for r in rows)
+    return "\n".join(
+        f"block {r['block']:>3}  AV {r['av']:.4g}  AS {r['as']:.3g}  "
+        f"NAVSS {r['navss']:.4f}  BI {r['bi']:.4f}  angular {r['angular']:.4f}"
+        for r in rows
+    )
 
 
 def eavss_summary(res: Any, scope: str, k: int) -> str:
     """The top ``k`` EAVSS blocks of ``scope`` and the blocks whose 95% interval excludes 0."""
     lo, hi = res.intervals[scope]["eavss"]
     clear = [b for b in range(res.n_blocks) if lo[b] > 0 or hi[b] < 0]
-    return (f"EAVSS ({scope} positions, {res.dtype}, {res.backend}): top {k} blocks "
-            f"{res.top(k, scope)}; 95% interval excludes 0 in blocks {clear or 'none'} "
-            f"(about {0.05 * res.n_blocks:.1f} expected by chance)")
+    return (
+        f"EAVSS ({scope} positions, {res.dtype}, {res.backend}): top {k} blocks "
+        f"{res.top(k, scope)}; 95% interval excludes 0 in blocks {clear or 'none'} "
+        f"(about {0.05 * res.n_blocks:.1f} expected by chance)"
+    )
 
 
 def finetune_table(rows: list[dict], utility: str) -> str:
     """Markdown: test and validation accuracy and gold log-prob before/after, per condition."""
-    lines = [f"| condition | blocks | test {utility} before -> after (delta ± s.e.) | "
-             f"test gold log-prob before -> after | val {utility} after |",
-             "|---|---|---|---|---:|"]
+    lines = [
+        f"| condition | blocks | test {utility} before -> after (delta ± s.e.) | "
+        f"test gold log-prob before -> after | val {utility} after |",
+        "|---|---|---|---|---:|",
+    ]
     for r in rows:
         blocks = "all" if r["condition"] == "all" else (" ".join(map(str, r["blocks"])) or "-")
-        lines.append(f"| {r['condition']} | {blocks} | {r['test_acc_before']:.3f} -> "
-                     f"{r['test_acc_after']:.3f} ({r['test_acc_delta']:+.3f} ± "
-                     f"{r['test_acc_delta_se']:.3f}) | {r['test_logprob_before']:.3f} -> "
-                     f"{r['test_logprob_after']:.3f} | {r['val_acc_after']:.3f} |")
+        lines.append(
+            f"| {r['condition']} | {blocks} | {r['test_acc_before']:.3f} -> "
+            f"{r['test_acc_after']:.3f} ({r['test_acc_delta']:+.3f} ± "
+            f"{r['test_acc_delta_se']:.3f}) | {r['test_logprob_before']:.3f} -> "
+            f"{r['test_logprob_after']:.3f} | {r['val_acc_after']:.3f} |"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Tasks: JSONL multiple-choice files and real tasks built from data that pip packages ship."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,6 +34,8 @@ def load(name_or_path: str | Path | Task, limit: int | None = None, seed: int = 
         elif spec.endswith((".jsonl", ".json")) or "/" in spec:
             raise FileNotFoundError(f"task file {spec} does not exist")
         else:
-            raise UsageError(f"unknown task {spec!r}; built-in tasks: {', '.join(available())}, "
-                             "or give the path of a JSONL file")
+            raise UsageError(
+                f"unknown task {spec!r}; built-in tasks: {', '.join(available())}, "
+                "or give the path of a JSONL file"
+            )
     return task.subset(limit, seed)

@@ -10,12 +10,13 @@
 Distractors are drawn with a fixed seed so that a task is the same on every machine; the
 ``seed`` of :func:`layerfast.tasks.load` only picks the ``limit`` subset.
 """
+
 from __future__ import annotations
 
 import json
 import random
 import tarfile
-from typing import Callable
+from collections.abc import Callable
 
 import yaml
 
@@ -26,7 +27,9 @@ _DISTRACTOR_SEED = 1234
 N_CHOICES = 4
 
 
-def _with_distractors(gold: str, pool: list[str], exclude: set[str], rng: random.Random) -> tuple[list[str], int]:
+def _with_distractors(
+    gold: str, pool: list[str], exclude: set[str], rng: random.Random
+) -> tuple[list[str], int]:
     """gold plus N_CHOICES-1 distinct distractors from pool (none in exclude), shuffled."""
     candidates = sorted({p for p in pool if p not in exclude and p.lower() != gold.lower()})
     choices = rng.sample(candidates, N_CHOICES - 1) + [gold]
@@ -44,10 +47,16 @@ def capitals() -> Task:
     items = []
     for question, answers in questions.items():
         valid = {a.lower() for a in answers}
-        choices, gold = _with_distractors(answers[0], pool, {a for a in pool if a.lower() in valid}, rng)
+        choices, gold = _with_distractors(
+            answers[0], pool, {a for a in pool if a.lower() in valid}, rng
+        )
         items.append(Item(f"Q: {question.strip()}\nA:", tuple(choices), gold, question.strip()))
-    return Task("capitals", items, source=f"{assets.WORLD_CAPITALS.requirement}: "
-                f"{assets.WORLD_CAPITALS.member} ({assets.WORLD_CAPITALS.license})")
+    return Task(
+        "capitals",
+        items,
+        source=f"{assets.WORLD_CAPITALS.requirement}: "
+        f"{assets.WORLD_CAPITALS.member} ({assets.WORLD_CAPITALS.license})",
+    )
 
 
 def analogies() -> Task:
@@ -71,22 +80,31 @@ def analogies() -> Task:
         for k, (a, b, c, d) in enumerate(rows):
             choices, gold = _with_distractors(d, pool, {a, b, c}, rng)
             items.append(Item(f"{a} is to {b} as {c} is to", tuple(choices), gold, f"{name}/{k}"))
-    return Task("analogies", items, source=f"{assets.ANALOGIES.requirement}: "
-                f"{assets.ANALOGIES.member} ({assets.ANALOGIES.license})")
+    return Task(
+        "analogies",
+        items,
+        source=f"{assets.ANALOGIES.requirement}: "
+        f"{assets.ANALOGIES.member} ({assets.ANALOGIES.license})",
+    )
 
 
 BIGBENCH = assets.PackagedFile("bigbench==1.0.0", "", "Apache-2.0")
 
 
 def bigbench(name: str) -> Task:
-    """A BIG-bench JSON task with ``target_scores`` (multiple choice), e.g. 'movie_recommendation'."""
+    """A BIG-bench JSON task with ``target_scores`` e.g. 'movie_recommendation'."""
     archive = assets.download_archive(BIGBENCH.requirement)
     member = f"bigbench/benchmark_tasks/{name}/task.json"
     with tarfile.open(archive) as tf:
         found = [m for m in tf.getmembers() if m.name.endswith("/" + member)]
         if not found:
-            available = sorted({m.name.split("/")[-2] for m in tf.getmembers()
-                                if m.name.endswith("/task.json") and "benchmark_tasks" in m.name})
+            available = sorted(
+                {
+                    m.name.split("/")[-2]
+                    for m in tf.getmembers()
+                    if m.name.endswith("/task.json") and "benchmark_tasks" in m.name
+                }
+            )
             raise ValueError(f"no BIG-bench task {name!r}; available: {', '.join(available)}")
         data = json.load(tf.extractfile(found[0]))
     prefix = data.get("example_input_prefix", "\nQ: ").lstrip("\n")
@@ -101,8 +119,12 @@ def bigbench(name: str) -> Task:
         items.append(Item(f"{prefix}{ex['input']}{out_prefix}", tuple(choices), gold, str(k)))
     if not items:
         raise ValueError(f"BIG-bench task {name!r} has no multiple-choice examples")
-    return Task(f"bigbench:{name}", items, source=f"{BIGBENCH.requirement}: {member}",
-                notes={"canary": "BIG-bench data must never be used for training"})
+    return Task(
+        f"bigbench:{name}",
+        items,
+        source=f"{BIGBENCH.requirement}: {member}",
+        notes={"canary": "BIG-bench data must never be used for training"},
+    )
 
 
 BUILTIN: dict[str, Callable[[], Task]] = {"capitals": capitals, "analogies": analogies}

@@ -2,15 +2,14 @@
 
 JSONL, one item per line::
 
-    {"context": "Q: What is the capital of Peru?\\nA:", "choices": ["Lima", "Quito"], "gold": 0, "id": "pe"}
+    {"context": "Q: What is the capital of Peru?\\nA:", "choices": ["Lima", "Quito"], "gold": 0}
 
 Each choice is scored as the continuation ``delimiter + choice`` of ``context`` (the delimiter is
 " " by default, as lm-evaluation-harness's ``target_delimiter``); ``acc_norm`` divides by the
 choice's length in characters without the delimiter, as the harness does.
 """
-from __future__ import annotations
 
-from ..errors import UsageError
+from __future__ import annotations
 
 import hashlib
 import json
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import UsageError
 
 
 class TaskFormatError(UsageError):
@@ -56,7 +57,7 @@ class Task:
     def chance(self) -> float:
         return float(np.mean([1.0 / len(it.choices) for it in self.items]))
 
-    def subset(self, limit: int | None, seed: int = 0) -> "Task":
+    def subset(self, limit: int | None, seed: int = 0) -> Task:
         """``limit`` items drawn at random (reproducibly by ``seed``), kept in file order."""
         if limit is None or limit >= len(self.items):
             return self
@@ -64,19 +65,34 @@ class Task:
             raise UsageError(f"limit must be positive, got {limit}")
         rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(len(self.items), size=limit, replace=False))
-        return Task(self.name, [self.items[i] for i in keep], self.delimiter, self.source,
-                    {**self.notes, "limit": limit, "seed": seed})
+        return Task(
+            self.name,
+            [self.items[i] for i in keep],
+            self.delimiter,
+            self.source,
+            {**self.notes, "limit": limit, "seed": seed},
+        )
 
     def fingerprint(self) -> str:
-        payload = json.dumps([self.delimiter] + [[it.context, list(it.choices), it.gold]
-                                                 for it in self.items])
+        payload = json.dumps(
+            [self.delimiter] + [[it.context, list(it.choices), it.gold] for it in self.items]
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as f:
             for it in self.items:
-                f.write(json.dumps({"context": it.context, "choices": list(it.choices),
-                                    "gold": it.gold, "id": it.id}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "context": it.context,
+                            "choices": list(it.choices),
+                            "gold": it.gold,
+                            "id": it.id,
+                        }
+                    )
+                    + "\n"
+                )
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, {len(self.items)} items, chance={self.chance:.3f})"
@@ -109,15 +125,21 @@ def _item_from_row(row: object, where: str, default_id: str) -> Item:
         raise TaskFormatError(f"{where}: missing field(s) {', '.join(missing)}")
     unknown = set(row) - {"context", "choices", "gold", "id"}
     if unknown:
-        raise TaskFormatError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
-                              "(allowed: context, choices, gold, id)")
+        raise TaskFormatError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
+            "(allowed: context, choices, gold, id)"
+        )
     context, choices, gold = row["context"], row["choices"], row["gold"]
     if not isinstance(context, str):
         raise TaskFormatError(f"{where}: 'context' must be a string")
-    if (not isinstance(choices, list) or len(choices) < 2
-            or not all(isinstance(c, str) and c for c in choices)):
+    if (
+        not isinstance(choices, list)
+        or len(choices) < 2
+        or not all(isinstance(c, str) and c for c in choices)
+    ):
         raise TaskFormatError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
     if isinstance(gold, bool) or not isinstance(gold, int) or not 0 <= gold < len(choices):
-        raise TaskFormatError(f"{where}: 'gold' must be an integer index in [0, {len(choices) - 1}], "
-                              f"got {gold!r}")
+        raise TaskFormatError(
+            f"{where}: 'gold' must be an integer index in [0, {len(choices) - 1}], got {gold!r}"
+        )
     return Item(context, tuple(choices), gold, str(row.get("id", default_id)))

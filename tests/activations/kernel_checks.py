@@ -42,12 +42,16 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 COUNTS = ("n_tokens", "n_entries", "n_samples", "small", "nonfinite")
 RELATIVE_SMALL_SLACK = 2
 ATOL_ULPS = 16
-FP32_UNIT_ROUNDOFF = 2.0 ** -24
+FP32_UNIT_ROUNDOFF = 2.0**-24
 NO_EXT = os.environ.get("LAYERFAST_NO_EXT", "0") not in ("", "0")
 BACKEND_PARAMS = [
     pytest.param("cpp", marks=pytest.mark.skipif(NO_EXT, reason="LAYERFAST_NO_EXT set")),
-    pytest.param("triton", marks=pytest.mark.skipif(
-        importlib.util.find_spec("triton") is None, reason="triton not installed")),
+    pytest.param(
+        "triton",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("triton") is None, reason="triton not installed"
+        ),
+    ),
 ]
 
 
@@ -61,7 +65,7 @@ def random_batch(shape, dtype, seed):
     x_out[torch.rand(shape, generator=g) < 0.05] = 0  # some exact zeros for AS
     mask = torch.ones((b, t), dtype=torch.long)
     for row in range(b):
-        mask[row, 1 + (row * 7) % t:] = 0 if row % 2 else 1  # right padding on odd rows
+        mask[row, 1 + (row * 7) % t :] = 0 if row % 2 else 1  # right padding on odd rows
     return x_in, x_out, mask
 
 
@@ -69,8 +73,9 @@ def run_backend(backend, x_in, x_out, mask, eps=0.3, relative=False):
     """``dispatch.block_stats`` on ``backend`` (the Triton one on CUDA when there is a GPU)."""
     if backend == "triton" and torch.cuda.is_available():
         x_in, x_out, mask = x_in.cuda(), x_out.cuda(), mask.cuda()
-    return dispatch.block_stats(x_in, x_out, mask, eps, relative,
-                                dispatch.resolve(backend, x_out.device, x_out.dtype))
+    return dispatch.block_stats(
+        x_in, x_out, mask, eps, relative, dispatch.resolve(backend, x_out.device, x_out.dtype)
+    )
 
 
 def field_scale(key: str, ref64: dict) -> float:
@@ -109,4 +114,6 @@ def assert_matches_reference(got: dict, x_in, x_out, mask, eps=0.3, relative=Fal
         ref_err = np.max(np.abs(r32 - r64)[~nan])
         atol = ATOL_ULPS * FP32_UNIT_ROUNDOFF * field_scale(key, ref64)
         assert err <= 2 * ref_err + atol, (
-            key, f"error {err:.3g} > 2 x ref32's {ref_err:.3g} + atol {atol:.3g}")
+            key,
+            f"error {err:.3g} > 2 x ref32's {ref_err:.3g} + atol {atol:.3g}",
+        )

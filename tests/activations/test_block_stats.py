@@ -38,7 +38,7 @@ def numpy_stats(x_in, x_out, mask, eps, relative):
     n, d = a.shape
     means = [a_all[i][m[i]].mean(0) for i in range(len(m)) if m[i].any()]
     av = sum(np.var(v, ddof=1) for v in means) if d > 1 else 0.0
-    thr = eps * np.sqrt((a ** 2).mean(1, keepdims=True)) if relative else eps
+    thr = eps * np.sqrt((a**2).mean(1, keepdims=True)) if relative else eps
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cos = (a * b).sum(1) / np.maximum(norms, 1e-12)
     last = [int(m[i].sum()) - 1 for i in range(len(m)) if m[i].any()]
@@ -46,10 +46,18 @@ def numpy_stats(x_in, x_out, mask, eps, relative):
     la, lb = a_all[rows, last], b_all[rows, last]
     lnorms = np.linalg.norm(la, axis=1) * np.linalg.norm(lb, axis=1)
     lcos = (la * lb).sum(1) / np.maximum(lnorms, 1e-12)
-    return {"n_tokens": n, "n_samples": len(means), "av_sum": av, "small": (np.abs(a) < thr).sum(),
-            "cos_sum": cos.sum(), "angle_sum": (np.arccos(np.clip(cos, -1, 1)) / math.pi).sum(),
-            "last_cos_sum": lcos.sum(), "norm_sum": np.linalg.norm(a, axis=1).sum(),
-            "ch_mean": a.mean(0), "ch_m2": ((a - a.mean(0)) ** 2).sum(0)}
+    return {
+        "n_tokens": n,
+        "n_samples": len(means),
+        "av_sum": av,
+        "small": (np.abs(a) < thr).sum(),
+        "cos_sum": cos.sum(),
+        "angle_sum": (np.arccos(np.clip(cos, -1, 1)) / math.pi).sum(),
+        "last_cos_sum": lcos.sum(),
+        "norm_sum": np.linalg.norm(a, axis=1).sum(),
+        "ch_mean": a.mean(0),
+        "ch_m2": ((a - a.mean(0)) ** 2).sum(0),
+    }
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -60,8 +68,9 @@ def test_reference_matches_numpy(shape, dtype, relative):
     got = block_stats_ref(x_in, x_out, mask, eps=0.3, relative=relative)
     want = numpy_stats(x_in, x_out, mask, 0.3, relative)
     for key, value in want.items():
-        np.testing.assert_allclose(np.asarray(got[key], dtype=float), value, rtol=1e-9, atol=1e-9,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(got[key], dtype=float), value, rtol=1e-9, atol=1e-9, err_msg=key
+        )
 
 
 @pytest.mark.parametrize("shape", [(4, 9, 17), (6, 1, 5)])
@@ -72,8 +81,13 @@ def test_merge_equals_one_shot(shape):
     for rows in ([0], [1, 2], list(range(3, shape[0]))):
         acc = merge(acc, block_stats_ref(x_in[rows], x_out[rows], mask[rows]))
     for key in whole:
-        np.testing.assert_allclose(np.asarray(acc[key], float), np.asarray(whole[key], float),
-                                   rtol=1e-10, atol=1e-9, err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(acc[key], float),
+            np.asarray(whole[key], float),
+            rtol=1e-10,
+            atol=1e-9,
+            err_msg=key,
+        )
 
 
 def test_as_zero_is_explicit_and_nonfinite_reported():
@@ -82,8 +96,9 @@ def test_as_zero_is_explicit_and_nonfinite_reported():
     acc = block_stats_ref(x_in, x_out, mask)
     bad = x_out.clone()
     bad[0, 0, 0] = float("nan")
-    res = summarize([acc, block_stats_ref(x_in, bad, mask)], eps=1e-5, relative=False,
-                    dtype="float32")
+    res = summarize(
+        [acc, block_stats_ref(x_in, bad, mask)], eps=1e-5, relative=False, dtype="float32"
+    )
     assert res["as_zero"] == [0, 1]
     assert np.isnan(res["avss"]).all() and np.isnan(res["navss"]).all()
     assert res["nonfinite"] == [0, 1]
@@ -95,6 +110,7 @@ def test_bad_shapes_raise():
 
 
 # ---- compiled backends (C++ extension, Triton kernel) against the reference ----------------------
+
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("shape", KERNEL_SHAPES)

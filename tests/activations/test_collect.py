@@ -42,13 +42,16 @@ def captured_blocks(model, ids, mask):
 
 
 def test_model_pass_matches_hooked_hidden_states(tiny_llama):
-    texts = ["the cat sat on the mat", "Q: What is the capital of France?\nA: Paris",
-             "Athens is to Greece"]
+    texts = [
+        "the cat sat on the mat",
+        "Q: What is the capital of France?\nA: Paris",
+        "Athens is to Greece",
+    ]
     res = stats(tiny_llama, texts, batch_size=2, progress=False, eps=0.05, backend="torch")
     accs = [empty(tiny_llama.config.hidden_size) for _ in range(tiny_llama.n_blocks)]
     tok = tiny_llama.tokenizer
     for start in (0, 2):
-        enc = [tok.encode(t) for t in texts[start:start + 2]]
+        enc = [tok.encode(t) for t in texts[start : start + 2]]
         t_max = max(map(len, enc))
         ids = torch.tensor([e + [0] * (t_max - len(e)) for e in enc])
         mask = torch.tensor([[1] * len(e) + [0] * (t_max - len(e)) for e in enc])

@@ -58,8 +58,9 @@ def test_backend_choice(monkeypatch):
         dispatch.resolve("auto", cpu, torch.float32)
     with pytest.raises(UsageError, match="unknown statistics backend"):
         dispatch.resolve("tritton", cpu, torch.float32)
-    monkeypatch.setattr(dispatch, "available",
-                        lambda: {"torch": "", "cpp": "not built", "triton": "no CUDA"})
+    monkeypatch.setattr(
+        dispatch, "available", lambda: {"torch": "", "cpp": "not built", "triton": "no CUDA"}
+    )
     monkeypatch.delenv("LAYERFAST_BACKEND")
     assert dispatch.resolve("auto", cpu, torch.float32) == "torch"
     with pytest.raises(UsageError, match="not built"):
@@ -73,5 +74,6 @@ def test_compiled_backends_are_installed():
     if os.environ.get("LAYERFAST_NO_EXT", "0") in ("", "0"):
         assert reasons["cpp"] == "", reasons["cpp"]
     if sys.platform == "linux":
-        assert importlib.util.find_spec("triton") is not None, \
+        assert importlib.util.find_spec("triton") is not None, (
             "pip install -e '.[test]' installs triton"
+        )

@@ -1,4 +1,5 @@
 """Single-sublayer ablation sweep on closed-form games and on the tiny-model Game."""
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,12 @@ def synthetic(fn, n, chance=None, players=None):
 def test_cornerstone_closed_form():
     # utility = chance if player 3 is off, else 0.9 minus 0.01 per other player switched off
     players = [f"p{i}" for i in range(8)]
-    game = synthetic(lambda keep: 0.25 if not keep[3] else 0.9 - 0.01 * np.sum(~keep),
-                     n=8, chance=0.25, players=players)
+    game = synthetic(
+        lambda keep: 0.25 if not keep[3] else 0.9 - 0.01 * np.sum(~keep),
+        n=8,
+        chance=0.25,
+        players=players,
+    )
     abl = lf.ablate(game)
     assert len(game.calls) == 1  # one batched call
     assert abl.players == players
@@ -88,11 +93,15 @@ def test_tiny_model_game(tiny_llama, tiny_task):
     c, m = tiny_task.chance, len(tiny_task)
     assert abl.chance == pytest.approx(c)
     assert abl.margin == pytest.approx(2 * math.sqrt(c * (1 - c) / m))
-    assert abl.cornerstones == [p for p, v in zip(abl.players, abl.values) if v <= abl.chance + abl.margin]
+    assert abl.cornerstones == [
+        p for p, v in zip(abl.players, abl.values) if v <= abl.chance + abl.margin
+    ]
     assert abl.utility == "acc"
 
     # a smooth utility on the same memo: values are the logprob game's, no chance line
     smooth = lf.ablate(game.with_utility("logprob"))
-    np.testing.assert_array_equal(smooth.values, game.with_utility("logprob")(ablation_masks(n)[1:]))
+    np.testing.assert_array_equal(
+        smooth.values, game.with_utility("logprob")(ablation_masks(n)[1:])
+    )
     assert smooth.chance is None and smooth.cornerstones == []
     assert game.n_forward == n + 1

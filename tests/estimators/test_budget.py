@@ -50,9 +50,18 @@ SAMPLERS = ["permutation", "truncated", "kernel"]
 
 
 @pytest.mark.parametrize("method", SAMPLERS)
-@pytest.mark.parametrize("n,kind,budget", [(3, "table", 6), (3, "table", 40), (8, "table", 37),
-                                           (8, "cornerstone", 100), (16, "unanimity", 97),
-                                           (16, "cornerstone", 500), (40, "unanimity", 1000)])
+@pytest.mark.parametrize(
+    "n,kind,budget",
+    [
+        (3, "table", 6),
+        (3, "table", 40),
+        (8, "table", 37),
+        (8, "cornerstone", 100),
+        (16, "unanimity", 97),
+        (16, "cornerstone", 500),
+        (40, "unanimity", 1000),
+    ],
+)
 def test_sampling_methods_respect_budget(method, n, kind, budget):
     cg = CountingGame(make_game(n, kind))
     est = ESTIMATORS[method]()
@@ -107,7 +116,9 @@ def test_wrapper_dedupes_within_and_across_batches():
     with pytest.raises(BudgetExceeded):
         g(extra)
     assert cg.calls == 1
-    assert g.fit_prefix([extra[:1], extra[1:2], extra[2:3], extra[3:]]) == 3  # {0},{1} free, {2} fits
+    assert (
+        g.fit_prefix([extra[:1], extra[1:2], extra[2:3], extra[3:]]) == 3
+    )  # {0},{1} free, {2} fits
 
 
 def test_shared_memo_avoids_game_calls_but_counts_budget():
@@ -139,13 +150,16 @@ def test_unknown_method_lists_estimators():
         assert name in str(e.value)
 
 
-@pytest.mark.parametrize("method,opts,valid", [
-    ("permutation", {"chunks": 3}, "chunk"),
-    ("truncated", {"tolerence": 0.1}, "tolerance"),
-    ("kernel", {"max_pair": 3}, "max_pairs"),
-    ("exact", {"batchsize": 3}, "batch_size"),
-    ("proximity", {"windw": 3}, "window"),
-])
+@pytest.mark.parametrize(
+    "method,opts,valid",
+    [
+        ("permutation", {"chunks": 3}, "chunk"),
+        ("truncated", {"tolerence": 0.1}, "tolerance"),
+        ("kernel", {"max_pair": 3}, "max_pairs"),
+        ("exact", {"batchsize": 3}, "batch_size"),
+        ("proximity", {"windw": 3}, "window"),
+    ],
+)
 def test_misspelled_options(method, opts, valid):
     with pytest.raises(TypeError, match=valid):
         shapley(random_game(4), method=method, **opts)

@@ -31,8 +31,12 @@ def brute_force_subsets(game):
 
 @pytest.mark.parametrize(
     "game",
-    [random_game(7, seed=1), WeightedVotingGame([3, 3, 2, 1, 1, 1], 6), GloveGame([0, 1], 5),
-     CornerstoneGame(6, [0], weights=[0, 0.1, 0.2, 0.0, 0.05, 0.1])],
+    [
+        random_game(7, seed=1),
+        WeightedVotingGame([3, 3, 2, 1, 1, 1], 6),
+        GloveGame([0, 1], 5),
+        CornerstoneGame(6, [0], weights=[0, 0.1, 0.2, 0.0, 0.05, 0.1]),
+    ],
 )
 def test_exact_matches_brute_force(game):
     res = shapley(game, method="exact")

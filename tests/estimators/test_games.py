@@ -41,8 +41,14 @@ GAMES = [
     ("voting_veto", lambda: WeightedVotingGame([5, 1, 1, 1], quota=6)),
     ("glove_unbalanced", lambda: GloveGame(left=[0, 3], n_players=6)),
     ("glove_balanced", lambda: GloveGame(left=[1, 2, 5], n_players=6)),
-    ("cornerstone", lambda: CornerstoneGame(7, [2, 5], weights=np.linspace(0.0, 0.06, 7), base=0.4)),
-    ("unanimity", lambda: UnanimityGame(5, {(0, 1): 1.0, (2,): -0.5, (1, 3, 4): 2.0}, intercept=0.3)),
+    (
+        "cornerstone",
+        lambda: CornerstoneGame(7, [2, 5], weights=np.linspace(0.0, 0.06, 7), base=0.4),
+    ),
+    (
+        "unanimity",
+        lambda: UnanimityGame(5, {(0, 1): 1.0, (2,): -0.5, (1, 3, 4): 2.0}, intercept=0.3),
+    ),
     ("random_unanimity", lambda: random_unanimity_game(6, n_terms=12, max_order=4, seed=3)),
     ("random_table", lambda: random_game(6, seed=7)),
     ("random_monotone", lambda: random_game(6, seed=8, monotone=True)),

@@ -4,6 +4,7 @@ The synthetic-game tests check the estimators' mathematics; these check that the
 real Game end to end: forward passes are never repeated, budgets hold, stderr has the documented
 NaN pattern, exact is efficient, and proximity is the formula of its docstring.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -161,7 +162,7 @@ def proximity_by_hand(game, window):
 
     def v_without(start, length):
         mask = np.ones(n, bool)
-        mask[start:start + length] = False
+        mask[start : start + length] = False
         return game(mask[None])[0]
 
     values, stderr = np.zeros(n), np.full(n, np.nan)
@@ -193,7 +194,9 @@ def test_proximity_is_the_formula(window, utility, llama, tiny_task):
 
 
 def test_lf_shapley_is_the_function_after_importing_the_subpackage():
-    code = ("import layerfast.estimators\nimport layerfast as lf\n"
-            "assert callable(lf.shapley), type(lf.shapley)")
+    code = (
+        "import layerfast.estimators\nimport layerfast as lf\n"
+        "assert callable(lf.shapley), type(lf.shapley)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

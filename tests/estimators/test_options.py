@@ -23,28 +23,34 @@ def test_budget_exceeded_is_a_layerfast_and_runtime_error():
         g(np.zeros(2, dtype=bool))
 
 
-@pytest.mark.parametrize("call", [
-    lambda: shapley(random_game(4), method="permutation", chnk=3),
-    lambda: shapley(random_game(4), method="kernel", budget=12.5),
-    lambda: shapley(random_game(4), method="kernel", budget=True),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: shapley(random_game(4), method="permutation", chnk=3),
+        lambda: shapley(random_game(4), method="kernel", budget=12.5),
+        lambda: shapley(random_game(4), method="kernel", budget=True),
+    ],
+)
 def test_option_names_and_budget_types_raise_option_type_error(call):
     with pytest.raises(OptionTypeError) as info:
         call()
     assert isinstance(info.value, UsageError) and isinstance(info.value, TypeError)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: shapley(random_game(4), method="montecarlo"),
-    lambda: shapley(random_game(4), method="proximity", window=0),
-    lambda: shapley(random_game(4), method="proximity", window=2, budget=3),
-    lambda: shapley(random_game(4), method="permutation", budget=0),
-    lambda: shapley(random_game(4), method="exact", budget=10),
-    lambda: shapley(random_game(4), method="truncated"),  # no chance level
-    lambda: shapley(random_game(4), method="truncated", chance=0.0, tolerance=-1),
-    lambda: shapley(random_game(4), eval_empty="yes"),
-    lambda: shapley(AdditiveGame(np.ones(21)), method="exact"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: shapley(random_game(4), method="montecarlo"),
+        lambda: shapley(random_game(4), method="proximity", window=0),
+        lambda: shapley(random_game(4), method="proximity", window=2, budget=3),
+        lambda: shapley(random_game(4), method="permutation", budget=0),
+        lambda: shapley(random_game(4), method="exact", budget=10),
+        lambda: shapley(random_game(4), method="truncated"),  # no chance level
+        lambda: shapley(random_game(4), method="truncated", chance=0.0, tolerance=-1),
+        lambda: shapley(random_game(4), eval_empty="yes"),
+        lambda: shapley(AdditiveGame(np.ones(21)), method="exact"),
+    ],
+)
 def test_user_errors_are_usage_errors(call):
     with pytest.raises(UsageError):
         call()

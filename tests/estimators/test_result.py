@@ -8,7 +8,12 @@ import pytest
 
 from layerfast.estimators import ESTIMATORS, ShapleyResult, shapley
 from layerfast.estimators.convergence import convergence
-from layerfast.estimators.games import AdditiveGame, CornerstoneGame, random_game, random_unanimity_game
+from layerfast.estimators.games import (
+    AdditiveGame,
+    CornerstoneGame,
+    random_game,
+    random_unanimity_game,
+)
 from layerfast.estimators.ranks import ablation_scores, kendall, rank_order, spearman, top_k_overlap
 from layerfast.report.plots import plot_convergence
 
@@ -29,8 +34,14 @@ def test_to_dict_is_json_and_round_trips():
 
 
 def test_ci_uses_normal_quantile():
-    res = ShapleyResult(values=[1.0, 2.0], stderr=[0.5, np.nan], n_evaluations=3, method="permutation",
-                        players=["a", "b"], full=3.0)
+    res = ShapleyResult(
+        values=[1.0, 2.0],
+        stderr=[0.5, np.nan],
+        n_evaluations=3,
+        method="permutation",
+        players=["a", "b"],
+        full=3.0,
+    )
     lo, hi = res.ci(0.95)
     assert lo[0] == pytest.approx(1.0 - 1.959964 * 0.5, rel=1e-6)
     assert hi[0] == pytest.approx(1.0 + 1.959964 * 0.5, rel=1e-6)

@@ -39,8 +39,12 @@ def brute_force_subsets(game):
     phi = np.zeros(n)
     for i in range(n):
         without = ints[~masks[:, i]]
-        w = np.array([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n)
-                      for s in size[without]])
+        w = np.array(
+            [
+                math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n)
+                for s in size[without]
+            ]
+        )
         phi[i] = np.sum(w * (v[without + (1 << i)] - v[without]))
     return phi
 
@@ -56,16 +60,40 @@ def monotone_removal_game():
 CASES = [
     # (id, game factory, method, options, base budget)
     ("permutation_random", lambda: random_game(10, seed=5), "permutation", {}, 300),
-    ("permutation_unanimity", lambda: random_unanimity_game(12, 25, 4, seed=2), "permutation", {}, 400),
+    (
+        "permutation_unanimity",
+        lambda: random_unanimity_game(12, 25, 4, seed=2),
+        "permutation",
+        {},
+        400,
+    ),
     ("kernel_random", lambda: random_game(10, seed=5), "kernel", {}, 300),
     ("kernel_unanimity", lambda: random_unanimity_game(12, 25, 4, seed=2), "kernel", {}, 400),
     # truncation is exact on cornerstone games (utility stays at chance below a missing cornerstone)
-    ("truncated_cornerstone",
-     lambda: CornerstoneGame(12, [3, 8], weights=np.linspace(0.01, 0.05, 12), base=0.3, chance=0.25),
-     "truncated", {}, 300),
+    (
+        "truncated_cornerstone",
+        lambda: CornerstoneGame(
+            12, [3, 8], weights=np.linspace(0.01, 0.05, 12), base=0.3, chance=0.25
+        ),
+        "truncated",
+        {},
+        300,
+    ),
     # tolerance 0 and a chance level the utility never reaches: plain removal-walk Monte Carlo
-    ("truncated_untruncated", lambda: random_game(10, seed=5), "truncated", {"tolerance": 0.0, "chance": 100.0}, 300),
-    ("truncated_nonantithetic", monotone_removal_game, "truncated", {"antithetic": False, "tolerance": 0.0}, 300),
+    (
+        "truncated_untruncated",
+        lambda: random_game(10, seed=5),
+        "truncated",
+        {"tolerance": 0.0, "chance": 100.0},
+        300,
+    ),
+    (
+        "truncated_nonantithetic",
+        monotone_removal_game,
+        "truncated",
+        {"antithetic": False, "tolerance": 0.0},
+        300,
+    ),
 ]
 
 
@@ -92,8 +120,17 @@ def test_error_within_reported_stderr(name, make, method, opts, budget):
 
 
 # games with 2^12 coalitions, so that 4x the budget is still far from enumerating them all
-SHRINK = [c for c in CASES if c[0] in
-          ("permutation_unanimity", "kernel_unanimity", "truncated_cornerstone", "truncated_nonantithetic")]
+SHRINK = [
+    c
+    for c in CASES
+    if c[0]
+    in (
+        "permutation_unanimity",
+        "kernel_unanimity",
+        "truncated_cornerstone",
+        "truncated_nonantithetic",
+    )
+]
 
 
 @pytest.mark.parametrize("name,make,method,opts,budget", SHRINK, ids=[c[0] for c in SHRINK])

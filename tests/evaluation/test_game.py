@@ -1,4 +1,5 @@
-"""The Game on a tiny random Llama: mask checks, memo, exactness against HF logits, SQLite resume."""
+"""The Game on a tiny random Llama: masks, memo, exactness against HF logits, SQLite resume."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -48,13 +49,16 @@ def test_players(tiny_llama):
     assert tiny_llama.n_players == N
 
 
-@pytest.mark.parametrize("bad", [
-    np.ones((2, N - 1), bool),
-    np.ones((2, N + 1), bool),
-    np.ones(N + 2, bool),
-    np.ones((1, 2, N), bool),
-    np.ones((N, 1), bool),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.ones((2, N - 1), bool),
+        np.ones((2, N + 1), bool),
+        np.ones(N + 2, bool),
+        np.ones((1, 2, N), bool),
+        np.ones((N, 1), bool),
+    ],
+)
 def test_wrong_mask_shape(tiny_llama, tiny_task, bad):
     game = make_game(tiny_llama, tiny_task)
     with pytest.raises(ValueError, match=rf"\[m, {N}\]"):
@@ -62,11 +66,14 @@ def test_wrong_mask_shape(tiny_llama, tiny_task, bad):
     assert game.n_forward == 0
 
 
-@pytest.mark.parametrize("bad", [
-    np.full((1, N), 2),
-    np.full((2, N), 0.5),
-    np.array([["1"] * N]),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.full((1, N), 2),
+        np.full((2, N), 0.5),
+        np.array([["1"] * N]),
+    ],
+)
 def test_non_bool_mask_values(tiny_llama, tiny_task, bad):
     game = make_game(tiny_llama, tiny_task)
     with pytest.raises(ValueError, match=rf"bool.*\[m, {N}\]"):
@@ -157,12 +164,23 @@ def test_switched_off_player_changes_loglik(tiny_llama, tiny_task):
     for j in range(N):
         assert np.max(np.abs(ll[1 + j] - ll[0])) > 1e-4, tiny_llama.players[j]
     # and the executor agrees with the SublayerModel forward with the same keep-mask
-    np.testing.assert_allclose(ll[2], reference_loglik(tiny_llama, tiny_task, keep=masks[2]),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        ll[2], reference_loglik(tiny_llama, tiny_task, keep=masks[2]), rtol=0, atol=1e-5
+    )
 
 
-SWEEP = masks_for("111111", "011111", "101111", "110111", "111011", "111101", "111110",
-                  "001111", "100111", "000000")
+SWEEP = masks_for(
+    "111111",
+    "011111",
+    "101111",
+    "110111",
+    "111011",
+    "111101",
+    "111110",
+    "001111",
+    "100111",
+    "000000",
+)
 
 
 @pytest.mark.parametrize("k, chunk", [(0, 1), (4, 1), (4, 3)])
@@ -206,8 +224,9 @@ def test_cache_rows_are_keyed_by_coalition_key(tiny_llama, tiny_task, tmp_path):
     assert stored == set(coalition_keys(SWEEP[:3])) == {"111111", "011111", "101111"}
 
 
-def test_cache_key_changes_with_task_and_tokenisation(tiny_llama, tiny_task, task_factory,
-                                                      tmp_path, model_factory):
+def test_cache_key_changes_with_task_and_tokenisation(
+    tiny_llama, tiny_task, task_factory, tmp_path, model_factory
+):
     path = tmp_path / "c.sqlite"
     masks = SWEEP[:3]
     base = make_game(tiny_llama, tiny_task, cache=path)

@@ -3,7 +3,8 @@
 The harness is run the way a user runs it (a task YAML over a local JSONL file, ``HFLM`` loading a
 saved model folder, ``simple_evaluate``), fully offline: the model and tokenizer are built here and
 saved to a temporary folder, the data set is read by the ``json`` builder of ``datasets`` from a
-local file into a temporary cache, and the hub is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE).
+local file into a temporary cache, and the hub is switched off (HF_HUB_OFFLINE /
+HF_DATASETS_OFFLINE).
 Our side scores the very model object and tokenizer the harness evaluated.
 
 Why the log-likelihoods are close but not bit-identical: the harness computes a full
@@ -12,9 +13,11 @@ at continuation positions, in vocabulary chunks with a running log-sum-exp (and 
 packed differently, so the matmuls see other shapes). Both are fp32; the results differ by float
 rounding only (about 1e-5 here, on sums of up to 24 tokens), hence the 1e-4 tolerance.
 
-The second part checks :func:`layerfast.evaluation.logprobs.token_logprobs` with a small vocabulary chunk
+The second part checks :func:`layerfast.evaluation.logprobs.token_logprobs` with a small vocabulary
+chunk
 against ``torch.log_softmax`` of the full logits, with bias and soft-capping, in fp32 and bf16.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +53,11 @@ ITEMS = [
     ("The quick brown fox jumps over the", ["lazy dog.", "mat", "red planet Mars"], 0),
     ("", ["élan", "café naïve", "東京"], 2),
     ("Москва is", ["big", "the capital of Russia", "x"], 1),
-    ("Which planet is known as the red planet?", ["Mars", "Venus", "Jupiter", "Saturn", "Pluto"], 0),
+    (
+        "Which planet is known as the red planet?",
+        ["Mars", "Venus", "Jupiter", "Saturn", "Pluto"],
+        0,
+    ),
     ("Athens is to Greece as Baghdad is to", ["Iraq", "Iran"], 0),
     ("Q: odd spacing  \n", ["A", "B", "a much longer answer"], 2),
     ("<s>Q: starts with the BOS text\nA:", ["yes", "no"], 1),
@@ -58,7 +65,7 @@ ITEMS = [
     ("tab\tseparated\tcontext\t", ["one", "two"], 1),
     ("the dog sat on the", ["log", "the mat and the cat"], 1),
     ("ünïcödé:", ["façade", "naïve", "—"], 0),
-    ("She said", ["\"hi\"", "it's fine", "'quoted' and \"double\""], 1),
+    ("She said", ['"hi"', "it's fine", "'quoted' and \"double\""], 1),
     ("Numbers: 1 2 3", ["4", "five", "6 7 8 9 10"], 0),
     ("A:", [" leading space", "no space"], 0),
     ("The lazy dog", ["sleeps 🙂", "runs", "barks at the mat"], 2),
@@ -93,11 +100,20 @@ def parity(tmp_path_factory):
 
         # 1. a tiny random Llama + the tiny tokenizer, saved as a model folder
         tok = tiny_tokenizer()
-        config = tf.LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                max_position_embeddings=256, initializer_range=0.1,
-                                pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                                tie_word_embeddings=False)
+        config = tf.LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            initializer_range=0.1,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        )
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = tf.LlamaForCausalLM(config).eval()
@@ -114,7 +130,8 @@ def parity(tmp_path_factory):
         # dataset_kwargs go to datasets.load_dataset: the local file, and a cache in tmp.
         task_dir = tmp / "tasks"
         task_dir.mkdir()
-        (task_dir / f"{TASK}.yaml").write_text(textwrap.dedent(f"""\
+        (task_dir / f"{TASK}.yaml").write_text(
+            textwrap.dedent(f"""\
             task: {TASK}
             dataset_path: json
             dataset_kwargs:
@@ -137,12 +154,20 @@ def parity(tmp_path_factory):
               - metric: acc_bytes
                 aggregation: mean
                 higher_is_better: true
-            """))
+            """)
+        )
         lm = HFLM(pretrained=str(model_dir), device="cpu", dtype="float32", batch_size=8)
         results = lm_eval.simple_evaluate(
-            model=lm, tasks=[TASK], task_manager=lm_eval.tasks.TaskManager(include_path=str(task_dir)),
-            num_fewshot=0, log_samples=True, bootstrap_iters=0,
-            random_seed=None, numpy_random_seed=None, torch_random_seed=None)
+            model=lm,
+            tasks=[TASK],
+            task_manager=lm_eval.tasks.TaskManager(include_path=str(task_dir)),
+            num_fewshot=0,
+            log_samples=True,
+            bootstrap_iters=0,
+            random_seed=None,
+            numpy_random_seed=None,
+            torch_random_seed=None,
+        )
 
         # 4. ours, on the model object and tokenizer the harness evaluated
         game = Game(lf.load(lm.model, tokenizer=lm.tokenizer), task, utility="acc", progress=False)
@@ -164,9 +189,18 @@ def parity(tmp_path_factory):
     samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
     assert [s["doc_id"] for s in samples] == list(range(len(task)))
     harness_ll = np.array([ll for s in samples for ll, _greedy in s["filtered_resps"]])
-    return SimpleNamespace(lm=lm, task=task, game=game, full=full, ours=ours, samples=samples,
-                           harness_ll=harness_ll, metrics=results["results"][TASK],
-                           harness_tokens=[(ctx, cont) for _, ctx, cont in seen], args=args)
+    return SimpleNamespace(
+        lm=lm,
+        task=task,
+        game=game,
+        full=full,
+        ours=ours,
+        samples=samples,
+        harness_ll=harness_ll,
+        metrics=results["results"][TASK],
+        harness_tokens=[(ctx, cont) for _, ctx, cont in seen],
+        args=args,
+    )
 
 
 def test_harness_builds_the_same_strings(parity):
@@ -182,14 +216,21 @@ def test_tokenisation_matches_harness(parity):
     """Every request's (input_ids, targets) equals what HFLM feeds its model and scores."""
     lm, requests = parity.lm, parity.game.requests
     assert [(r.item, r.choice) for r in requests] == [
-        (i, c) for i, it in enumerate(parity.task.items) for c in range(len(it.choices))]
+        (i, c) for i, it in enumerate(parity.task.items) for c in range(len(it.choices))
+    ]
     assert len(parity.harness_tokens) == len(requests)
-    for r, (ctx, cont), (context, continuation) in zip(requests, parity.harness_tokens, parity.args):
+    for r, (ctx, cont), (context, continuation) in zip(
+        requests, parity.harness_tokens, parity.args
+    ):
         if context:  # _encode_pair refuses an empty context; loglikelihood() handles it
             assert lm._encode_pair(context, continuation) == (ctx, cont)
-        # HFLM._loglikelihood_tokens: inp = (ctx + cont)[-(max_length + 1):][:-1], scores all of cont
+        # HFLM._loglikelihood_tokens: inp = (ctx + cont)[-(max_length + 1):][:-1], scores all of
+        # cont
         assert len(ctx + cont) <= lm.max_length + 1
-        assert r.input_ids == tuple((ctx + cont)[-(lm.max_length + 1):][:-1]), (context, continuation)
+        assert r.input_ids == tuple((ctx + cont)[-(lm.max_length + 1) :][:-1]), (
+            context,
+            continuation,
+        )
         assert r.targets == tuple(cont), (context, continuation)
     # the awkward cases really are awkward: the empty context is scored after BOS ...
     empty = parity.task.items.index(next(it for it in parity.task.items if it.context == ""))
@@ -198,7 +239,7 @@ def test_tokenisation_matches_harness(parity):
     spaced = [it.context for it in parity.task.items].index("The cat sat on the ")
     ctx, _ = lm._encode_pair("The cat sat on the ", " mat")
     assert ctx == lm.tokenizer.encode("The cat sat on the")
-    assert next(r for r in requests if r.item == spaced).input_ids[:len(ctx)] == tuple(ctx)
+    assert next(r for r in requests if r.item == spaced).input_ids[: len(ctx)] == tuple(ctx)
 
 
 def test_loglikelihoods_match_harness(parity):
@@ -217,7 +258,9 @@ def test_predictions_and_accuracy_match_harness(parity, utility):
     scorer, game = parity.game.scorer, parity.game
     # The harness's argmax from its own log-likelihoods (process_results: lls, lls / len(choice),
     # lls / len(choice.encode())) versus ours from our log-likelihoods.
-    divisor = {"acc": lambda c: 1.0, "acc_norm": len, "acc_bytes": lambda c: len(c.encode())}[utility]
+    divisor = {"acc": lambda c: 1.0, "acc_norm": len, "acc_bytes": lambda c: len(c.encode())}[
+        utility
+    ]
     harness_pred, margins = [], []
     for s, item in zip(parity.samples, parity.task.items):
         lls = np.array([ll for ll, _ in s["filtered_resps"]])
@@ -243,6 +286,7 @@ def test_acc_and_acc_norm_disagree_somewhere(parity):
 
 
 # --- chunked log-probs vs a full log_softmax ----------------------------------------------------
+
 
 def _reference(hidden, weight, targets, bias, softcap):
     logits = torch.nn.functional.linear(hidden, weight, bias).float()
@@ -274,5 +318,9 @@ def test_chunked_logprobs_match_log_softmax(dtype, tol, with_bias, softcap, scal
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want, rtol=1e-6, atol=tol)
     # one chunk covering the whole vocabulary gives the same numbers
-    torch.testing.assert_close(token_logprobs(hidden, weight, targets, bias, softcap, chunk=vocab),
-                               want, rtol=1e-6, atol=tol)
+    torch.testing.assert_close(
+        token_logprobs(hidden, weight, targets, bias, softcap, chunk=vocab),
+        want,
+        rtol=1e-6,
+        atol=tol,
+    )

@@ -1,4 +1,5 @@
 """Perplexity against the plain HF forward with a full log-softmax, and under a coalition."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,11 @@ import torch
 
 from layerfast.evaluation.perplexity import perplexity
 
-TEXTS = ["the cat sat on the mat and the dog sat on the log",
-         "Q: What is the capital of France?\nA: Paris", "x"]
+TEXTS = [
+    "the cat sat on the mat and the dog sat on the log",
+    "Q: What is the capital of France?\nA: Paris",
+    "x",
+]
 
 
 def reference(model, texts, keep=None):
@@ -30,8 +34,9 @@ def reference(model, texts, keep=None):
 
 
 def test_matches_full_softmax(tiny_llama):
-    assert perplexity(tiny_llama, TEXTS, batch_size=2) == pytest.approx(reference(tiny_llama, TEXTS),
-                                                                        rel=1e-5)
+    assert perplexity(tiny_llama, TEXTS, batch_size=2) == pytest.approx(
+        reference(tiny_llama, TEXTS), rel=1e-5
+    )
 
 
 def test_coalition_changes_it(tiny_llama):

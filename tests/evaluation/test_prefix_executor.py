@@ -3,6 +3,7 @@
 Bit-identical means ``np.array_equal`` on the float64 log-likelihoods: both executors run the
 same kernels on the same batches, the prefix one only skips recomputing shared prefixes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,18 +14,26 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import layerfast as lf
 from layerfast.estimators.ablation import ablation_masks
 from layerfast.evaluation.naive_executor import NaiveExecutor
-from layerfast.evaluation.prefix_executor import PrefixExecutor, branch_depths, common_prefix, trie_order
+from layerfast.evaluation.prefix_executor import (
+    PrefixExecutor,
+    branch_depths,
+    common_prefix,
+    trie_order,
+)
 from layerfast.evaluation.requests import build_requests
 from layerfast.tasks import Item, Task
 from tests.helpers.tiny_models import tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 
-TASK = Task("t", [
-    Item("Q: What is the capital of Peru?\nA:", ("Lima", "Quito", "Paris"), 0, "a"),
-    Item("the cat sat on the", ("mat", "dog"), 1, "b"),
-    Item("Athens is to Greece as Baghdad is to", ("Iraq", "Mars", "Venus", "Lima"), 0, "c"),
-    Item("", ("The quick brown fox", "the lazy dog"), 0, "d"),
-])
+TASK = Task(
+    "t",
+    [
+        Item("Q: What is the capital of Peru?\nA:", ("Lima", "Quito", "Paris"), 0, "a"),
+        Item("the cat sat on the", ("mat", "dog"), 1, "b"),
+        Item("Athens is to Greece as Baghdad is to", ("Iraq", "Mars", "Venus", "Lima"), 0, "c"),
+        Item("", ("The quick brown fox", "the lazy dog"), 0, "d"),
+    ],
+)
 
 
 def proximity_masks(n: int, window: int) -> np.ndarray:
@@ -33,7 +42,7 @@ def proximity_masks(n: int, window: int) -> np.ndarray:
     for k in range(1, window + 1):
         for start in range(n - k + 1):
             row = np.ones(n, dtype=bool)
-            row[start:start + k] = False
+            row[start : start + k] = False
             rows.append(row)
     return np.array(rows)
 
@@ -45,15 +54,19 @@ def mask_sets(n: int, seed: int) -> dict[str, np.ndarray]:
     return {
         "ablation": ablation_masks(n),
         "proximity": proximity_masks(n, 3),
-        "random+duplicates+extremes": np.concatenate([randoms, randoms[:4], full, empty, full, empty]),
+        "random+duplicates+extremes": np.concatenate(
+            [randoms, randoms[:4], full, empty, full, empty]
+        ),
         "single": full,
     }
 
 
 def executors(model, batch_tokens, memory_budget):
     requests = build_requests(TASK, model.tokenizer)
-    return (NaiveExecutor(model, requests, batch_tokens=batch_tokens),
-            PrefixExecutor(model, requests, batch_tokens=batch_tokens, memory_budget=memory_budget))
+    return (
+        NaiveExecutor(model, requests, batch_tokens=batch_tokens),
+        PrefixExecutor(model, requests, batch_tokens=batch_tokens, memory_budget=memory_budget),
+    )
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox", "gemma3", "gpt2", "olmoe"])
@@ -87,8 +100,14 @@ def test_game_executors_agree_and_cache_across_them(tmp_path):
 def long_model(n_layers: int = 30):
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=24,
-                      num_hidden_layers=n_layers, num_attention_heads=2, num_key_value_heads=1)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=n_layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     return lf.load(LlamaForCausalLM(cfg), tokenizer=tok)
 
 

@@ -1,17 +1,20 @@
 """Utilities on hand-built log-likelihood vectors, with the expected answers worked out here."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from layerfast.tasks import Item, Task
 from layerfast.evaluation.utility import UTILITIES, Scorer, check_utility
+from layerfast.tasks import Item, Task
 
 
 def task_of(*items):
     """items: (choices, gold) pairs."""
-    return Task("t", [Item(f"ctx {k}", tuple(choices), gold, str(k))
-                      for k, (choices, gold) in enumerate(items)])
+    return Task(
+        "t",
+        [Item(f"ctx {k}", tuple(choices), gold, str(k)) for k, (choices, gold) in enumerate(items)],
+    )
 
 
 def test_acc_and_acc_norm_disagree_on_choice_lengths():
@@ -40,9 +43,18 @@ def test_acc_bytes_differs_from_acc_norm_on_unicode():
 
 def test_ties_go_to_the_first_choice():
     scorer = Scorer(task_of((["x", "y", "z"], 0), (["x", "y", "z"], 1), (["p", "q"], 1)))
-    ll = np.array([-1.0, -1.0, -1.0,    # 3-way tie, gold 0: right
-                   -4.0, -1.0, -1.0,    # tie between 1 and 2, gold 1: right
-                   -2.0, -2.0])         # tie, gold 1: wrong (argmax picks 0)
+    ll = np.array(
+        [
+            -1.0,
+            -1.0,
+            -1.0,  # 3-way tie, gold 0: right
+            -4.0,
+            -1.0,
+            -1.0,  # tie between 1 and 2, gold 1: right
+            -2.0,
+            -2.0,
+        ]
+    )  # tie, gold 1: wrong (argmax picks 0)
     for utility in ("acc", "acc_norm", "acc_bytes"):  # equal lengths: same ties after scaling
         assert scorer.predictions(ll, utility).tolist() == [0, 1, 0]
         assert scorer(ll, utility) == pytest.approx(2 / 3)
@@ -50,8 +62,7 @@ def test_ties_go_to_the_first_choice():
 
 def test_smooth_utilities_by_hand():
     scorer = Scorer(task_of((["a", "bb", "ccc"], 2), (["x", "y"], 0)))
-    ll = np.array([-1.0, -3.0, -2.5,
-                   -0.5, -4.0])
+    ll = np.array([-1.0, -3.0, -2.5, -0.5, -4.0])
     # logprob: mean gold log-prob = (-2.5 + -0.5) / 2
     assert scorer(ll, "logprob") == pytest.approx(-1.5)
     # margin: gold minus best other: (-2.5 - -1.0) = -1.5 and (-0.5 - -4.0) = 3.5 -> mean 1.0
@@ -64,7 +75,7 @@ def reference(items, ll, utility):
     """Plain-Python utility for (choices, gold) items and a flat log-likelihood list."""
     terms, pos = [], 0
     for choices, gold in items:
-        vals = ll[pos:pos + len(choices)]
+        vals = ll[pos : pos + len(choices)]
         pos += len(choices)
         if utility == "logprob":
             terms.append(vals[gold])
@@ -72,7 +83,11 @@ def reference(items, ll, utility):
         if utility == "margin":
             terms.append(vals[gold] - max(v for j, v in enumerate(vals) if j != gold))
             continue
-        length = {"acc": lambda c: 1, "acc_norm": len, "acc_bytes": lambda c: len(c.encode("utf-8"))}
+        length = {
+            "acc": lambda c: 1,
+            "acc_norm": len,
+            "acc_bytes": lambda c: len(c.encode("utf-8")),
+        }
         scaled = [v / length[utility](c) for v, c in zip(vals, choices)]
         best = 0
         for j in range(1, len(scaled)):

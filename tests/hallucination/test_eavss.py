@@ -1,6 +1,7 @@
 """EAVSS: the group split, the scores on synthetic statistics against their formulas, bootstrap
 intervals, per-item statistics against the reference, contrastive fine-tuning (only the chosen
 blocks move; the loss falls; save/load round trip) and the controlled comparison on a tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,9 @@ def test_scores_follow_their_formulas():
     avss_h, avss_c = av_h / as_h, av_c / as_c
     np.testing.assert_allclose(sc["eavss"], (avss_h - avss_c) / (avss_h + avss_c), rtol=1e-12)
     # EAVSS combines the two contrasts: tanh(atanh(HSAV) - atanh(HSS))
-    np.testing.assert_allclose(sc["eavss"], np.tanh(np.arctanh(sc["hsav"]) - np.arctanh(sc["hss"])),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        sc["eavss"], np.tanh(np.arctanh(sc["hsav"]) - np.arctanh(sc["hss"])), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_as_zero_gives_nan_not_infinity():
@@ -112,9 +114,11 @@ def test_item_stats_match_reference_per_item(tiny_llama, tiny_task):
         r = picked[i]
         ids, mask = pad_right([list(r.input_ids)])
         ans = torch.zeros_like(mask)
-        ans[0, len(r.input_ids) - len(r.targets):] = 1
+        ans[0, len(r.input_ids) - len(r.targets) :] = 1
         with torch.no_grad():
-            streams = [(b, x.clone(), y.clone()) for b, x, y in block_streams(tiny_llama, ids, mask)]
+            streams = [
+                (b, x.clone(), y.clone()) for b, x, y in block_streams(tiny_llama, ids, mask)
+            ]
         for block, x_in, x_out in streams:
             for scope, m in (("sequence", mask), ("answer", ans)):
                 acc = block_stats_ref(x_in, x_out, m, eps=0.05)
@@ -157,7 +161,9 @@ def test_split_task_is_disjoint_and_seeded(tiny_task):
 
 def test_finetune_moves_only_the_chosen_blocks(tiny_llama, tiny_task, tmp_path):
     before = {k: v.clone() for k, v in tiny_llama.hf_model.state_dict().items()}
-    tuned, log = finetune(tiny_llama, tiny_task, [1], FinetuneConfig(steps=25, lr=3e-3, batch_size=6))
+    tuned, log = finetune(
+        tiny_llama, tiny_task, [1], FinetuneConfig(steps=25, lr=3e-3, batch_size=6)
+    )
     for k, v in tiny_llama.hf_model.state_dict().items():
         assert torch.equal(v, before[k]), f"the original model changed at {k}"
     moved = {k for k, v in tuned.hf_model.state_dict().items() if not torch.equal(v, before[k])}
@@ -180,16 +186,24 @@ def test_trainable_parameters_checks_blocks(tiny_llama):
         trainable_parameters(lf.load(tiny_llama.hf_model, tokenizer=tiny_llama.tokenizer), [7])
 
 
-@pytest.mark.parametrize("bad", [dict(steps=-1), dict(batch_size=0), dict(lr=0.0),
-                                 dict(temperature=-0.1)])
+@pytest.mark.parametrize(
+    "bad", [dict(steps=-1), dict(batch_size=0), dict(lr=0.0), dict(temperature=-0.1)]
+)
 def test_finetune_config_rejects_bad_values(bad):
     with pytest.raises(UsageError, match="invalid fine-tuning config"):
         FinetuneConfig(**bad)
 
 
 def test_compare_runs_every_condition(tiny_llama, tiny_task):
-    out = compare(tiny_llama, tiny_task, k=1, config=FinetuneConfig(steps=2, batch_size=2),
-                  n_random=2, progress=False, log=lambda *a: None)
+    out = compare(
+        tiny_llama,
+        tiny_task,
+        k=1,
+        config=FinetuneConfig(steps=2, batch_size=2),
+        n_random=2,
+        progress=False,
+        log=lambda *a: None,
+    )
     names = [r["condition"] for r in out["rows"]]
     assert names == ["before", "eavss-top", "eavss-bottom", "random-0", "random-1", "all"]
     before = out["rows"][0]

@@ -4,6 +4,7 @@
 128), in eval mode, with eager attention unless ``attn_implementation`` says otherwise. Building
 one takes a few milliseconds; nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,9 +13,19 @@ import transformers as tf
 VOCAB = 128
 
 # Shared small sizes; each builder overrides or adds what its architecture needs.
-_COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-               pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+_COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    tie_word_embeddings=False,
+)
 
 
 def _llama():
@@ -41,14 +52,23 @@ def _phi3():
 def _gemma2():
     # final_logit_softcapping small enough that the cap actually bends the logits.
     return tf.Gemma2ForCausalLM, tf.Gemma2Config(
-        **{**_COMMON, "num_hidden_layers": 3}, head_dim=8, sliding_window=4,
-        final_logit_softcapping=1.0, attn_logit_softcapping=5.0, query_pre_attn_scalar=8)
+        **{**_COMMON, "num_hidden_layers": 3},
+        head_dim=8,
+        sliding_window=4,
+        final_logit_softcapping=1.0,
+        attn_logit_softcapping=5.0,
+        query_pre_attn_scalar=8,
+    )
 
 
 def _gemma3_text_config():
     return tf.Gemma3TextConfig(
-        **_COMMON, head_dim=8, sliding_window=4, query_pre_attn_scalar=8,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+        **_COMMON,
+        head_dim=8,
+        sliding_window=4,
+        query_pre_attn_scalar=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    )
 
 
 def _gemma3():
@@ -58,48 +78,88 @@ def _gemma3():
 def _gemma3_multimodal():
     # model_type "gemma3": the image-text model; its decoder is model.language_model. Text-only
     # inputs never reach the (one-layer) vision tower.
-    vision = tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                   num_attention_heads=4, image_size=28, patch_size=14)
+    vision = tf.SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=28,
+        patch_size=14,
+    )
     return tf.Gemma3ForConditionalGeneration, tf.Gemma3Config(
-        text_config=_gemma3_text_config(), vision_config=vision, mm_tokens_per_image=4,
-        boi_token_index=VOCAB - 3, eoi_token_index=VOCAB - 2, image_token_index=VOCAB - 1)
+        text_config=_gemma3_text_config(),
+        vision_config=vision,
+        mm_tokens_per_image=4,
+        boi_token_index=VOCAB - 3,
+        eoi_token_index=VOCAB - 2,
+        image_token_index=VOCAB - 1,
+    )
 
 
 def _gpt2():
     return tf.GPT2LMHeadModel, tf.GPT2Config(
-        vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_layer=3,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
 
 
 def _gpt_neox(parallel: bool):
     return tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, max_position_embeddings=64, rotary_pct=0.5,
-        use_parallel_residual=parallel, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-        tie_word_embeddings=False)
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        rotary_pct=0.5,
+        use_parallel_residual=parallel,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
 
 
 def _mixtral():
     return tf.MixtralForCausalLM, tf.MixtralConfig(
-        **_COMMON, num_local_experts=4, num_experts_per_tok=2)
+        **_COMMON, num_local_experts=4, num_experts_per_tok=2
+    )
 
 
 def _olmoe():
-    return tf.OlmoeForCausalLM, tf.OlmoeConfig(
-        **_COMMON, num_experts=4, num_experts_per_tok=2)
+    return tf.OlmoeForCausalLM, tf.OlmoeConfig(**_COMMON, num_experts=4, num_experts_per_tok=2)
 
 
 def _qwen2_moe():
     # Layer 1 is a dense MLP (mlp_only_layers), layers 0 and 2 are sparse with a shared expert.
     return tf.Qwen2MoeForCausalLM, tf.Qwen2MoeConfig(
-        **_COMMON, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-        shared_expert_intermediate_size=64, decoder_sparse_step=1, mlp_only_layers=[1])
+        **_COMMON,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=64,
+        decoder_sparse_step=1,
+        mlp_only_layers=[1],
+    )
 
 
 def _qwen3_moe():
     return tf.Qwen3MoeForCausalLM, tf.Qwen3MoeConfig(
-        **_COMMON, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-        decoder_sparse_step=1, mlp_only_layers=[1])
+        **_COMMON,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        decoder_sparse_step=1,
+        mlp_only_layers=[1],
+    )
 
 
 _BUILDERS = {
@@ -130,8 +190,13 @@ def tiny_config(arch: str):
     return _BUILDERS[arch]()
 
 
-def tiny_model(arch: str, dtype: torch.dtype = torch.float32, seed: int = 0,
-               attn_implementation: str = "eager", vocab_size: int | None = None) -> torch.nn.Module:
+def tiny_model(
+    arch: str,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    attn_implementation: str = "eager",
+    vocab_size: int | None = None,
+) -> torch.nn.Module:
     """A seeded random-weight model of architecture ``arch`` in eval mode.
 
     vocab_size: override the vocabulary (e.g. ``len(tiny_tokenizer())`` for scoring tests).

@@ -1,7 +1,8 @@
 """A small byte-level BPE tokenizer trained in memory, for tests that need no network."""
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 CORPUS = [
     "Q: What is the capital of France?\nA: Paris",
@@ -14,7 +15,7 @@ CORPUS = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_tokenizer(vocab_size: int = 320):
     """A PreTrainedTokenizerFast with BOS <s> (id 1), EOS </s> (id 2), PAD <pad> (id 0).
 
@@ -27,8 +28,12 @@ def tiny_tokenizer(vocab_size: int = 320):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS * 5, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )

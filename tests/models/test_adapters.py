@@ -16,6 +16,7 @@ GPT-2 copies keys and values into a cache buffer, which changes the matmul's mem
 hence its rounding (about 3e-7 in fp32); the default cached call is checked with atol 1e-5.
 The same argument holds in bf16, and there too the results are bit-identical (tolerance 0).
 """
+
 from __future__ import annotations
 
 import types
@@ -48,8 +49,11 @@ BRANCHES = {
     "phi3": ("model.layers", "self_attn", "mlp"),
     "gemma2": ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm"),
     "gemma3": ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm"),
-    "gemma3_multimodal": ("model.language_model.layers", "post_attention_layernorm",
-                          "post_feedforward_layernorm"),
+    "gemma3_multimodal": (
+        "model.language_model.layers",
+        "post_attention_layernorm",
+        "post_feedforward_layernorm",
+    ),
     "gpt2": ("transformer.h", "attn", "mlp"),
     "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
     "gpt_neox_sequential": ("gpt_neox.layers", "attention", "mlp"),
@@ -62,8 +66,12 @@ assert set(BRANCHES) == set(TINY_ARCHS)
 
 IMPLS = ["eager", "sdpa"]
 # (arch, attention implementation) pairs; Gemma 2 has no SDPA path in transformers (soft-capping).
-ARCH_IMPLS = [(arch, impl) for arch in TINY_ARCHS for impl in IMPLS
-              if impl == "eager" or tiny_config(arch)[0]._supports_sdpa]
+ARCH_IMPLS = [
+    (arch, impl)
+    for arch in TINY_ARCHS
+    for impl in IMPLS
+    if impl == "eager" or tiny_config(arch)[0]._supports_sdpa
+]
 _MODELS: dict = {}
 
 
@@ -162,8 +170,9 @@ def test_all_on_matches_hf_exactly(arch, impl):
     assert ours.shape == (3, 9, hf.config.get_text_config().vocab_size)
     ref = hf_logits(arch, hf, ids, mask)
     # Bit-identical (see the module docstring); a fortiori within FP32_ATOL.
-    assert torch.equal(real(ours, mask), real(ref, mask)), \
+    assert torch.equal(real(ours, mask), real(ref, mask)), (
         f"max diff {(real(ours, mask) - real(ref, mask)).abs().max().item():.3g}"
+    )
     # The default HF call (KV cache on) differs only by rounding.
     default = hf_logits(arch, hf, ids, mask, use_cache=None)
     torch.testing.assert_close(real(ours, mask), real(default, mask), atol=FP32_ATOL, rtol=0)
@@ -186,7 +195,9 @@ def test_hidden_states_match_hf_last_hidden_state(arch):
     ids, mask = batch(1)
     with torch.no_grad():
         ours = sm.hidden_states(ids, attention_mask=mask)
-        ref = hf(ids, attention_mask=mask, use_cache=False, output_hidden_states=True).hidden_states[-1]
+        ref = hf(
+            ids, attention_mask=mask, use_cache=False, output_hidden_states=True
+        ).hidden_states[-1]
     assert torch.equal(real(ours, mask), real(ref, mask))
 
 
@@ -324,7 +335,12 @@ def test_keep_mask_forms_agree():
     ids, mask = batch()
     keep = [True, False, True, True, False, True]
     expected = run(sm, ids, mask, keep)
-    for form in (np.array(keep), torch.tensor(keep), [int(k) for k in keep], np.array(keep, dtype=np.int64)):
+    for form in (
+        np.array(keep),
+        torch.tensor(keep),
+        [int(k) for k in keep],
+        np.array(keep, dtype=np.int64),
+    ):
         assert torch.equal(run(sm, ids, mask, form), expected)
     assert torch.equal(run(sm, ids, mask, [True] * 6), run(sm, ids, mask, None))
 
@@ -351,15 +367,30 @@ def test_input_ids_must_be_2d():
 
 
 def _assert_names_supported(message: str):
-    for model_type in ("llama", "mistral", "qwen2", "gemma2", "gpt2", "gpt_neox", "mixtral", "olmoe"):
+    for model_type in (
+        "llama",
+        "mistral",
+        "qwen2",
+        "gemma2",
+        "gpt2",
+        "gpt_neox",
+        "mixtral",
+        "olmoe",
+    ):
         assert model_type in message
 
 
 def test_unsupported_hf_architecture_raises():
     from transformers import BertConfig, BertLMHeadModel
 
-    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, is_decoder=True)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        is_decoder=True,
+    )
     with pytest.raises(UsageError, match="unsupported architecture 'bert'") as info:
         lm.load(BertLMHeadModel(config))
     _assert_names_supported(str(info.value))

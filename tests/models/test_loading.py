@@ -1,4 +1,5 @@
 """lf.load's input errors: each is a UsageError naming the value."""
+
 from __future__ import annotations
 
 import pytest

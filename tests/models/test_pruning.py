@@ -1,6 +1,7 @@
 """Pruning: the pruned transformers model equals the masked layerfast model, survives
 save_pretrained/from_pretrained, and has no stale layer index (cached decoding agrees); zeroing
 the output projections an adapter declares removes exactly that player, for every architecture."""
+
 from __future__ import annotations
 
 import copy
@@ -37,15 +38,18 @@ def test_select_rules():
         select(s, rule="highest")
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(rule="highest"), "'highest'"),
-    (dict(fraction=1.0), "fraction must be in \\[0, 1\\), got 1.0"),
-    (dict(fraction=None), "got None"),
-    (dict(k=8), "k must be in \\[0, 7\\], got 8"),
-    (dict(k=-1), "got -1"),
-    (dict(fraction=1.5, rule="cumulative"), "got 1.5"),
-    (dict(fraction=None, rule="cumulative"), "got None"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(rule="highest"), "'highest'"),
+        (dict(fraction=1.0), "fraction must be in \\[0, 1\\), got 1.0"),
+        (dict(fraction=None), "got None"),
+        (dict(k=8), "k must be in \\[0, 7\\], got 8"),
+        (dict(k=-1), "got -1"),
+        (dict(fraction=1.5, rule="cumulative"), "got 1.5"),
+        (dict(fraction=None, rule="cumulative"), "got None"),
+    ],
+)
 def test_select_rejects_bad_options_naming_them(kwargs, match):
     with pytest.raises(UsageError, match=match):
         select([0.5, 0.1, 0.3, 0.9, 0.2, 0.7, 0.05, 0.4], **kwargs)
@@ -65,7 +69,11 @@ def test_block_pruning_equals_masked_model(arch, tmp_path):
     model = lf.load(tiny_model(arch))
     scores = np.array([3.0, 1.0, 2.0])  # block 1 is the least important
     pruned = prune(model, scores, k=1)
-    assert pruned.config.num_hidden_layers == 2 if hasattr(pruned.config, "num_hidden_layers") else True
+    assert (
+        pruned.config.num_hidden_layers == 2
+        if hasattr(pruned.config, "num_hidden_layers")
+        else True
+    )
     keep = np.ones(model.n_players, bool)
     keep[2:4] = False
     want = masked_logits(model, keep)
@@ -94,8 +102,9 @@ def test_sublayer_pruning_equals_masked_model(arch):
     keep = np.ones(model.n_players, bool)
     keep[[1, 4]] = False
     with torch.no_grad():
-        torch.testing.assert_close(pruned(IDS, use_cache=False).logits, masked_logits(model, keep),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            pruned(IDS, use_cache=False).logits, masked_logits(model, keep), rtol=0, atol=1e-5
+        )
 
 
 def test_bad_scores_length():

@@ -1,5 +1,6 @@
 """SublayerModel's player/block bookkeeping: players_of, block_of, block_mask (range errors
 included) and step's use of them; the forward loop itself is tested in test_adapters.py."""
+
 from __future__ import annotations
 
 import numpy as np

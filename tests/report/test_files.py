@@ -25,9 +25,17 @@ def strict_loads(text: str):
 
 def test_to_jsonable_nonfinite_and_numpy():
     payload = {
-        "nan": float("nan"), "inf": math.inf, "ninf": -math.inf, "ok": 1.5, "int": 3,
-        "bool": True, "none": None, "text": "a",
-        "np_nan": np.float32("nan"), "np_inf": np.float64(np.inf), "np_int": np.int64(7),
+        "nan": float("nan"),
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "ok": 1.5,
+        "int": 3,
+        "bool": True,
+        "none": None,
+        "text": "a",
+        "np_nan": np.float32("nan"),
+        "np_inf": np.float64(np.inf),
+        "np_int": np.int64(7),
         "np_bool": np.bool_(False),
         "array": np.array([1.0, np.nan, np.inf, -np.inf]),
         "matrix": np.array([[1, 2], [3, 4]], dtype=np.int32),
@@ -48,8 +56,9 @@ def test_to_jsonable_nonfinite_and_numpy():
 
 
 def test_write_json_is_strict(tmp_path):
-    path = files.write_json(tmp_path / "x.json", {"v": np.array([np.nan, 1.0]), "s": np.inf,
-                                                  "n": np.float64("nan")})
+    path = files.write_json(
+        tmp_path / "x.json", {"v": np.array([np.nan, 1.0]), "s": np.inf, "n": np.float64("nan")}
+    )
     assert path == tmp_path / "x.json"
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text and text.endswith("\n")
@@ -71,18 +80,31 @@ def test_write_csv(tmp_path):
 
 def test_save_ablation_and_shapley(tmp_path):
     players = ["attn0", "mlp0", "attn1", "mlp1"]
-    abl = AblationResult(players=players, full=0.8, values=np.array([0.7, 0.25, 0.8, np.nan]),
-                         chance=0.25, margin=0.1, utility="acc")
+    abl = AblationResult(
+        players=players,
+        full=0.8,
+        values=np.array([0.7, 0.25, 0.8, np.nan]),
+        chance=0.25,
+        margin=0.1,
+        utility="acc",
+    )
     written = files.save_ablation(tmp_path, abl, {"model": "m", "task": "t"})
     assert [p.name for p in written] == ["ablation.json", "ablation.csv", "ablation.png"]
     data = strict_loads((tmp_path / "ablation.json").read_text())
     assert data["values"][3] is None and data["drops"][3] is None and data["model"] == "m"
     assert data["cornerstones"] == ["mlp0"]
 
-    res = SimpleNamespace(players=players, values=np.array([0.1, 0.5, 0.0, 0.2]),
-                          stderr=np.full(4, np.nan), method="proximity",
-                          to_dict=lambda: {"values": [0.1, 0.5, 0.0, 0.2],
-                                           "stderr": [math.nan] * 4, "empty": math.nan})
+    res = SimpleNamespace(
+        players=players,
+        values=np.array([0.1, 0.5, 0.0, 0.2]),
+        stderr=np.full(4, np.nan),
+        method="proximity",
+        to_dict=lambda: {
+            "values": [0.1, 0.5, 0.0, 0.2],
+            "stderr": [math.nan] * 4,
+            "empty": math.nan,
+        },
+    )
     written = files.save_shapley(tmp_path, res, {"model": "m", "task": "t"})
     assert [p.name for p in written] == ["shapley.json", "shapley.csv", "shapley.png"]
     data = strict_loads((tmp_path / "shapley.json").read_text())

@@ -13,8 +13,14 @@ PLAYERS = ["attn0", "mlp0", "attn1", "mlp1"]
 
 
 def ablation():
-    return AblationResult(players=PLAYERS, full=0.8, values=np.array([0.7, 0.25, 0.8, 0.5]),
-                          chance=0.25, margin=0.1, utility="acc")
+    return AblationResult(
+        players=PLAYERS,
+        full=0.8,
+        values=np.array([0.7, 0.25, 0.8, 0.5]),
+        chance=0.25,
+        margin=0.1,
+        utility="acc",
+    )
 
 
 def test_ablation_table_marks_cornerstones_and_top():
@@ -27,11 +33,22 @@ def test_ablation_table_marks_cornerstones_and_top():
 
 
 def test_markdown_summary_and_top_players():
-    res = SimpleNamespace(players=PLAYERS, values=np.array([0.1, 0.5, 0.0, 0.2]),
-                          stderr=np.zeros(4), method="proximity", info={"window": 2},
-                          n_evaluations=8, efficiency_gap=0.0)
-    meta = {"model": "m", "task": "t", "n_items": 6, "dtype": "float32",
-            "environment": {"machine": "x86_64, 1 threads", "date": "today"}}
+    res = SimpleNamespace(
+        players=PLAYERS,
+        values=np.array([0.1, 0.5, 0.0, 0.2]),
+        stderr=np.zeros(4),
+        method="proximity",
+        info={"window": 2},
+        n_evaluations=8,
+        efficiency_gap=0.0,
+    )
+    meta = {
+        "model": "m",
+        "task": "t",
+        "n_items": 6,
+        "dtype": "float32",
+        "environment": {"machine": "x86_64, 1 threads", "date": "today"},
+    }
     md = tables.markdown_summary(meta, ablation(), res, 12.0)
     assert md.startswith("# layerfast report: m on t")
     assert "cornerstones (removal drops the utility to chance): mlp0" in md
@@ -40,19 +57,34 @@ def test_markdown_summary_and_top_players():
 
 
 def test_finetune_table():
-    row = {"condition": "eavss-top", "blocks": [2, 0], "test_acc_before": 0.5,
-           "test_acc_after": 0.75, "test_acc_delta": 0.25, "test_acc_delta_se": 0.1,
-           "test_logprob_before": -2.0, "test_logprob_after": -1.5, "val_acc_after": 0.6}
+    row = {
+        "condition": "eavss-top",
+        "blocks": [2, 0],
+        "test_acc_before": 0.5,
+        "test_acc_after": 0.75,
+        "test_acc_delta": 0.25,
+        "test_acc_delta_se": 0.1,
+        "test_logprob_before": -2.0,
+        "test_logprob_after": -1.5,
+        "val_acc_after": 0.6,
+    }
     lines = tables.finetune_table([row, {**row, "condition": "all"}], "acc").splitlines()
     assert lines[0].startswith("| condition | blocks | test acc before -> after")
-    assert lines[2] == ("| eavss-top | 2 0 | 0.500 -> 0.750 (+0.250 ± 0.100) | -2.000 -> -1.500 "
-                        "| 0.600 |")
+    assert lines[2] == (
+        "| eavss-top | 2 0 | 0.500 -> 0.750 (+0.250 ± 0.100) | -2.000 -> -1.500 | 0.600 |"
+    )
     assert lines[3].startswith("| all | all |")
 
 
 def test_stats_summary_notes_undefined_avss():
-    st = {"backend": "torch", "dtype": "float32", "n_texts": 4, "n_tokens": np.array([40.0]),
-          "wall_s": 0.25, "as_zero": [1]}
+    st = {
+        "backend": "torch",
+        "dtype": "float32",
+        "n_texts": 4,
+        "n_tokens": np.array([40.0]),
+        "wall_s": 0.25,
+        "as_zero": [1],
+    }
     text = tables.stats_summary(st, 1e-5)
     assert text.startswith("statistics: torch backend, float32, 4 texts, 40 tokens, 0.2 s")
     assert "AS = 0 in blocks [1]" in text

@@ -1,4 +1,5 @@
 """Task files: JSONL validation (errors name file and line), round trip, subsets, names, chance."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,12 @@ import pytest
 from layerfast import tasks
 from layerfast.tasks import Item, Task, TaskFormatError, read_jsonl
 
-GOOD = {"context": "Q: What is the capital of Peru?\nA:", "choices": ["Lima", "Quito"], "gold": 0,
-        "id": "pe"}
+GOOD = {
+    "context": "Q: What is the capital of Peru?\nA:",
+    "choices": ["Lima", "Quito"],
+    "gold": 0,
+    "id": "pe",
+}
 
 
 def write_lines(path, lines):
@@ -32,25 +37,28 @@ def with_(**changes):
 _DROP = object()
 
 
-@pytest.mark.parametrize("line, words", [
-    (with_(gold=_DROP), ["missing", "gold"]),
-    (with_(context=_DROP, choices=_DROP), ["missing", "context", "choices"]),
-    (with_(gold=2), ["gold", "2"]),
-    (with_(gold=-1), ["gold", "-1"]),
-    (with_(gold=True), ["gold", "True"]),
-    (with_(gold="0"), ["gold", "'0'"]),
-    (with_(gold=0.0), ["gold"]),
-    (with_(choices="Lima"), ["choices"]),
-    (with_(choices={"a": "Lima", "b": "Quito"}), ["choices"]),
-    (with_(choices=["Lima"]), ["choices", "at least 2"]),
-    (with_(choices=[]), ["choices", "at least 2"]),
-    (with_(choices=["Lima", ""]), ["choices", "non-empty"]),
-    (with_(choices=["Lima", 3]), ["choices"]),
-    (with_(context=5), ["context"]),
-    (with_(answer=1), ["unknown", "answer"]),
-    ('{"context": "Q:", "choices": ["a", "b"], "gold": 0', ["not valid JSON"]),
-    ("[1, 2, 3]", ["JSON object", "list"]),
-])
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        (with_(gold=_DROP), ["missing", "gold"]),
+        (with_(context=_DROP, choices=_DROP), ["missing", "context", "choices"]),
+        (with_(gold=2), ["gold", "2"]),
+        (with_(gold=-1), ["gold", "-1"]),
+        (with_(gold=True), ["gold", "True"]),
+        (with_(gold="0"), ["gold", "'0'"]),
+        (with_(gold=0.0), ["gold"]),
+        (with_(choices="Lima"), ["choices"]),
+        (with_(choices={"a": "Lima", "b": "Quito"}), ["choices"]),
+        (with_(choices=["Lima"]), ["choices", "at least 2"]),
+        (with_(choices=[]), ["choices", "at least 2"]),
+        (with_(choices=["Lima", ""]), ["choices", "non-empty"]),
+        (with_(choices=["Lima", 3]), ["choices"]),
+        (with_(context=5), ["context"]),
+        (with_(answer=1), ["unknown", "answer"]),
+        ('{"context": "Q:", "choices": ["a", "b"], "gold": 0', ["not valid JSON"]),
+        ("[1, 2, 3]", ["JSON object", "list"]),
+    ],
+)
 def test_bad_line_error_names_file_and_line(tmp_path, line, words):
     path = bad_file(tmp_path, line)
     with pytest.raises(TaskFormatError) as err:
@@ -75,18 +83,25 @@ def test_file_without_items(tmp_path, content):
 
 def test_valid_file_round_trips(tmp_path):
     rows = [
-        {"context": "Q: Capital of Japan?\nA:", "choices": ["東京", "Москва", "Lima"], "gold": 0,
-         "id": "jp"},
-        {"context": "He said \"hi\"", "choices": ["élan", "naïve"], "gold": 1},  # no id
+        {
+            "context": "Q: Capital of Japan?\nA:",
+            "choices": ["東京", "Москва", "Lima"],
+            "gold": 0,
+            "id": "jp",
+        },
+        {"context": 'He said "hi"', "choices": ["élan", "naïve"], "gold": 1},  # no id
         {"context": "", "choices": ["a", "b", "c", "d"], "gold": 3, "id": 7},
     ]
-    src = write_lines(tmp_path / "src.jsonl", [json.dumps(r, ensure_ascii=False) for r in rows]
-                      + [""])
+    src = write_lines(
+        tmp_path / "src.jsonl", [json.dumps(r, ensure_ascii=False) for r in rows] + [""]
+    )
     task = read_jsonl(src)
     assert task.name == "src"
     assert len(task) == 3
-    expected = [Item(r["context"], tuple(r["choices"]), r["gold"], str(r.get("id", n)))
-                for n, r in enumerate(rows, start=1)]  # default id: the line number
+    expected = [
+        Item(r["context"], tuple(r["choices"]), r["gold"], str(r.get("id", n)))
+        for n, r in enumerate(rows, start=1)
+    ]  # default id: the line number
     assert task.items == expected
 
     out = tmp_path / "out.jsonl"
@@ -95,14 +110,19 @@ def test_valid_file_round_trips(tmp_path):
     assert again.items == task.items
     assert again.fingerprint() == task.fingerprint()
     # each written line is a plain JSON object with the four fields
-    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == \
-        ["jp", "2", "7"]
+    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == [
+        "jp",
+        "2",
+        "7",
+    ]
 
 
 @pytest.fixture
 def twenty(tmp_path):
-    rows = [{"context": f"item {k}:", "choices": ["yes", "no"], "gold": k % 2, "id": f"i{k}"}
-            for k in range(20)]
+    rows = [
+        {"context": f"item {k}:", "choices": ["yes", "no"], "gold": k % 2, "id": f"i{k}"}
+        for k in range(20)
+    ]
     return write_lines(tmp_path / "twenty.jsonl", [json.dumps(r) for r in rows])
 
 
@@ -157,7 +177,9 @@ def test_missing_file(tmp_path, spec):
 
 def test_chance_for_mixed_choice_counts():
     counts = [2, 3, 4, 4, 5]
-    items = [Item(f"c{k}", tuple(f"x{j}" for j in range(n)), 0, str(k)) for k, n in enumerate(counts)]
+    items = [
+        Item(f"c{k}", tuple(f"x{j}" for j in range(n)), 0, str(k)) for k, n in enumerate(counts)
+    ]
     task = Task("mixed", items)
     expected = sum(Fraction(1, n) for n in counts) / len(counts)
     assert task.chance == pytest.approx(float(expected), abs=1e-12)

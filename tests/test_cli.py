@@ -25,6 +25,7 @@ import tqdm.std
 import layerfast as lf
 import layerfast.progress
 from layerfast import cli
+from layerfast.cli.values import parse_options
 from layerfast.estimators import proximity_cost, shapley
 from tests.conftest import TINY_ITEMS
 
@@ -476,7 +477,7 @@ def test_importing_the_cli_and_its_help_stay_light():
 
 
 def test_parse_options_types():
-    assert cli._parse_options(["a=3", "b=0.5", "c=true", "d=False", "e=none", "f=x=y"]) == {
+    assert parse_options(["a=3", "b=0.5", "c=true", "d=False", "e=none", "f=x=y"]) == {
         "a": 3,
         "b": 0.5,
         "c": True,

@@ -1,0 +1,46 @@
+"""Command line: ``layerfast ablate | shapley | report | avss | prune | eavss | fetch | tasks``.
+
+Every sweep verb takes ``--model``, ``--task``, ``--limit``, ``--out DIR`` and writes JSON, CSV and
+PNG files there. Evaluated coalitions are cached in ``DIR/utilities.sqlite`` (``--cache`` to move
+it), so re-running an interrupted command resumes instead of starting again.
+
+One module per job: ``parser`` (flags), ``values`` (flag values argparse cannot check), ``common``
+(set-up shared by the verbs), and the verbs by stage: ``sweeps``, ``statistics``,
+``hallucination``, ``data``. A verb is thin: it calls the library and hands results to
+:mod:`layerfast.report`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import LayerfastError
+from .data import cmd_fetch, cmd_tasks
+from .hallucination import cmd_eavss
+from .parser import build_parser
+from .statistics import cmd_avss, cmd_prune
+from .sweeps import cmd_ablate, cmd_report, cmd_shapley
+
+VERBS = {
+    "ablate": cmd_ablate,
+    "shapley": cmd_shapley,
+    "report": cmd_report,
+    "avss": cmd_avss,
+    "prune": cmd_prune,
+    "eavss": cmd_eavss,
+    "fetch": cmd_fetch,
+    "tasks": cmd_tasks,
+}
+
+__all__ = ["VERBS", "build_parser", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in the output files as the command that made them
+    try:
+        return VERBS[args.verb](args)
+    except LayerfastError as e:  # the user's input; anything else is a bug and keeps its traceback
+        print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
+        return 2

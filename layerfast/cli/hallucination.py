@@ -1,0 +1,89 @@
+"""``eavss``: hallucination-prone blocks, optionally with the controlled fine-tuning experiment."""
+
+from __future__ import annotations
+
+import time
+
+from ..report import files as outputs
+from ..report import tables
+from .common import done, save_model, setup
+from .values import numbers
+
+
+def cmd_eavss(args) -> int:
+    from ..hallucination.eavss import eavss
+
+    game, meta = setup(args)
+    stats_dtype = None if args.stats_dtype == "model" else args.stats_dtype
+    t0 = time.time()
+    written = []
+    if args.finetune:
+        res, written = _finetune(args, game, meta, stats_dtype, t0)
+    else:
+        res = eavss(
+            game.model,
+            game.task,
+            utility=args.utility,
+            stats_dtype=stats_dtype,
+            eps=args.eps,
+            relative=args.relative,
+            backend=args.backend,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            progress=not args.no_progress,
+            game=game,
+        )
+    written += outputs.save_eavss(
+        args.out, res, meta, args.scope, args.k, game.model.name, wall_s=time.time() - t0
+    )
+    print(tables.eavss_summary(res, args.scope, args.k))
+    done(written, time.time() - t0)
+    return 0
+
+
+def _finetune(args, game, meta: dict, stats_dtype: str | None, t0: float):
+    """``eavss --finetune``: top-k EAVSS blocks vs controls -> (EAVSSResult, files written)."""
+    from ..hallucination.contrastive import FinetuneConfig
+    from ..hallucination.experiment import compare
+
+    model = game.model
+    config = FinetuneConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight=args.weight,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    out = compare(
+        model,
+        game.task,
+        k=args.k,
+        config=config,
+        n_random=args.n_random,
+        scope=args.scope,
+        utility=args.utility,
+        stats_dtype=stats_dtype,
+        fractions=numbers("--split", args.split, float),
+        seed=args.seed,
+        progress=not args.no_progress,
+        keep=("eavss-top",) if args.save else (),
+    )
+    table = tables.finetune_table(out["rows"], args.utility)
+    written = outputs.save_finetune(
+        args.out,
+        {
+            **meta,
+            "k": args.k,
+            "scope": args.scope,
+            "config": vars(config),
+            "splits": out["splits"],
+            "rows": out["rows"],
+            "wall_s": time.time() - t0,
+        },
+        table,
+    )
+    print(table)
+    if args.save:
+        written.append(save_model(out["models"]["eavss-top"].hf_model, model.tokenizer, args.save))
+    return out["eavss"], written

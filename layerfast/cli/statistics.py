@@ -1,0 +1,89 @@
+"""Statistics verbs: ``avss`` (per-block statistics) and ``prune`` (drop the lowest-scored blocks
+and evaluate what is retained)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..estimators.ablation import ablate
+from ..report import files as outputs
+from ..report import tables
+from .common import done, save_model, setup
+
+
+def run_stats(args, model) -> dict:
+    from ..activations.collect import stats
+    from ..tasks.texts import calibration_texts
+
+    texts = calibration_texts(args.texts, args.n_texts)
+    t0 = time.time()
+    st = stats(
+        model,
+        texts,
+        eps=args.eps,
+        relative=args.relative,
+        max_length=args.max_length,
+        backend=args.backend,
+        progress=not args.no_progress,
+    )
+    st["wall_s"], st["n_texts"], st["texts"] = time.time() - t0, len(texts), args.texts
+    print(tables.stats_summary(st, args.eps))
+    return st
+
+
+def cmd_avss(args) -> int:
+    from .. import load
+
+    model = load(args.model, dtype=args.dtype, device=args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    st = run_stats(args, model)
+    written = outputs.save_avss(args.out, st, model.name, model.n_blocks, args.eps)
+    print(tables.avss_table(outputs.avss_rows(st, model.n_blocks)))
+    done(written, st["wall_s"])
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from ..models import copy_as
+    from ..models.pruning import prune, select
+
+    game, meta = setup(args)
+    model = game.model
+    if args.by == "ablation":
+        drops = ablate(game).drops  # a block's drop: the sum of its sublayers' drops
+        scores = np.array([drops[model.players_of(b)].sum() for b in range(model.n_blocks)])
+    else:
+        st = run_stats(args, copy_as(model, args.stats_dtype) if args.stats_dtype else model)
+        scores = st[args.by]
+        meta["stats"] = {
+            k: st[k] for k in ("dtype", "eps", "relative", "as_zero", "n_texts", "backend")
+        }
+    removed = select(scores, fraction=args.fraction, rule=args.rule)
+    before, after = game(np.stack([np.ones(model.n_players, bool), model.block_mask(removed)]))
+    retained = after / before if before else float("nan")
+    print(
+        f"removed blocks {removed} by lowest {args.by} ({args.rule}); {args.utility}: "
+        f"{before:.4f} -> {after:.4f} ({100 * retained:.1f}% kept; chance {game.chance})"
+    )
+    written = outputs.save_prune(
+        args.out,
+        {
+            **meta,
+            "by": args.by,
+            "rule": args.rule,
+            "fraction": args.fraction,
+            "scores": scores,
+            "removed": removed,
+            "before": before,
+            "after": after,
+            "retained": retained,
+        },
+        model.name,
+    )
+    if args.save:
+        pruned = prune(model, scores, fraction=args.fraction, rule=args.rule)
+        written.append(save_model(pruned, model.tokenizer, args.save))
+    done(written, 0.0)
+    return 0

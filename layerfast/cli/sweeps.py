@@ -1,0 +1,76 @@
+"""Sweep verbs: ``ablate`` (single-sublayer sweep), ``shapley`` (any estimator, optional
+convergence runs) and ``report`` (both, with figures and ``report.md``)."""
+
+from __future__ import annotations
+
+import time
+
+from ..estimators import get_estimator, shapley
+from ..estimators.ablation import ablate
+from ..estimators.convergence import convergence
+from ..report import files as outputs
+from ..report import tables
+from .common import done, setup
+from .values import numbers, parse_options
+
+
+def cmd_ablate(args) -> int:
+    game, meta = setup(args)
+    t0 = time.time()
+    abl = ablate(game, margin=args.margin)
+    meta["wall_s"] = time.time() - t0
+    written = outputs.save_ablation(args.out, abl, meta)
+    print(tables.ablation_table(abl))
+    print(
+        f"full model {abl.full:.4f}, chance {abl.chance}, "
+        f"cornerstones: {abl.cornerstones or 'none'}"
+    )
+    done(written, meta["wall_s"])
+    return 0
+
+
+def cmd_shapley(args) -> int:
+    options = parse_options(args.option)
+    if args.window is not None:
+        options["window"] = args.window
+    budgets = numbers("--budgets", args.budgets, int) if args.budgets else None
+    get_estimator(args.method, **options)  # unknown or bad options fail before the model loads
+    game, meta = setup(args)
+    t0 = time.time()
+    written = []
+    if budgets:
+        records = convergence(game, args.method, budgets=budgets, seed=args.seed, **options)
+        written += outputs.save_convergence(args.out, records, meta, players=game.players)
+    res = shapley(
+        game,
+        method=args.method,
+        budget=args.budget,
+        seed=args.seed,
+        progress=not args.no_progress,
+        **options,
+    )
+    meta["wall_s"] = time.time() - t0
+    written += outputs.save_shapley(args.out, res, meta)
+    print(res.table() if hasattr(res, "table") else res)
+    done(written, meta["wall_s"])
+    return 0
+
+
+def cmd_report(args) -> int:
+    game, meta = setup(args)
+    t0 = time.time()
+    abl = ablate(game)
+    res = shapley(game, method="proximity", window=args.window, progress=not args.no_progress)
+    meta["wall_s"] = wall = time.time() - t0
+    written = outputs.save_ablation(args.out, abl, meta)
+    written += outputs.save_shapley(args.out, res, meta)
+    (args.out / "report.md").write_text(tables.markdown_summary(meta, abl, res, wall))
+    written.append(args.out / "report.md")
+    print(tables.ablation_table(abl, res))
+    print(
+        f"\nfull model {abl.utility} = {abl.full:.4f} (chance {abl.chance:.3f}); "
+        f"cornerstones: {', '.join(abl.cornerstones) or 'none'}"
+    )
+    print(tables.top_players(res))
+    done(written, wall)
+    return 0

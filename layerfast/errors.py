@@ -8,6 +8,10 @@ type callers already catch (``ValueError``, ``RuntimeError``), so ``except Value
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class LayerfastError(Exception):
     """Base class of every error a user's input can cause."""
@@ -15,3 +19,18 @@ class LayerfastError(Exception):
 
 class UsageError(LayerfastError, ValueError):
     """A bad option, value, mask, path or input; the message names the culprit."""
+
+
+class LayerfastWarning(UserWarning):
+    """A result that is defined but degraded (NaN scores, NaN error bars); the message says
+    why and what to change."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`LayerfastWarning` attributed to the user's line: the first frame outside
+    the ``layerfast`` package."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn()'s caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, LayerfastWarning, stacklevel=level)

@@ -517,13 +517,15 @@ def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
     assert code == 0, stdout
     data = strict_json(out / "avss.json")
     assert len(data["avss"]) == 3 and data["padding"] == "excluded" and data["n_texts"] == 4
+    assert data["dtype"] == "bfloat16"  # the fp32 model's statistics count in bf16 by default
     assert (out / "avss.png").stat().st_size > 0
     assert len((out / "avss.csv").read_text().splitlines()) == 4
     assert check_json_files(out) == ["avss.json"]
 
-    # the default eps in fp32: AS = 0 leaves AVSS undefined (NaN), written as null
+    # the default eps, counted in the fp32 model's own dtype: AS = 0 leaves AVSS undefined (NaN),
+    # written as null, with a note on stdout and a one-line warning naming the blocks
     out = tmp_path / "avss-nan"
-    code, stdout, _ = run(
+    code, stdout, err = run(
         capsys,
         "avss",
         "--model",
@@ -535,11 +537,15 @@ def test_avss_and_prune(capsys, model_dir, task_file, tmp_path):
         "--no-progress",
         "--backend",
         "torch",
+        "--stats-dtype",
+        "model",
     )
     assert code == 0, stdout
     data = strict_json(out / "avss.json")
+    assert data["dtype"] == "float32"
     assert data["as_zero"] and all(data["avss"][b] is None for b in data["as_zero"])
     assert "AVSS is undefined there" in stdout
+    assert "layerfast avss: warning: AS = 0 in block" in err and "Traceback" not in err
 
     out = tmp_path / "prune"
     saved = tmp_path / "pruned"

@@ -10,10 +10,13 @@ Definitions (per block i, padding excluded; the AVSS authors' script includes pa
 
 * AV_i: per sample, the mean over its tokens of the block output gives a vector in R^d; AV_i is
   the unbiased variance across the d units of that vector, averaged over samples.
-* AS_i: fraction of output entries with |a| < eps, computed in the dtype the model runs in
-  (reported as ``dtype``); with ``relative=True`` the threshold is eps x the token's RMS.
-* AVSS_i = AV_i / AS_i, NaN where AS_i = 0 (listed in ``as_zero``: the ratio is undefined, not
-  infinite); NAVSS_i = AVSS_i / sum of the defined AVSS.
+* AS_i: fraction of output entries with |a| < eps, counted in the dtype of the statistics pass,
+  ``stats_dtype`` (default bf16, as the AVSS authors ran: in fp32 almost no residual entry is
+  below 1e-5, see docs/stats.md; reported as ``dtype``); with ``relative=True`` the threshold is
+  eps x the token's RMS.
+* AVSS_i = AV_i / AS_i, NaN where AS_i = 0 (listed in ``as_zero``, with a
+  :class:`~layerfast.errors.LayerfastWarning`: the ratio is undefined, not infinite);
+  NAVSS_i = AVSS_i / sum of the defined AVSS.
 * BI_i (ShortGPT's Block Influence) = 1 - mean over tokens of cos(block input, block output);
   angular_i = mean of arccos(cos) / pi; ``angular_last`` uses each sample's last token (as
   Gromov et al.); ``norm`` the mean L2 norm of the output; ``channel_var`` the mean over channels
@@ -27,17 +30,36 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, warn
 from ..evaluation.batching import pad_right
-from ..models import SublayerModel
+from ..models import SublayerModel, copy_as, parse_dtype
 from ..progress import progress as progress_bar
 from .dispatch import block_stats, resolve
 from .reference import empty, merge
 
 METRICS = ("avss", "bi", "angular", "norm")
+STATS_DTYPE = "bf16"  # the default dtype of the statistics pass
 
 
-@torch.inference_mode()
+def stats_model(model: SublayerModel, stats_dtype: str | torch.dtype | None) -> SublayerModel:
+    """The model the statistics pass runs: ``model`` itself for ``stats_dtype`` "model" or None
+    or the model's own dtype, else a copy cast to ``stats_dtype`` (a name accepted by
+    :func:`layerfast.models.parse_dtype`, e.g. "bf16", "fp16", "fp32", or a torch dtype). The
+    copy (:func:`layerfast.models.copy_as`) holds the weights once more in that dtype (half the
+    fp32 size for bf16; a full-precision deep copy while it is made) and is freed when the
+    caller drops it."""
+    dtype = parse_stats_dtype(stats_dtype)
+    return model if dtype is None or dtype == model.dtype else copy_as(model, dtype)
+
+
+def parse_stats_dtype(stats_dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The torch dtype ``stats_dtype`` names, None for "model" (or None); raises
+    :class:`~layerfast.errors.UsageError` for an unknown name."""
+    if stats_dtype is None or (isinstance(stats_dtype, str) and stats_dtype.lower() == "model"):
+        return None
+    return parse_dtype(stats_dtype)
+
+
 def stats(
     model: SublayerModel,
     texts: Sequence[str],
@@ -48,14 +70,20 @@ def stats(
     batch_size: int = 8,
     max_length: int = 512,
     progress: bool = True,
+    stats_dtype: str | torch.dtype | None = STATS_DTYPE,
 ) -> dict:
     """Per-block statistics over ``texts``: a dict of float64 arrays [n_blocks] plus metadata.
 
     Keys: av, as, avss, navss, bi, angular, angular_last, norm, channel_var, n_tokens;
-    as_zero (blocks where AS = 0), nonfinite (NaN/inf output entries per block), dtype, eps,
-    relative, backend (the one that ran: ``backend="auto"`` reads ``LAYERFAST_BACKEND``, then
-    picks Triton on CUDA, the C++ extension on the CPU, else the PyTorch reference; see
-    :mod:`layerfast.activations.dispatch`).
+    as_zero (blocks where AS = 0), nonfinite (NaN/inf output entries per block), dtype (the
+    dtype the pass ran in, which AS was counted in), eps, relative, backend (the one that ran:
+    ``backend="auto"`` reads ``LAYERFAST_BACKEND``, then picks Triton on CUDA, the C++ extension
+    on the CPU, else the PyTorch reference; see :mod:`layerfast.activations.dispatch`).
+
+    stats_dtype: the dtype of the pass (default "bf16", as the AVSS authors ran); "model" (or
+    None) runs the model as it is. Another dtype than the model's runs a copy of the model in
+    it (see :func:`stats_model`). Blocks with AS = 0 (AVSS NaN) raise a
+    :class:`~layerfast.errors.LayerfastWarning` naming them.
     """
     unknown = set(metrics) - set(METRICS)
     if unknown:
@@ -64,21 +92,38 @@ def stats(
         raise UsageError("texts must be a non-empty sequence of strings")
     if model.tokenizer is None:
         raise UsageError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
+    model = stats_model(model, stats_dtype)
     backend = resolve(backend, model.device, model.dtype)
     d = model.config.hidden_size
     accs = [empty(d) for _ in range(model.n_blocks)]
     batches = list(_batches(model, texts, batch_size, max_length))
-    for ids, mask in _progress(batches, progress):
-        device_mask = mask.to(model.device)
-        for block, x_in, x_out in block_streams(model, ids, mask):
-            acc = block_stats(x_in, x_out, device_mask, eps, relative, backend)
-            accs[block] = merge(accs[block], acc)
-    return summarize(
+    with torch.inference_mode():
+        for ids, mask in _progress(batches, progress):
+            device_mask = mask.to(model.device)
+            for block, x_in, x_out in block_streams(model, ids, mask):
+                acc = block_stats(x_in, x_out, device_mask, eps, relative, backend)
+                accs[block] = merge(accs[block], acc)
+    out = summarize(
         accs,
         eps=eps,
         relative=relative,
         dtype=str(model.dtype).replace("torch.", ""),
         backend=backend,
+    )
+    if "avss" in metrics and out["as_zero"]:
+        _warn_as_zero(out)
+    return out
+
+
+def _warn_as_zero(st: dict) -> None:
+    """One :class:`~layerfast.errors.LayerfastWarning` naming the blocks where AS = 0."""
+    threshold = f"|a| < {st['eps']:g}" + (" x the token's RMS" if st["relative"] else "")
+    remedy = "raise eps or pass relative=True"
+    if st["dtype"] in ("float32", "float64"):
+        remedy = "count in bf16 (stats_dtype='bf16', the default), " + remedy
+    warn(
+        f"AS = 0 in block(s) {st['as_zero']}: no output entry has {threshold} in "
+        f"{st['dtype']}, so AVSS is NaN there; {remedy}",
     )
 
 
@@ -96,8 +141,9 @@ def block_streams(model: SublayerModel, ids: torch.Tensor, mask: torch.Tensor):
 
 
 def avss(model: SublayerModel, texts: Sequence[str], **options) -> np.ndarray:
-    """AVSS per block, float64 [n_blocks] (NaN where AS = 0): ``lf.stats(...)["avss"]``, for
-    ``lf.prune(model, lf.avss(model, texts))``. Options as for :func:`stats`; use :func:`stats`
+    """AVSS per block, float64 [n_blocks] (NaN where AS = 0, with a warning):
+    ``lf.stats(...)["avss"]``, for ``lf.prune(model, lf.avss(model, texts))``. Options as for
+    :func:`stats` (counted in bf16 unless ``stats_dtype`` says otherwise); use :func:`stats`
     for the dtype, the backend and ``as_zero`` that come with it."""
     return stats(model, texts, metrics=("avss",), **options)["avss"]
 

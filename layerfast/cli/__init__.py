@@ -13,8 +13,9 @@ One module per job: ``parser`` (flags), ``values`` (flag values argparse cannot 
 from __future__ import annotations
 
 import sys
+import warnings
 
-from ..errors import LayerfastError
+from ..errors import LayerfastError, LayerfastWarning
 from .data import cmd_fetch, cmd_tasks
 from .hallucination import cmd_eavss
 from .parser import build_parser
@@ -40,7 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in the output files as the command that made them
     try:
-        return VERBS[args.verb](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line(args.verb, warnings.showwarning)
+            return VERBS[args.verb](args)
     except LayerfastError as e:  # the user's input; anything else is a bug and keeps its traceback
         print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _one_line(verb: str, show):
+    """Print the library's own warnings as ``layerfast VERB: warning: ...``; others as usual."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, LayerfastWarning):
+            print(f"layerfast {verb}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning

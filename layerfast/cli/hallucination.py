@@ -14,7 +14,7 @@ def cmd_eavss(args) -> int:
     from ..hallucination.eavss import eavss
 
     game, meta = setup(args)
-    stats_dtype = None if args.stats_dtype == "model" else args.stats_dtype
+    stats_dtype = args.stats_dtype
     t0 = time.time()
     written = []
     if args.finetune:

@@ -61,12 +61,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _stats_dtype_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stats-dtype",
+        default="bf16",
+        help="dtype the statistics pass runs and counts AS in (default bf16, as the AVSS authors "
+        "ran: in fp32 almost no entry is below 1e-5); 'model' = the model's --dtype",
+    )
+
+
 def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None:
     if with_common:
         p.add_argument("--model", default="smollm2-135m")
-        p.add_argument(
-            "--dtype", default=None, help="fp32 | bf16 | fp16 (AS is counted in this dtype)"
-        )
+        p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
         p.add_argument("--device", default=None)
         p.add_argument("--out", type=Path, default=Path("results"))
         p.add_argument("--no-progress", action="store_true")
@@ -76,6 +83,7 @@ def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None
         help="calibration text: 'lee' (gensim's Lee corpus), 'pydoc' (stdlib), or a "
         ".txt file with one document per line",
     )
+    _stats_dtype_option(p)
     p.add_argument("--n-texts", type=int, default=64, help="calibration documents used")
     p.add_argument("--max-length", type=int, default=256, help="tokens per document")
     p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
@@ -142,12 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, default=0.25, help="fraction of blocks to remove")
     p.add_argument("--rule", default="lowest", choices=["lowest", "cumulative"])
     p.add_argument("--save", type=Path, default=None, help="save the pruned model here")
-    p.add_argument(
-        "--stats-dtype",
-        default=None,
-        help="dtype of the statistics pass (e.g. bf16, as the AVSS authors ran), while "
-        "the utility is evaluated in --dtype",
-    )
 
     p = sub.add_parser(
         "eavss",
@@ -155,12 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answers, optionally contrastive fine-tuning with controls",
     )
     _common(p)
-    p.add_argument(
-        "--stats-dtype",
-        default="bf16",
-        help="dtype of the statistics pass (default bf16: in fp32 almost no entry is "
-        "below 1e-5; 'model' = the model's dtype)",
-    )
+    _stats_dtype_option(p)
     p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
     p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
     _backend_option(p)

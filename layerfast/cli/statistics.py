@@ -26,6 +26,7 @@ def run_stats(args, model) -> dict:
         relative=args.relative,
         max_length=args.max_length,
         backend=args.backend,
+        stats_dtype=args.stats_dtype,
         progress=not args.no_progress,
     )
     st["wall_s"], st["n_texts"], st["texts"] = time.time() - t0, len(texts), args.texts
@@ -46,7 +47,6 @@ def cmd_avss(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from ..models import copy_as
     from ..models.pruning import prune, select
 
     game, meta = setup(args)
@@ -55,7 +55,7 @@ def cmd_prune(args) -> int:
         drops = ablate(game).drops  # a block's drop: the sum of its sublayers' drops
         scores = np.array([drops[model.players_of(b)].sum() for b in range(model.n_blocks)])
     else:
-        st = run_stats(args, copy_as(model, args.stats_dtype) if args.stats_dtype else model)
+        st = run_stats(args, model)
         scores = st[args.by]
         meta["stats"] = {
             k: st[k] for k in ("dtype", "eps", "relative", "as_zero", "n_texts", "backend")

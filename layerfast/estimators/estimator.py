@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, warn
 from .budget import BudgetedGame
 from .options import check_budget_value, check_option_names
 from .result import ShapleyResult
@@ -24,7 +24,8 @@ class Estimator:
     """Base class: one subclass per estimator, registered in ``ESTIMATORS`` by ``name``.
 
     Subclasses define ``name``, ``OPTIONS`` (option name -> default), ``_check_options``,
-    ``min_budget(n)``, ``default_budget(n)`` and ``_estimate(game, budget, rng)``.
+    ``min_budget(n)``, ``default_budget(n)`` and ``_estimate(game, budget, rng)``; sampling
+    methods whose stderr needs two units also define ``min_budget_for_stderr(n)``.
     """
 
     name: str = ""
@@ -45,6 +46,12 @@ class Estimator:
 
     def default_budget(self, n: int) -> int:
         return self.min_budget(n)
+
+    def min_budget_for_stderr(self, n: int) -> int | None:
+        """The smallest budget that guarantees a finite ``stderr`` for n players (two sampling
+        units), or None where the budget does not decide it (``exact``: no sampling error;
+        ``proximity``: a fixed cost). Below it, :meth:`estimate` warns when stderr is NaN."""
+        return None
 
     def resolve_budget(self, n: int, budget: int | None) -> int:
         """The budget to run with: ``budget`` checked against ``min_budget(n)``, or the default."""
@@ -79,7 +86,19 @@ class Estimator:
         if not math.isfinite(res.empty):
             res.empty = g.value_if_seen(np.zeros(n, dtype=bool))
         res.info.setdefault("budget", b)
+        self._warn_if_no_stderr(res, n, b)
         return res
+
+    def _warn_if_no_stderr(self, res: ShapleyResult, n: int, budget: int) -> None:
+        """One :class:`~layerfast.errors.LayerfastWarning` when the budget was too small for an
+        error bar (stderr NaN and ``budget < min_budget_for_stderr(n)``)."""
+        floor = self.min_budget_for_stderr(n)
+        if floor is None or budget >= floor or not np.isnan(res.stderr).any():
+            return
+        warn(
+            f"method {self.name!r} with n={n} players: budget={budget} sampled too few units "
+            f"for a standard error, so stderr is NaN; budget >= {floor} gives an error bar",
+        )
 
     def _estimate(self, game: BudgetedGame, budget: int, rng: np.random.Generator) -> ShapleyResult:
         raise NotImplementedError

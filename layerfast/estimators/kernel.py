@@ -19,7 +19,8 @@ Standard error (delta method, as in Covert & Lee 2021's asymptotic analysis): be
 function of the unit means (A_hat, b_hat); linearising,
 d beta = M (d b - d A beta) with M the top-left n x n block of the inverse KKT matrix, so unit j
 contributes the influence psi_j = M (b_j - A_j beta) = M (z r(z) + z' r(z')) / 2 with residuals
-r(z) = v(z) - v(0) - z^T beta. stderr_i = sample std over units of psi_ij / sqrt(#units).
+r(z) = v(z) - v(0) - z^T beta. stderr_i = sample std over units of psi_ij / sqrt(#units) (NaN
+with one pair, which a budget >= ``min_budget_for_stderr(n)`` = max(n + 2, 6) rules out).
 This is the usual sandwich (heteroscedasticity-robust) covariance of a least-squares fit; the
 estimator itself has an O(1/#units) bias from the ratio A_hat^{-1} b_hat that is negligible
 against the stderr once there are more units than players.
@@ -71,6 +72,12 @@ class KernelEstimator(Estimator):
     def min_budget(self, n: int) -> int:
         # v(N), v(empty) and enough pairs to pin down n - 1 free parameters
         return 2 if n == 1 else n + 2
+
+    def min_budget_for_stderr(self, n: int) -> int | None:
+        # v(N), v(empty) and two pairs of 2 coalitions each (n + 2 >= 6 from n = 4 on)
+        if self.options["max_pairs"] == 1:
+            return None
+        return self.min_budget(n) if n <= 2 else max(self.min_budget(n), 6)
 
     def default_budget(self, n: int) -> int:
         return max(self.min_budget(n), 50 * n)

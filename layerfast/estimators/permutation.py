@@ -39,7 +39,8 @@ class PermutationEstimator(Estimator):
     player i is v(P_i u {i}) - v(P_i) with P_i the players before i. The estimate is the mean
     over pairs of the pair-averaged marginal contributions, unbiased for the Shapley value;
     stderr = sample std of the per-pair averages / sqrt(#pairs) (pairs are i.i.d.; NaN with
-    fewer than two pairs). sum(values) = v(N) - v(empty) exactly (every permutation telescopes).
+    fewer than two pairs, which a budget >= ``min_budget_for_stderr(n)`` = 4n - 2 rules out).
+    sum(values) = v(N) - v(empty) exactly (every permutation telescopes).
 
     The coalitions of a chunk of pairs are evaluated in one batched call. Before asking, the
     number of new distinct coalitions is counted and the chunk is cut to the pairs that fit in
@@ -62,6 +63,13 @@ class PermutationEstimator(Estimator):
     def min_budget(self, n: int) -> int:
         # v(N), v(empty) and the 2(n-1) interior prefixes of one antithetic pair
         return 2 if n == 1 else 2 * n
+
+    def min_budget_for_stderr(self, n: int) -> int | None:
+        # two pairs: the first costs 2n, the second at most 2(n-1) new interior prefixes; with
+        # all 2^n coalitions in the budget every further pair is free
+        if self.options["max_pairs"] == 1:
+            return None
+        return self.min_budget(n) if n <= 2 else min(4 * n - 2, 2**n)
 
     def default_budget(self, n: int) -> int:
         return max(self.min_budget(n), 50 * n)

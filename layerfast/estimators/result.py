@@ -44,8 +44,9 @@ class ShapleyResult:
 
     Attributes:
         values: float64 [n] estimates.
-        stderr: float64 [n] standard errors (NaN only where no error can be defined,
-            e.g. ``exact`` where the values carry no sampling error).
+        stderr: float64 [n] standard errors (NaN only where no error can be defined:
+            ``exact``, whose values carry no sampling error, and a sampling run whose budget
+            allowed a single unit, see ``Estimator.min_budget_for_stderr``; that one warns).
         n_evaluations: number of distinct coalitions the estimate used.
         method: estimator name.
         players: player names.

@@ -24,7 +24,9 @@ removed late (after the truncation point) lose the credit for any recovery below
 The reported stderr is the sampling error only and does not include this bias.
 
 Antithetic pairs (sigma and its reverse) are used by default; stderr = sample std of the
-per-unit (pair or permutation) averaged marginal contributions / sqrt(#units).
+per-unit (pair or permutation) averaged marginal contributions / sqrt(#units), NaN with one
+unit, which a budget >= ``min_budget_for_stderr(n)`` = 2 + 2 w (n-1) (w = 2 walks per unit, 1
+without antithetic pairs) rules out.
 
 Batching: a chunk of permutations is walked in lock step; each round evaluates the next
 coalition of every still-active walk in one batched call. If the budget would be exceeded in
@@ -86,6 +88,14 @@ class TruncatedEstimator(Estimator):
         if n == 1:
             return 2
         return 1 + self._walks_per_unit() * (n - 1) + 1
+
+    def min_budget_for_stderr(self, n: int) -> int | None:
+        # v(N), v(empty) and two units walked to the end: w (n-1) interior coalitions each
+        if self.options["max_units"] == 1:
+            return None
+        if n == 1:
+            return self.min_budget(n)
+        return min(2 + 2 * self._walks_per_unit() * (n - 1), 2**n)
 
     def default_budget(self, n: int) -> int:
         return max(self.min_budget(n), 50 * n)

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..activations.collect import avss_ratio, block_streams
+from ..activations.collect import STATS_DTYPE, avss_ratio, block_streams, parse_stats_dtype
+from ..activations.collect import stats_model as model_for_stats
 from ..activations.dispatch import block_stats, resolve
 from ..errors import UsageError
 from ..evaluation.batching import pad_right
 from ..evaluation.requests import Request
-from ..models import SublayerModel, copy_as
+from ..models import SublayerModel
 from ..progress import progress as progress_bar
 
 SCOPES = ("answer", "sequence")
@@ -221,7 +222,7 @@ def eavss(
     model: SublayerModel,
     task,
     utility: str = "acc_norm",
-    stats_dtype=None,
+    stats_dtype: str | torch.dtype | None = STATS_DTYPE,
     eps: float = 1e-5,
     relative: bool = False,
     backend: str = "auto",
@@ -234,8 +235,9 @@ def eavss(
     """Split ``task``'s items by whether the full model answers them right (``utility``: acc,
     acc_norm or acc_bytes), then score every block (see the module docstring).
 
-    stats_dtype: run the statistics on a copy of the model in this dtype (e.g. "bf16", as the AVSS
-    authors ran: in fp32 almost no residual entry is below 1e-5, see docs/stats.md).
+    stats_dtype: the dtype of the statistics pass (default "bf16", as the AVSS authors ran: in
+    fp32 almost no residual entry is below 1e-5, see docs/stats.md); "model" (or None) runs the
+    model as it is, another dtype a copy of the model in it (as in ``lf.stats``).
     game: an existing ``lf.Game`` on ``task`` to reuse its cached evaluations.
     """
     from ..evaluation.game import Game
@@ -245,6 +247,7 @@ def eavss(
         raise UsageError(
             f"utility must be one of {ACCURACY_UTILITIES} (a right/wrong split), got {utility!r}"
         )
+    parse_stats_dtype(stats_dtype)  # a bad name fails before the evaluation
     game = game or Game(model, task, utility=utility, progress=progress)
     loglik = game.loglik(game.full_mask()[None])[0]
     predictions = game.scorer.predictions(loglik, utility)
@@ -255,7 +258,7 @@ def eavss(
             f"the model answers {len(c_idx)} of {len(correct)} items right: both "
             "groups need items (use a harder or easier task, or more items)"
         )
-    stats_model = copy_as(model, stats_dtype) if stats_dtype else model
+    stats_model = model_for_stats(model, stats_dtype)
     reqs = answer_requests(game.requests, predictions)
     per_scope = item_stats(
         stats_model,

@@ -74,7 +74,7 @@ def compare(
     n_random: int = 3,
     scope: str = "answer",
     utility: str = "acc_norm",
-    stats_dtype=None,
+    stats_dtype="bf16",
     fractions: Sequence[float] = (0.5, 0.25, 0.25),
     seed: int = 0,
     progress: bool = True,

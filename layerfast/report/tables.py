@@ -73,8 +73,8 @@ def stats_summary(st: dict, eps: float) -> str:
     if st["as_zero"]:
         text += (
             f"\nnote: AS = 0 in blocks {st['as_zero']} (no |a| < {eps} in {st['dtype']}): "
-            "AVSS is undefined there (NaN); try --dtype bf16 (as the AVSS authors ran) or "
-            "--relative"
+            "AVSS is undefined there (NaN); try --stats-dtype bf16 (as the AVSS authors ran), "
+            "a larger --eps or --relative"
         )
     return text
 

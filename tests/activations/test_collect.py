@@ -1,7 +1,8 @@
 """``lf.stats`` and ``lf.avss`` on a model.
 
 The torch backend's pass against the reference on hidden states captured with forward hooks on
-the plain HF model: two fp32 forward passes that are bit-identical, so held to 1e-9. Each compiled
+the plain HF model: two fp32 forward passes that are bit-identical, so held to 1e-9 (these run
+with ``stats_dtype="model"``; the default counts in bf16, tested on its own). Each compiled
 backend on a model's real residual streams against the reference, within twice the reference's
 own fp32 error (:mod:`tests.activations.kernel_checks`), and ``lf.stats`` reporting exactly those
 accumulators.
@@ -9,17 +10,20 @@ accumulators.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 import layerfast as lf
 from layerfast.activations import dispatch
-from layerfast.activations.collect import block_streams, stats, summarize
+from layerfast.activations.collect import block_streams, stats, stats_model, summarize
 from layerfast.activations.reference import block_stats_ref, empty, merge
-from layerfast.errors import UsageError
+from layerfast.errors import LayerfastWarning, UsageError
 from layerfast.evaluation.batching import pad_right
 from tests.activations.kernel_checks import BACKEND_PARAMS, assert_matches_reference
+from tests.conftest import TINY_ITEMS
 
 METRIC_KEYS = ("av", "as", "avss", "navss", "bi", "angular", "angular_last", "norm", "channel_var")
 
@@ -47,7 +51,15 @@ def test_model_pass_matches_hooked_hidden_states(tiny_llama):
         "Q: What is the capital of France?\nA: Paris",
         "Athens is to Greece",
     ]
-    res = stats(tiny_llama, texts, batch_size=2, progress=False, eps=0.05, backend="torch")
+    res = stats(
+        tiny_llama,
+        texts,
+        batch_size=2,
+        progress=False,
+        eps=0.05,
+        backend="torch",
+        stats_dtype="model",  # the hooks see the fp32 model
+    )
     accs = [empty(tiny_llama.config.hidden_size) for _ in range(tiny_llama.n_blocks)]
     tok = tiny_llama.tokenizer
     for start in (0, 2):
@@ -99,8 +111,79 @@ def test_model_pass_backend_matches_reference(backend, dtype, tiny_tokenizer_fix
             acc = dispatch.block_stats(x_in, x_out, mask.to(model.device), 0.05, False, backend)
             assert_matches_reference(acc, x_in.cpu(), x_out.cpu(), mask, eps=0.05)
             accs[block] = merge(accs[block], acc)
-    got = stats(model, texts, batch_size=len(texts), progress=False, eps=0.05, backend=backend)
+    got = stats(
+        model,
+        texts,
+        batch_size=len(texts),
+        progress=False,
+        eps=0.05,
+        backend=backend,
+        stats_dtype="model",
+    )
     assert got["backend"] == backend
     want = summarize(accs, eps=0.05, relative=False, dtype=got["dtype"], backend=backend)
     for key in METRIC_KEYS:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def cancelling_llama(tokenizer):
+    """A tiny fp32 Llama whose branches are as large as the residual stream (init std 0.2), so
+    residual additions cancel: in bf16 a few sums round to exactly 0, in fp32 none falls under
+    1e-5, as on the packaged model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    return lf.load(LlamaForCausalLM(config).float().eval(), tokenizer=tokenizer)
+
+
+CANCEL_TEXTS = [f"{context} {choice}" for context, choices, _ in TINY_ITEMS for choice in choices]
+
+
+def test_default_counts_as_in_bf16(tiny_tokenizer_fixture):
+    model = cancelling_llama(tiny_tokenizer_fixture)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LayerfastWarning)
+        st = stats(model, CANCEL_TEXTS, progress=False)
+        scores = lf.avss(model, CANCEL_TEXTS, progress=False)
+    assert (st["dtype"], st["eps"], st["relative"]) == ("bfloat16", 1e-5, False)
+    assert st["as_zero"] == [] and (st["as"] > 0).all()
+    assert np.isfinite(st["avss"]).all() and np.isfinite(st["navss"]).all()
+    np.testing.assert_array_equal(scores, st["avss"])
+    assert model.dtype == torch.float32  # the pass ran on a copy
+
+
+def test_fp32_counting_gives_as_zero_and_warns(tiny_tokenizer_fixture):
+    model = cancelling_llama(tiny_tokenizer_fixture)
+    match = r"AS = 0 in block\(s\) \[0, 1, 2\].* float32.*stats_dtype='bf16'"
+    with pytest.warns(LayerfastWarning, match=match):
+        st = stats(model, CANCEL_TEXTS, progress=False, stats_dtype="model")
+    assert (st["dtype"], st["as_zero"]) == ("float32", [0, 1, 2])
+    assert np.isnan(st["avss"]).all()
+    with pytest.warns(LayerfastWarning, match="AS = 0"):
+        scores = lf.avss(model, CANCEL_TEXTS, progress=False, stats_dtype="fp32")
+    np.testing.assert_array_equal(scores, st["avss"])  # the model's own dtype: no copy, same
+
+
+def test_stats_dtype_values(tiny_llama):
+    assert stats_model(tiny_llama, "model") is tiny_llama
+    assert stats_model(tiny_llama, None) is tiny_llama
+    assert stats_model(tiny_llama, torch.float32) is tiny_llama
+    copy = stats_model(tiny_llama, "bf16")
+    assert copy is not tiny_llama and copy.dtype == torch.bfloat16
+    assert stats_model(copy, "bfloat16") is copy
+    assert tiny_llama.dtype == torch.float32
+    with pytest.raises(UsageError, match="unknown dtype 'bf17'"):
+        stats(tiny_llama, ["x y"], stats_dtype="bf17")

@@ -49,6 +49,7 @@ def make_game(n, kind):
 SAMPLERS = ["permutation", "truncated", "kernel"]
 
 
+@pytest.mark.filterwarnings("ignore::layerfast.errors.LayerfastWarning")  # budgets below the floor
 @pytest.mark.parametrize("method", SAMPLERS)
 @pytest.mark.parametrize(
     "n,kind,budget",

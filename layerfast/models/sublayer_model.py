@@ -64,7 +64,8 @@ class SublayerModel(nn.Module):
         self.n_blocks = len(self.blocks)
         self.players = [f"{kind}{i}" for i in range(self.n_blocks) for kind in self.PLAYER_KINDS]
         self.n_players = len(self.players)
-        self._fingerprint: str | None = None
+        self._weights_digest: tuple | None = None  # (token, sha256): see fingerprint()
+        self._digest_store: dict | None = None  # where lf.load stores that digest
 
     # --- properties --------------------------------------------------------------------------
     @property
@@ -234,21 +235,24 @@ class SublayerModel(nn.Module):
         return self.logits(self.hidden_states(input_ids, keep, attention_mask))
 
     # --- identity ------------------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        """A short hash of the config, dtype and weights, used to key cached utilities."""
-        if self._fingerprint is None:
-            digest = hashlib.sha256()
-            digest.update(json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode())
-            digest.update(str(self.dtype).encode())
-            for name, p in self.hf_model.named_parameters():
-                flat = p.detach().reshape(-1)
-                step = max(1, flat.numel() // 4096)
-                sample = flat[::step].float().cpu().numpy()
-                digest.update(name.encode())
-                digest.update(sample.tobytes())
-                digest.update(np.float64(flat.double().sum().item()).tobytes())
-            self._fingerprint = digest.hexdigest()[:16]
-        return self._fingerprint
+    def fingerprint(self, recompute: bool = False) -> str:
+        """A short hash of the config, dtype and every byte of every weight and buffer, used to
+        key cached utilities.
+
+        The weights' SHA-256 is reused while torch reports no change to any tensor (and, after
+        ``lf.load`` of a folder, taken from the digest stored for its unchanged weight files):
+        see :mod:`layerfast.models.digest`. Pass ``recompute=True`` after writing to weights
+        behind torch's back (through ``.data`` or a NumPy view).
+        """
+        from . import digest as weights
+
+        config = self.config.to_dict()
+        config.pop("_name_or_path", None)  # where it was loaded from: the same model elsewhere
+        h = hashlib.sha256()
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
+        h.update(str(self.dtype).encode())
+        h.update(weights.current(self, recompute).encode())
+        return h.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (

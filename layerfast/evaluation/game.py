@@ -4,8 +4,9 @@
     u = game(masks)   # masks: bool [m, n_players], True = kept -> float64 [m]
 
 Every evaluated coalition's per-request log-likelihoods are memoised in memory and, with
-``cache=``, in SQLite on disk, so repeated coalitions are never recomputed and a killed sweep
-resumes where it stopped.
+``cache=``, in SQLite on disk, so repeated coalitions are never recomputed. Each forward batch's
+results are stored as soon as that batch is done, so a killed sweep resumes where it stopped,
+having lost at most one batch per coalition in flight.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..coalitions import as_masks, coalition_keys, masks_from_keys
-from ..errors import UsageError
+from ..errors import UsageError, warn
 from ..models import SublayerModel
 from ..progress import progress as progress_bar
 from ..tasks import Task
 from .cache import UtilityCache
 from .naive_executor import NaiveExecutor
 from .prefix_executor import PrefixExecutor, trie_order
-from .requests import build_requests, requests_fingerprint
+from .requests import build_requests, model_max_length, requests_fingerprint
 from .utility import ACCURACY_UTILITIES, Scorer, check_utility
 
 EXECUTORS = {"prefix": PrefixExecutor, "naive": NaiveExecutor}
@@ -39,13 +40,22 @@ class Game:
             reference) or "naive" (the reference: every coalition from scratch).
         cache: None (memory only), True (the user cache file) or a path to an SQLite file.
         batch_tokens: token budget of one forward batch (padded B x T).
+        max_length: longest request in tokens; longer ones are left-truncated as the harness
+            does, with one warning counting them (``truncation``). None: the model's own limit
+            (:func:`~layerfast.evaluation.requests.model_max_length`).
         progress: show a progress bar counting coalitions.
         pack: share each item's context across its choices (one row per item, see
             :mod:`layerfast.evaluation.batching`); turned off, with the reason in ``packing_note``,
             where it would not be exact (sliding-window attention over long inputs, flash
             attention).
-        chunk: coalitions evaluated together (more shares more prefixes; each finished chunk
-            is written to the cache at once, so a kill loses at most one chunk).
+        chunk: coalitions evaluated together, batch by batch (more shares more prefixes; each
+            finished batch of a chunk is written to the cache at once, so a kill loses at most
+            one batch of forward work per coalition of the chunk in flight).
+
+    Attributes set here: ``requests``, ``truncation`` ({"max_length", "limit_source",
+    "n_truncated", "n_requests"}), ``packing_note``, ``cache_key`` and the counters ``n_forward``
+    (coalitions this game ran at least one batch of) and ``n_batches_run`` (coalition-batches it
+    ran; the rest came from the memo or the cache).
     """
 
     def __init__(
@@ -56,7 +66,7 @@ class Game:
         executor: str = "prefix",
         cache: bool | str | Path | None = None,
         batch_tokens: int = 2048,
-        max_length: int = 2048,
+        max_length: int | None = None,
         progress: bool = True,
         chunk: int = 64,
         pack: bool = True,
@@ -67,18 +77,21 @@ class Game:
             )
         if executor not in EXECUTORS:
             raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        for name, value in (("batch_tokens", batch_tokens), ("max_length", max_length)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise UsageError(f"{name} must be a whole number >= 1, got {value!r}")
+        if chunk < 1:
+            raise UsageError(f"chunk must be >= 1, got {chunk}")
         self.model = model
         self.task = task
         self.utility = check_utility(utility)
         self.scorer = Scorer(task)
-        self.requests = build_requests(task, model.tokenizer, max_length)
+        self.requests, self.truncation = _requests(model, task, max_length)
         self.executor = EXECUTORS[executor](
-            model, self.requests, batch_tokens=batch_tokens, pack=pack
+            model, self.requests, batch_tokens=int(batch_tokens), pack=pack
         )
         self.packing_note = self.executor.packing_note
         self.progress = progress
-        if chunk < 1:
-            raise UsageError(f"chunk must be >= 1, got {chunk}")
         self.chunk = chunk
         self.players = list(model.players)
         self.n_players = model.n_players
@@ -88,13 +101,9 @@ class Game:
             if cache is None or cache is False
             else UtilityCache(None if cache is True else cache)
         )
-        layout = "packed" if self.executor.pack else "unpacked"  # packing changes the last bits
-        self._key = (
-            model.fingerprint(),
-            f"{task.fingerprint()}-{_short_hash(requests_fingerprint(self.requests))}-{layout}",
-            model.device.type,
-        )
+        self.cache_key = self._key = _cache_key(self, int(batch_tokens))
         self.n_forward = 0  # coalitions actually run by this game (not served from a cache)
+        self.n_batches_run = 0  # (coalition, batch) pairs actually run by this game
 
     @property
     def chance(self) -> float | None:
@@ -122,25 +131,60 @@ class Game:
             self._memo.update(self._cache.get(self._key, missing))
             missing = [k for k in missing if k not in self._memo]
         if missing:
-            todo = masks_from_keys(missing, self.n_players)
-            order = trie_order(todo)  # neighbours share prefixes
-            todo, todo_keys = todo[order], [missing[i] for i in order]
-            bar = _progress(len(todo_keys), self.progress and len(todo_keys) > 1)
-            n_batches = len(self.executor.batches)
-            tick = (lambda k: bar.update(k / n_batches)) if bar is not None else None
-            for start in range(0, len(todo_keys), self.chunk):
-                chunk = todo_keys[start : start + self.chunk]
-                lls = self.executor.loglik_many(todo[start : start + self.chunk], tick=tick)
-                for key, ll in zip(chunk, lls):
-                    self.n_forward += 1
-                    self._memo[key] = ll
-                    if self._cache is not None:
-                        self._cache.put(self._key, key, ll)
-            if bar is not None:
-                bar.close()
+            self._evaluate(missing)
         return (
             np.stack([self._memo[k] for k in keys]) if keys else np.zeros((0, len(self.requests)))
         )
+
+    def _evaluate(self, keys: list[str]) -> None:
+        """Run the coalitions ``keys`` (none finished anywhere) in trie-ordered chunks, resuming
+        from the per-batch pieces the cache holds."""
+        n_batches = max(1, len(self.executor.batches))
+        stored = self._cache.get_partials(self._key, keys) if self._cache is not None else {}
+        masks = masks_from_keys(keys, self.n_players)
+        order = trie_order(masks)  # neighbours share prefixes
+        masks, keys = masks[order], [keys[i] for i in order]
+        bar = _progress(len(keys), self.progress and len(keys) > 1)
+        tick = None
+        if bar is not None:
+            bar.update(sum(len(v) for v in stored.values()) / n_batches)
+            tick = lambda k: bar.update(k / n_batches)  # noqa: E731
+        for start in range(0, len(keys), self.chunk):
+            stop = start + self.chunk
+            self._evaluate_chunk(masks[start:stop], keys[start:stop], stored, tick)
+        if bar is not None:
+            bar.close()
+
+    def _evaluate_chunk(self, masks: np.ndarray, keys: list[str], stored, tick) -> None:
+        """Every batch of bool masks [m, n_players] not in ``stored`` (mask -> {batch: values}),
+        batches outermost; each finished batch is stored in one transaction, and the finished
+        rows (assembled with the stored pieces) in one more."""
+        batches = self.executor.batches
+        rows = np.full((len(keys), len(self.requests)), np.nan, dtype=np.float64)
+        need = np.ones((len(keys), len(batches)), dtype=bool)
+        for i, key in enumerate(keys):
+            for b, values in stored.get(key, {}).items():
+                if 0 <= b < len(batches) and len(values) == len(batches[b].request_index):
+                    rows[i, batches[b].request_index] = values
+                    need[i, b] = False
+        run = np.flatnonzero(need.any(axis=1))
+
+        def on_batch(b: int, computed: np.ndarray, values: np.ndarray) -> None:
+            idx = run[computed]
+            rows[np.ix_(idx, batches[b].request_index)] = values
+            need[idx, b] = False
+            self.n_batches_run += len(idx)
+            if self._cache is not None:
+                self._cache.put_partials(self._key, b, [(keys[i], v) for i, v in zip(idx, values)])
+
+        if len(run):
+            self.executor.loglik_many(masks[run], tick=tick, need=need[run], on_batch=on_batch)
+            self.n_forward += len(run)
+        if need.any():
+            raise RuntimeError("the executor skipped a batch it was asked for")
+        self._memo.update(zip(keys, rows))
+        if self._cache is not None:
+            self._cache.put_many(self._key, zip(keys, rows))
 
     def __call__(self, masks) -> np.ndarray:
         """Utilities float64 [m] for bool masks [m, n_players] (True = kept)."""
@@ -161,6 +205,56 @@ class Game:
             f"utility={self.utility!r}, executor={self.executor.name!r}, "
             f"packed={self.executor.pack})"
         )
+
+
+def _requests(model: SublayerModel, task: Task, max_length: int | None):
+    """The task's requests at ``max_length`` (None: the model's limit) and the truncation
+    record; warns once when requests were truncated or run past the model's limit."""
+    limit, source = model_max_length(model.config, model.tokenizer)
+    length = limit if max_length is None else int(max_length)
+    requests = build_requests(task, model.tokenizer, length)
+    n_truncated = sum(r.n_dropped > 0 for r in requests)
+    origin = f" (the model's limit, {source})" if max_length is None else ""
+    if n_truncated:
+        warn(
+            f"{n_truncated} of {len(requests)} requests of task {task.name!r} are longer than "
+            f"max_length={length} tokens{origin} and were left-truncated as lm-evaluation-harness "
+            "does; set max_length= (--max-length) to change the limit"
+        )
+    longest = max((len(r.input_ids) for r in requests), default=0)
+    if longest > limit:
+        warn(
+            f"max_length={length} lets requests of task {task.name!r} run to {longest} tokens, "
+            f"past the model's limit of {limit} ({source}); positions beyond it were never "
+            "trained"
+        )
+    record = {
+        "max_length": length,
+        "limit_source": source if max_length is None else "max_length=",
+        "n_truncated": int(n_truncated),
+        "n_requests": len(requests),
+    }
+    return requests, record
+
+
+def _cache_key(game: Game, batch_tokens: int) -> tuple[str, str, str]:
+    """(model, requests and options, device type): every input that changes the numbers.
+
+    The executor is left out (prefix and naive are bit-identical, tested), and so is the prefix
+    executor's memory budget (a state recomputed is the same state)."""
+    model, ex = game.model, game.executor
+    options = "-".join(
+        [
+            "packed" if ex.pack else "unpacked",
+            f"L{game.truncation['max_length']}",
+            f"B{batch_tokens}",
+            f"V{ex.vocab_chunk}",
+            str(model.dtype).replace("torch.", ""),
+            str(model.config._attn_implementation),
+        ]
+    )
+    requests = _short_hash(requests_fingerprint(game.requests))
+    return model.fingerprint(), f"{game.task.fingerprint()}-{requests}-{options}", model.device.type
 
 
 def _short_hash(data: bytes) -> str:

@@ -1,6 +1,6 @@
 """Executors: evaluate coalitions (keep-masks) on a fixed list of tokenised requests.
 
-:class:`NaiveExecutor` is the reference: for every coalition and every batch it runs the whole
+:class:`NaiveExecutor` is the reference: for every batch and every coalition it runs the whole
 forward loop of :class:`~layerfast.models.SublayerModel` with the switched-off sublayers skipped
 (never computed), then scores only the continuation positions. Batches are fixed once (see
 :mod:`layerfast.evaluation.batching`; with ``pack=True`` an item's context is shared by its
@@ -19,6 +19,9 @@ from ..models import SublayerModel
 from .batching import Batch, build_rows, make_batches
 from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
 from .requests import Request
+
+# on_batch(batch index, rows of the masks computed int [k], values float64 [k, R_b])
+OnBatch = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 class NaiveExecutor:
@@ -59,31 +62,60 @@ class NaiveExecutor:
     def _prepare(self, batch: Batch):
         return self.model.prepare(batch.input_ids, batch.attention_mask, batch.position_ids)
 
-    @torch.inference_mode()
     def loglik(self, keep: np.ndarray) -> np.ndarray:
         """Summed continuation log-prob per request, float64 [n_requests], for one keep-mask."""
-        kept = self.model.keep_mask(keep)
-        out = np.zeros(len(self.requests), dtype=np.float64)
-        for batch in self.batches:
-            inputs = self._prepare(batch)
+        return self.loglik_many(np.asarray(keep, dtype=bool)[None])[0]
+
+    @torch.inference_mode()
+    def loglik_many(
+        self,
+        masks: np.ndarray,
+        tick: Callable[[int], None] | None = None,
+        need: np.ndarray | None = None,
+        on_batch: OnBatch | None = None,
+    ) -> np.ndarray:
+        """float64 [m, n_requests] for bool masks [m, n_players], batch by batch (the outer loop),
+        every coalition that needs the batch within it.
+
+        need: bool [m, n_batches], which (coalition, batch) pairs to compute (default: all);
+            the requests of pairs not computed are NaN in the result.
+        on_batch: called after each batch ``b`` with ``(b, rows, values)``: ``rows`` int [k] the
+            masks computed, ``values`` float64 [k, len(batches[b].request_index)] (the
+            requests in the batch's ``request_index`` order); the Game stores them at once.
+        tick: ``tick(k)`` reports progress in coalition-batches.
+        """
+        masks = np.asarray(masks, dtype=bool).reshape(-1, self.model.n_players)
+        if need is None:
+            need = np.ones((len(masks), len(self.batches)), dtype=bool)
+        out = np.full((len(masks), len(self.requests)), np.nan, dtype=np.float64)
+        for b, batch in enumerate(self.batches):
+            rows = np.flatnonzero(need[:, b])
+            if not len(rows):
+                continue
+            values = self.batch_loglik(batch, masks[rows], tick)  # [k, R_b]
+            out[np.ix_(rows, batch.request_index)] = values
+            if on_batch is not None:
+                on_batch(b, rows, values)
+        return out
+
+    @torch.inference_mode()
+    def batch_loglik(
+        self, batch: Batch, masks: np.ndarray, tick: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """float64 [m, len(batch.request_index)]: one batch for bool masks [m, n_players], each
+        coalition run from the embeddings to the LM head."""
+        inputs = self._prepare(batch)
+        out = np.zeros((len(masks), len(batch.request_index)), dtype=np.float64)
+        for i, mask in enumerate(masks):
+            kept = self.model.keep_mask(mask)
             state = self.model.initial_state(inputs)
             for j in range(self.model.n_players):
                 state = self.model.step(j, state, inputs, kept[j])
             self.sublayer_evaluations += sum(kept)
             self.token_sublayer_evaluations += sum(kept) * batch.n_tokens
-            out[batch.request_index] = self.score(state, batch)
-        return out
-
-    def loglik_many(
-        self, masks: np.ndarray, tick: Callable[[int], None] | None = None
-    ) -> np.ndarray:
-        """float64 [m, n_requests] for bool masks [m, n_players], one coalition at a time;
-        ``tick(k)`` reports progress in coalition-batches."""
-        out = np.zeros((len(masks), len(self.requests)), dtype=np.float64)
-        for i, mask in enumerate(masks):
-            out[i] = self.loglik(mask)
+            out[i] = self.score(state, batch)
             if tick is not None:
-                tick(len(self.batches))
+                tick(1)
         return out
 
     def score(self, state, batch: Batch) -> np.ndarray:

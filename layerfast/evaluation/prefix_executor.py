@@ -1,13 +1,16 @@
 """The prefix-cached executor: coalitions that agree on their first k sublayers share the
 residual state after sublayer k.
 
-For each batch, the coalitions are visited in trie order (sorted in execution order, kept before
-removed). Coalition i starts from the state at its branch depth ``lcp(previous, i)`` (the length
-of the longest common prefix with the coalition visited before it) and runs only its own suffix.
-States are kept on a stack only at depths where a later coalition will branch, within a memory
-budget; when a state does not fit, the later coalition recomputes from the deepest state kept
-below its branch point instead of failing. Every step runs the same kernels on the same batch as
-:class:`~layerfast.evaluation.naive_executor.NaiveExecutor`, so the results are bit-identical to it.
+Batches are the outer loop (:meth:`NaiveExecutor.loglik_many`, which hands each finished batch to
+the Game for storage, so a kill loses at most one batch per coalition in flight); within a batch,
+the coalitions are visited in trie order (sorted in execution order, kept before removed).
+Coalition i starts from the state at its branch depth ``lcp(previous, i)`` (the length of the
+longest common prefix with the coalition visited before it) and runs only its own suffix. States
+are kept on a stack only at depths where a later coalition will branch, within a memory budget;
+when a state does not fit, the later coalition recomputes from the deepest state kept below its
+branch point instead of failing. Every step runs the same kernels on the same batch as
+:class:`~layerfast.evaluation.naive_executor.NaiveExecutor`, so the results are bit-identical to
+it, whichever subset of coalitions a batch is run for.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from ..models.adapter import ParallelState
+from .batching import Batch
 from .naive_executor import NaiveExecutor
 
 
@@ -55,7 +59,8 @@ def state_bytes(state) -> int:
 
 
 class PrefixExecutor(NaiveExecutor):
-    """Evaluates many coalitions per batch, sharing the hidden states of common prefixes.
+    """Evaluates many coalitions per batch, sharing the hidden states of common prefixes; the
+    batch loop, ``need`` and ``on_batch`` are :meth:`NaiveExecutor.loglik_many`'s.
 
     memory_budget: bytes of kept residual states per batch (default 1 GiB); beyond it, states are
     recomputed rather than kept.
@@ -69,11 +74,11 @@ class PrefixExecutor(NaiveExecutor):
         self.recomputed_steps = 0  # kept steps run again because a state did not fit the budget
 
     @torch.inference_mode()
-    def loglik_many(
-        self, masks: np.ndarray, tick: Callable[[int], None] | None = None
+    def batch_loglik(
+        self, batch: Batch, masks: np.ndarray, tick: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """float64 [m, n_requests] for bool masks [m, n_players]; ``tick(k)`` reports progress in
-        coalition-batches."""
+        """float64 [m, len(batch.request_index)]: one batch for bool masks [m, n_players], the
+        coalitions visited in trie order, each from the state at its branch depth."""
         masks = (
             np.stack([np.asarray(self.model.keep_mask(mk)) for mk in masks])
             if len(masks)
@@ -83,32 +88,31 @@ class PrefixExecutor(NaiveExecutor):
         ordered = masks[order]
         branch, keep_at = branch_depths(ordered)
         n = self.model.n_players
-        out = np.zeros((len(masks), len(self.requests)), dtype=np.float64)
-        for batch in self.batches:
-            inputs = self._prepare(batch)
-            stack = [(0, self.model.initial_state(inputs))]  # (depth, state), depths increasing
-            kept_bytes = 0
-            for k, mask in enumerate(ordered):
-                if branch[k] == n:  # a duplicate of the previous coalition
-                    out[order[k], batch.request_index] = out[order[k - 1], batch.request_index]
-                    if tick is not None:
-                        tick(1)
-                    continue
-                while stack[-1][0] > branch[k]:
-                    kept_bytes -= state_bytes(stack.pop()[1])
-                depth, state = stack[-1]
-                for d in range(depth, n):
-                    state = self.model.step(d, state, inputs, bool(mask[d]))
-                    if mask[d]:
-                        self.sublayer_evaluations += 1
-                        self.token_sublayer_evaluations += batch.n_tokens
-                        self.recomputed_steps += d < branch[k]
-                    if d + 1 in keep_at[k] and d + 1 < n:
-                        size = state_bytes(state)
-                        if kept_bytes + size <= self.memory_budget:
-                            stack.append((d + 1, state))
-                            kept_bytes += size
-                out[order[k], batch.request_index] = self.score(state, batch)
+        out = np.zeros((len(masks), len(batch.request_index)), dtype=np.float64)
+        inputs = self._prepare(batch)
+        stack = [(0, self.model.initial_state(inputs))]  # (depth, state), depths increasing
+        kept_bytes = 0
+        for k, mask in enumerate(ordered):
+            if branch[k] == n:  # a duplicate of the previous coalition
+                out[order[k]] = out[order[k - 1]]
                 if tick is not None:
                     tick(1)
+                continue
+            while stack[-1][0] > branch[k]:
+                kept_bytes -= state_bytes(stack.pop()[1])
+            depth, state = stack[-1]
+            for d in range(depth, n):
+                state = self.model.step(d, state, inputs, bool(mask[d]))
+                if mask[d]:
+                    self.sublayer_evaluations += 1
+                    self.token_sublayer_evaluations += batch.n_tokens
+                    self.recomputed_steps += d < branch[k]
+                if d + 1 in keep_at[k] and d + 1 < n:
+                    size = state_bytes(state)
+                    if kept_bytes + size <= self.memory_budget:
+                        stack.append((d + 1, state))
+                        kept_bytes += size
+            out[order[k]] = self.score(state, batch)
+            if tick is not None:
+                tick(1)
         return out

@@ -4,7 +4,8 @@ Harness rules (``lm_eval/api/model.py``, ``_encode_pair`` and ``loglikelihood``)
 the context move to the continuation; the whole string is encoded and split at the context's token
 count; an empty context becomes the prefix token (BOS, else EOS); the model input is
 ``(context + continuation)[-(max_length + 1):][:-1]`` and the continuation's tokens are predicted at
-the input's last ``len(continuation)`` positions.
+the input's last ``len(continuation)`` positions. ``max_length`` defaults to the model's own limit,
+resolved as the harness's ``resolve_max_length`` does (:func:`model_max_length`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..tasks import Task
 
 
@@ -29,6 +31,31 @@ class Request:
     choice: int
     input_ids: tuple[int, ...]
     targets: tuple[int, ...]
+    n_dropped: int = 0  # tokens left-truncated away to fit max_length (0: the whole request)
+
+
+DEFAULT_MAX_LENGTH = 2048  # the harness's default when neither config nor tokenizer says
+_SEQLEN_CONFIG_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
+_TOKENIZER_INFINITY = int(1e30)  # transformers' "no limit" model_max_length (and larger)
+
+
+def model_max_length(config: Any, tokenizer: Any = None) -> tuple[int, str]:
+    """The model's own request length limit in tokens, and where it came from.
+
+    As lm-evaluation-harness resolves it (``resolve_max_length``, used by HFLM.max_length): the
+    first of ``n_positions``, ``max_position_embeddings``, ``n_ctx`` that is set on the config
+    (its ``text_config`` when it has one), else the tokenizer's ``model_max_length`` unless that
+    is transformers' "unlimited" value, else 2048.
+    """
+    cfg = getattr(config, "text_config", None) or config
+    for attr in _SEQLEN_CONFIG_ATTRS:
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value), f"config.{attr}"
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is not None and int(limit) < _TOKENIZER_INFINITY:
+        return int(limit), "tokenizer.model_max_length"
+    return DEFAULT_MAX_LENGTH, "default"
 
 
 def prefix_token_id(tokenizer: Any) -> int:
@@ -65,8 +92,13 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     return ctx, whole[len(ctx) :]
 
 
-def build_requests(task: Task, tokenizer: Any, max_length: int = 2048) -> list[Request]:
-    """All (item, choice) requests of a task in item order."""
+def build_requests(
+    task: Task, tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH
+) -> list[Request]:
+    """All (item, choice) requests of a task in item order, each left-truncated to at most
+    ``max_length`` input tokens (``Request.n_dropped`` says how many it lost)."""
+    if max_length < 1:
+        raise UsageError(f"max_length must be >= 1 token, got {max_length}")
     if tokenizer is None:
         raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
     requests = []
@@ -80,7 +112,8 @@ def build_requests(task: Task, tokenizer: Any, max_length: int = 2048) -> list[R
                 )
             whole = (ctx + cont)[-(max_length + 1) :]
             n_scored = min(len(cont), len(whole) - 1)
-            requests.append(Request(i, c, tuple(whole[:-1]), tuple(cont[-n_scored:])))
+            dropped = len(ctx) + len(cont) - len(whole)
+            requests.append(Request(i, c, tuple(whole[:-1]), tuple(cont[-n_scored:]), dropped))
     return requests
 
 

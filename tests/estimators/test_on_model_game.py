@@ -60,9 +60,9 @@ def record_forwards(monkeypatch, game):
     ran = []
     original = game.executor.loglik_many
 
-    def loglik_many(masks, tick=None):
+    def loglik_many(masks, tick=None, **kw):
         ran.extend("".join("1" if b else "0" for b in keep) for keep in masks)
-        return original(masks, tick=tick)
+        return original(masks, tick=tick, **kw)
 
     monkeypatch.setattr(game.executor, "loglik_many", loglik_many)
     return ran

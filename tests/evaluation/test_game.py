@@ -29,12 +29,12 @@ def count_calls(monkeypatch, game, fail_after=None):
     seen = []
     original = game.executor.loglik_many
 
-    def loglik_many(masks, tick=None):
+    def loglik_many(masks, tick=None, **kw):
         keys = ["".join("1" if b else "0" for b in keep) for keep in masks]
         if fail_after is not None and len(seen) + len(keys) > fail_after:
             raise KeyboardInterrupt("simulated kill")
         seen.extend(keys)
-        return original(masks, tick=tick)
+        return original(masks, tick=tick, **kw)
 
     monkeypatch.setattr(game.executor, "loglik_many", loglik_many)
     return seen
@@ -185,7 +185,8 @@ SWEEP = masks_for(
 
 @pytest.mark.parametrize("k, chunk", [(0, 1), (4, 1), (4, 3)])
 def test_resume_after_kill(tiny_llama, tiny_task, tmp_path, monkeypatch, k, chunk):
-    """A kill loses at most the chunk in flight: every finished chunk is already on disk."""
+    """A kill between chunks loses nothing: every finished chunk is already on disk (kills inside
+    a chunk: tests/evaluation/test_cache.py and test_kill_resume.py)."""
     path = tmp_path / "utilities.sqlite"
     m = len(SWEEP)
     killed = make_game(tiny_llama, tiny_task, cache=path)

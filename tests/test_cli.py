@@ -33,27 +33,24 @@ N = 6  # players of the tiny 3-block Llama
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model_factory, tiny_tokenizer_fixture):
-    """A tiny random Llama + tokenizer saved with ``save_pretrained``.
+def save_tiny_model(folder: Path, model_factory, tokenizer) -> Path:
+    """A tiny random Llama + tokenizer saved in ``folder`` with ``save_pretrained``.
 
     The weights (not the norms) are scaled up 30x: at the default init scale every choice gets
     almost the same log-prob and acc_norm is flat, so no ablation would change anything.
     """
-    model = model_factory(tiny_tokenizer_fixture, 0)
+    model = model_factory(tokenizer, 0)
     with torch.no_grad():
         for name, p in model.hf_model.named_parameters():
             if "norm" not in name:
                 p.mul_(30.0)
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
     model.hf_model.save_pretrained(folder)
-    tiny_tokenizer_fixture.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
-@pytest.fixture(scope="module")
-def task_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("task") / "tiny6.jsonl"
+def write_task_file(path: Path) -> Path:
+    """The first 6 tiny items as a JSONL task file at ``path``."""
     with open(path, "w", encoding="utf-8") as f:
         for i, (context, choices, gold) in enumerate(TINY_ITEMS[:6]):
             f.write(
@@ -61,6 +58,17 @@ def task_file(tmp_path_factory):
                 + "\n"
             )
     return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, model_factory, tiny_tokenizer_fixture):
+    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
+    return save_tiny_model(folder, model_factory, tiny_tokenizer_fixture)
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    return write_task_file(tmp_path_factory.mktemp("task") / "tiny6.jsonl")
 
 
 def strict_json(path: Path):
@@ -388,7 +396,7 @@ def test_unknown_model(capsys, task_file, tmp_path):
     [
         ("capitls", [], "unknown task 'capitls'"),
         ("missing.jsonl", [], "does not exist"),
-        (None, ["--limit", "0"], "limit must be positive, got 0"),
+        (None, ["--limit", "0"], "--limit must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_task_or_limit(capsys, model_dir, task_file, tmp_path, task, extra, message):
@@ -652,3 +660,151 @@ def test_eavss_and_controlled_finetune(capsys, model_dir, tmp_path):
         capsys, *sweep("eavss", model_dir, task, tmp_path / "bad", "--utility", "margin")
     )
     assert rc == 2 and "utility" in err
+
+
+# --- help and flags (issue 13, item 8) -----------------------------------------------------------
+def test_top_level_help_lists_every_verb():
+    text = cli.build_parser().format_help()
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "verb")
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert set(helps) == set(cli.VERBS)
+    for verb in cli.VERBS:
+        assert re.search(rf"^\s+{verb}\s+\S", text, re.M), f"{verb} is not listed in --help"
+        assert helps[verb], f"{verb} has no help line"
+
+
+# a dest whose meaning differs between verbs on purpose, and why
+SAME_NAME_OTHER_MEANING = {
+    "save": "prune saves the pruned model, eavss --finetune the fine-tuned one",
+    "max_length": "tokens per input: per request in the sweep verbs, per document in avss",
+}
+
+
+def test_a_flag_means_the_same_in_every_verb():
+    """Type, default, choices, action and help of a flag shared by verbs are equal (fetch, which
+    only prepares files, is left out)."""
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "verb").choices
+    seen: dict[str, dict[str, list[str]]] = {}
+    for verb, p in sub.items():
+        if verb == "fetch":
+            continue
+        for a in p._actions:
+            if a.dest == "help" or a.dest in SAME_NAME_OTHER_MEANING:
+                continue
+            choices = list(a.choices) if a.choices is not None else None
+            sig = repr((a.option_strings, type(a), a.type, a.default, choices, a.help))
+            seen.setdefault(a.dest, {}).setdefault(sig, []).append(verb)
+    differ = {dest: list(sigs.values()) for dest, sigs in seen.items() if len(sigs) > 1}
+    assert not differ, differ
+    # the flags every model-loading verb shares
+    for dest in ("model", "dtype", "device", "out", "no_progress", "threads", "tokenizer"):
+        assert dest in seen, dest
+        assert sorted(next(iter(seen[dest].values()))) == sorted(set(sub) - {"fetch", "tasks"})
+    for dest in ("stats_dtype", "eps", "relative", "backend"):
+        assert sorted(next(iter(seen[dest].values()))) == ["avss", "eavss", "prune"], dest
+
+
+def test_k_is_checked_against_the_blocks_before_the_statistics_pass(
+    capsys, model_dir, task_file, tmp_path, monkeypatch
+):
+    import layerfast.hallucination.eavss as eavss_module
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the EAVSS pass ran although --k was already known to be too big")
+
+    monkeypatch.setattr(eavss_module, "eavss", no_pass)
+    games = record_games(monkeypatch)
+    rc, _, err = run(capsys, *sweep("eavss", model_dir, task_file, tmp_path / "o", "--k", "4"))
+    assert rc == 2 and "--k 4: the model has only 3 blocks" in err
+    assert not games, "no Game (and no evaluation) before the cheap checks"
+
+
+def test_tokenizer_folder_for_a_model_folder_without_one(capsys, model_dir, task_file, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((model_dir / name).read_bytes())
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, *sweep("ablate", bare, task_file, out, "--tokenizer", model_dir))
+    assert rc == 0, err
+    assert strict_json(out / "ablation.json")["full"] == pytest.approx(
+        direct_game(model_dir, task_file)(np.ones((1, N), bool))[0], abs=1e-12
+    )
+    rc, _, err = run(capsys, *sweep("ablate", bare, task_file, tmp_path / "o2"))
+    assert rc == 2 and "has no tokenizer" in err and "--tokenizer DIR" in err
+
+
+# --- threads (issue 13, item 9) ------------------------------------------------------------------
+def test_threads_flag_reaches_torch_and_the_metadata(
+    capsys, model_dir, task_file, tmp_path, monkeypatch
+):
+    seen = []
+    original = lf.Game.__init__
+
+    def init(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())  # what the sweep runs with
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(lf.Game, "__init__", init)
+    before = torch.get_num_threads()
+    out = tmp_path / "two"
+    rc, _, err = run(
+        capsys, *sweep("ablate", model_dir, task_file, out, "--threads", "2", "--limit", "2")
+    )
+    assert rc == 0, err
+    assert seen == [2]
+    assert strict_json(out / "ablation.json")["threads"] == 2
+    assert torch.get_num_threads() == before, "the caller's thread count is restored"
+
+    # auto: the tiny model (hidden size 32) is far below the threshold, so one thread, whatever
+    # the count before; report.md says so
+    torch.set_num_threads(2)
+    try:
+        out = tmp_path / "auto"
+        rc, _, err = run(capsys, *sweep("report", model_dir, task_file, out))
+        assert rc == 0, err
+        assert seen[-1] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert strict_json(out / "shapley.json")["threads"] == 1
+    assert "on 1 CPU threads" in (out / "report.md").read_text()
+
+
+def test_readme_flag_table_matches_the_parser():
+    """README's "Flags by verb" table lists every flag of every verb, with exactly the verbs
+    that take it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (`--.*?) \| ([a-z, ]+) \|$", readme, re.M)
+    assert rows, "README has no flags table"
+    documented: dict[str, set[str]] = {}
+    for flags, verbs in rows:
+        for flag in re.findall(r"`(--[a-z-]+)`", flags):
+            assert flag not in documented, f"{flag} is listed twice"
+            documented[flag] = {v.strip() for v in verbs.split(",")}
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "verb").choices
+    actual: dict[str, set[str]] = {}
+    for verb, p in sub.items():
+        for a in p._actions:
+            if a.option_strings and a.dest != "help":
+                actual.setdefault(a.option_strings[0], set()).add(verb)
+    assert documented == actual
+
+
+def test_tokenizer_folder_code_never_runs(capsys, model_dir, task_file, tmp_path):
+    """A --tokenizer folder whose tokenizer_config.json names its own code (auto_map): the code
+    is not run (it would write a marker file)."""
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((model_dir / name).read_bytes())
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["tok.MyTok", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    marker = tmp_path / "MARKER"
+    (folder / "tok.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import PreTrainedTokenizerFast\n"
+        "class MyTok(PreTrainedTokenizerFast):\n    pass\n"
+    )
+    run(capsys, *sweep("ablate", model_dir, task_file, tmp_path / "o", "--tokenizer", folder))
+    assert not marker.exists(), "the tokenizer folder's own code ran"

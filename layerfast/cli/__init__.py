@@ -4,10 +4,11 @@ Every sweep verb takes ``--model``, ``--task``, ``--limit``, ``--out DIR`` and w
 PNG files there. Evaluated coalitions are cached in ``DIR/utilities.sqlite`` (``--cache`` to move
 it), so re-running an interrupted command resumes instead of starting again.
 
-One module per job: ``parser`` (flags), ``values`` (flag values argparse cannot check), ``common``
-(set-up shared by the verbs), and the verbs by stage: ``sweeps``, ``statistics``,
-``hallucination``, ``data``. A verb is thin: it calls the library and hands results to
-:mod:`layerfast.report`.
+One module per job: ``parser`` (flags), ``values`` (flag values argparse cannot check), ``checks``
+(every flag and path checked before any model loads), ``common`` (set-up shared by the verbs), and
+the verbs by stage: ``sweeps``, ``statistics``, ``hallucination``, ``data``. A verb is thin: it
+calls the library and hands results to :mod:`layerfast.report`. A user's mistake is a
+:class:`~layerfast.errors.LayerfastError`: one line and exit 2; anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import sys
 import warnings
 
+from .. import threads
 from ..errors import LayerfastError, LayerfastWarning
+from .checks import check_flags, check_paths
 from .data import cmd_fetch, cmd_tasks
 from .hallucination import cmd_eavss
 from .parser import build_parser
@@ -41,12 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in the output files as the command that made them
     try:
+        check_flags(args)  # cheap checks first: no model loads for a bad flag or path
+        check_paths(args)
         with warnings.catch_warnings():
             warnings.showwarning = _one_line(args.verb, warnings.showwarning)
             return VERBS[args.verb](args)
     except LayerfastError as e:  # the user's input; anything else is a bug and keeps its traceback
         print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        threads.restore()  # an in-process caller keeps its own torch thread count
 
 
 def _one_line(verb: str, show):

@@ -9,18 +9,22 @@ from pathlib import Path
 from .. import tasks
 from ..errors import UsageError
 from ..report import files as outputs
+from .checks import check_model
+from .checks import threads as flag_threads
 
 
 def setup(args):
     """Task, model, ``lf.Game`` (cached in OUT) and the metadata every output file records."""
-    from .. import Game, load
+    from .. import Game
 
     t0 = time.time()
     try:  # before the model: fail fast
         task = tasks.load(args.task, limit=args.limit, seed=args.seed)
     except FileNotFoundError as e:  # a --task path that is not there
         raise UsageError(f"--task: {e}") from e
-    model = load(args.model, dtype=args.dtype, device=args.device)
+    model = load_model(args)
+    check_model(args, model.n_blocks)  # the checks that need the block count, before any pass
+    n_threads = use_threads(args, model, args.batch_tokens)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or args.out / "utilities.sqlite"
     game = Game(
@@ -29,6 +33,7 @@ def setup(args):
         utility=args.utility,
         cache=cache,
         batch_tokens=args.batch_tokens,
+        max_length=args.max_length,
         progress=not args.no_progress,
     )
     meta = {
@@ -42,6 +47,7 @@ def setup(args):
         "command": shlex.join(["layerfast", *args.argv]),
         "environment": outputs.environment(),
     }
+    meta["threads"] = n_threads
     print(
         f"model {model} | task {task} | utility {args.utility} | "
         f"loaded in {time.time() - t0:.1f} s",
@@ -50,11 +56,56 @@ def setup(args):
     return game, meta
 
 
+def load_model(args):
+    """``lf.load`` with the model flags; ``--tokenizer DIR`` supplies a tokenizer folder (for a
+    model folder without one). A model that ends up without a tokenizer is a UsageError."""
+    from .. import load
+
+    trust = bool(getattr(args, "trust_remote_code", False))
+    tokenizer = load_tokenizer(args.tokenizer, trust) if args.tokenizer is not None else None
+    model = load(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        tokenizer=tokenizer,
+        trust_remote_code=trust,
+    )
+    if model.tokenizer is None:
+        raise UsageError(
+            f"model {args.model} has no tokenizer: name a tokenizer folder with --tokenizer DIR"
+        )
+    return model
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool = False):
+    """The tokenizer saved in ``folder`` (``--tokenizer``); UsageError naming it otherwise."""
+    from transformers import AutoTokenizer
+
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"--tokenizer {folder} {what}")
+    try:  # trust_remote_code given explicitly: transformers refuses a folder's code, never asks
+        return AutoTokenizer.from_pretrained(
+            folder, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().split("\n")[0][:200]
+        raise UsageError(f"--tokenizer {folder}: no tokenizer could be loaded ({reason})") from None
+
+
+def use_threads(args, model, batch_tokens: int) -> int:
+    """Set torch's CPU threads from ``--threads`` (``auto``: :func:`layerfast.threads.choose`
+    for ``batch_tokens`` tokens per batch); returns the count, recorded in the metadata."""
+    from .. import threads
+
+    n = flag_threads(args)
+    return threads.apply(threads.choose(model, batch_tokens) if n is None else n)
+
+
 def save_model(hf_model, tokenizer, path: Path) -> Path:
-    hf_model.save_pretrained(path)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
-    return path
+    from ..models.saving import save_pretrained_checked
+
+    return save_pretrained_checked(hf_model, tokenizer, path)
 
 
 def done(written: list, wall: float) -> None:

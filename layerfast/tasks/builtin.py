@@ -1,6 +1,6 @@
 """Real multiple-choice tasks built at run time from data that pip packages ship.
 
-* ``capitals`` — world capitals from the Red-Trivia source package (195 questions, 4-way,
+* ``capitals`` — world capitals from the Red-Trivia source package (197 questions, 4-way,
   distractors are other countries' capitals).
 * ``analogies`` — the Google analogy test set inside the gensim wheel (19,544 items in 14
   sections) as 4-way cloze items, distractors from the same section.
@@ -21,6 +21,7 @@ from collections.abc import Callable
 import yaml
 
 from .. import assets
+from ..errors import UsageError
 from .task import Item, Task, TaskFormatError
 
 _DISTRACTOR_SEED = 1234
@@ -105,7 +106,7 @@ def bigbench(name: str) -> Task:
                     if m.name.endswith("/task.json") and "benchmark_tasks" in m.name
                 }
             )
-            raise ValueError(f"no BIG-bench task {name!r}; available: {', '.join(available)}")
+            raise UsageError(f"no BIG-bench task {name!r}; available: {', '.join(available)}")
         data = json.load(tf.extractfile(found[0]))
     prefix = data.get("example_input_prefix", "\nQ: ").lstrip("\n")
     out_prefix = data.get("example_output_prefix", "\nA:").rstrip(" ")
@@ -118,7 +119,7 @@ def bigbench(name: str) -> Task:
         gold = max(range(len(choices)), key=lambda i: scores[choices[i]])
         items.append(Item(f"{prefix}{ex['input']}{out_prefix}", tuple(choices), gold, str(k)))
     if not items:
-        raise ValueError(f"BIG-bench task {name!r} has no multiple-choice examples")
+        raise UsageError(f"BIG-bench task {name!r} has no multiple-choice examples")
     return Task(
         f"bigbench:{name}",
         items,

@@ -11,8 +11,10 @@ choice's length in characters without the delimiter, as the harness does.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,19 +104,40 @@ def read_jsonl(path: str | Path, delimiter: str = " ") -> Task:
     """Parse and validate a JSONL task file; errors name the file and the line."""
     path = Path(path)
     items: list[Item] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskFormatError(f"{where}: not valid JSON ({e.msg})") from None
-            items.append(_item_from_row(row, where, default_id=str(lineno)))
+    for lineno, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskFormatError(f"{where}: not valid JSON ({e.msg})") from None
+        items.append(_item_from_row(row, where, default_id=str(lineno)))
     if not items:
         raise TaskFormatError(f"{path}: the file holds no items")
     return Task(path.stem, items, delimiter, source=str(path))
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (a leading byte-order mark is dropped), decoded one at a
+    time so that a byte that is not UTF-8 raises :class:`TaskFormatError` naming file and line."""
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise TaskFormatError(f"{path} is a folder, not a text file") from None
+    except OSError as e:
+        raise TaskFormatError(f"{path}: cannot be read ({e.strerror})") from None
+    with f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TaskFormatError(
+                    f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}); save the file as UTF-8"
+                ) from None
 
 
 def _item_from_row(row: object, where: str, default_id: str) -> Item:
@@ -138,6 +161,12 @@ def _item_from_row(row: object, where: str, default_id: str) -> Item:
         or not all(isinstance(c, str) and c for c in choices)
     ):
         raise TaskFormatError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
+    repeated = sorted({c for c in choices if choices.count(c) > 1})
+    if repeated:
+        raise TaskFormatError(
+            f"{where}: 'choices' repeats {', '.join(map(repr, repeated))}: each choice must "
+            "appear once"
+        )
     if isinstance(gold, bool) or not isinstance(gold, int) or not 0 <= gold < len(choices):
         raise TaskFormatError(
             f"{where}: 'gold' must be an integer index in [0, {len(choices) - 1}], got {gold!r}"

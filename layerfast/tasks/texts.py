@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .. import assets
 from ..errors import UsageError
+from .task import text_lines
 
 
 def calibration_texts(spec: str, n: int) -> list[str]:
@@ -22,7 +23,12 @@ def calibration_texts(spec: str, n: int) -> list[str]:
 
         lines = [topics[k] for k in sorted(topics)]
     else:
-        lines = Path(spec).read_text(encoding="utf-8").splitlines()
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise UsageError(
+                f"calibration text {spec!r} is neither 'lee', 'pydoc' nor an existing .txt file"
+            )
+        lines = list(text_lines(path))  # errors name the file and line
     texts = [t for t in (line.strip() for line in lines) if t][:n]
     if not texts:
         raise UsageError(f"no calibration text in {spec!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -109,3 +110,16 @@ def test_save_ablation_and_shapley(tmp_path):
     assert [p.name for p in written] == ["shapley.json", "shapley.csv", "shapley.png"]
     data = strict_loads((tmp_path / "shapley.json").read_text())
     assert data["stderr"] == [None] * 4 and data["empty"] is None
+
+
+def test_environment_records_cores_and_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        env = files.environment()
+    finally:
+        torch.set_num_threads(before)
+    assert env["torch_threads"] == 1
+    assert env["machine"].endswith(f"{os.cpu_count()} cores")

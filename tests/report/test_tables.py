@@ -89,3 +89,30 @@ def test_stats_summary_notes_undefined_avss():
     assert text.startswith("statistics: torch backend, float32, 4 texts, 40 tokens, 0.2 s")
     assert "AS = 0 in blocks [1]" in text
     assert "\n" not in tables.stats_summary({**st, "as_zero": []}, 1e-5)
+
+
+def test_smooth_utility_summary_has_no_chance_level_and_names_the_threads():
+    """A smooth utility (margin, logprob) has chance None: every line handles it (report used to
+    crash on ``{chance:.3f}`` after writing its files); report.md names the CPU threads used."""
+    abl = AblationResult(PLAYERS, -1.5, np.array([-2.0, -9.0, -1.4, -3.0]), None, None, "margin")
+    res = SimpleNamespace(
+        players=PLAYERS,
+        values=np.zeros(4),
+        stderr=np.zeros(4),
+        method="proximity",
+        info={"window": 3},
+        n_evaluations=8,
+        efficiency_gap=0.0,
+    )
+    meta = {
+        "model": "m",
+        "task": "t",
+        "n_items": 6,
+        "dtype": "float32",
+        "threads": 2,
+        "environment": {"machine": "x86_64, 2 cores", "date": "today"},
+    }
+    md = tables.markdown_summary(meta, abl, res, 3.0)
+    assert "chance = n/a" in md and "on 2 CPU threads" in md
+    assert tables.chance_text(None) == "n/a" and tables.chance_text(0.25) == "0.250"
+    assert "mlp0" in tables.ablation_table(abl, res) and abl.cornerstones == []

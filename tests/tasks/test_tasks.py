@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from layerfast import tasks
+from layerfast.errors import UsageError
 from layerfast.tasks import Item, Task, TaskFormatError, read_jsonl
 
 GOOD = {
@@ -53,6 +56,7 @@ _DROP = object()
         (with_(choices=[]), ["choices", "at least 2"]),
         (with_(choices=["Lima", ""]), ["choices", "non-empty"]),
         (with_(choices=["Lima", 3]), ["choices"]),
+        (with_(choices=["Lima", "Quito", "Lima"]), ["choices", "repeats", "'Lima'"]),
         (with_(context=5), ["context"]),
         (with_(answer=1), ["unknown", "answer"]),
         ('{"context": "Q:", "choices": ["a", "b"], "gold": 0', ["not valid JSON"]),
@@ -70,6 +74,32 @@ def test_bad_line_error_names_file_and_line(tmp_path, line, words):
     # the same through tasks.load, and it is a ValueError for callers that catch those
     with pytest.raises(ValueError, match="bad.jsonl:3"):
         tasks.load(path)
+
+
+def test_line_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    latin1 = json.dumps(GOOD, ensure_ascii=False).replace("Peru", "Per\xfa").encode("latin-1")
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n\n" + latin1 + b"\n")
+    with pytest.raises(TaskFormatError) as err:
+        read_jsonl(path)
+    message = str(err.value)
+    assert f"{path}:3" in message and "not UTF-8" in message and "0xfa" in message
+
+
+def test_byte_order_mark_and_crlf_are_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    row = {**GOOD, "context": "Q: Capital of Japan?\nA:", "choices": ["東京", "Lima"]}
+    path.write_bytes(("\ufeff" + json.dumps(row, ensure_ascii=False) + "\r\n").encode("utf-8"))
+    task = read_jsonl(path)
+    assert len(task) == 1 and task.items[0].context == row["context"]
+    assert task.items[0].choices == ("東京", "Lima")
+
+
+def test_a_folder_is_not_a_task(tmp_path):
+    with pytest.raises(UsageError, match="is a folder"):
+        tasks.load(str(tmp_path))
+    with pytest.raises(TaskFormatError, match="is a folder"):
+        read_jsonl(tmp_path)
 
 
 @pytest.mark.parametrize("content", ["", "\n\n   \n\t\n"], ids=["empty", "blank-lines"])
@@ -206,3 +236,16 @@ def test_builtin_tasks_parse(name, at_least):
     assert task.chance == pytest.approx(0.25)
     sub = tasks.load(name, limit=10, seed=1)
     assert len(sub) == 10 and sub.items == tasks.load(name, limit=10, seed=1).items
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("LAYERFAST_OFFLINE") == "1", reason="LAYERFAST_OFFLINE=1")
+def test_readme_item_counts_match_the_builtin_tasks():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for name, pattern in [
+        ("capitals", r"`capitals`\s+\(([\d,]+) questions"),
+        ("analogies", r"`analogies` \(([\d,]+) Google analogy items"),
+    ]:
+        found = re.search(pattern, readme)
+        assert found, f"README gives no item count for {name}"
+        assert int(found.group(1).replace(",", "")) == len(tasks.load(name)), name

@@ -1,0 +1,211 @@
+"""Checks of the flags that cost nothing, run before any model loads or pass starts; each error
+is a :class:`~layerfast.errors.UsageError` that names the flag (or the file) and the value.
+
+* :func:`check_flags`: every number in range (one table, :data:`RANGES`), names that the library
+  would reject later (dtypes, the calibration text, the utility ``eavss`` needs).
+* :func:`check_paths`: ``--out`` is a folder that can be made and written; the cache file is not a
+  folder and, when it exists, is a sound SQLite database.
+* :func:`check_model`: what needs the model's block count (``--k``, ``--fraction``), checked right
+  after it loads and before the expensive pass.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .values import numbers
+
+
+def _int_at_least(lo: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= lo), f"an integer >= {lo}"
+
+
+def _finite(test: Callable[[float], bool], text: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: math.isfinite(v) and test(v)), text
+
+
+# flag dest -> (test of a value, what the value must be); a flag a verb lacks is skipped
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "limit": _int_at_least(1),
+    "seed": _int_at_least(0),
+    "batch_tokens": _int_at_least(1),
+    "max_length": _int_at_least(1),
+    "window": _int_at_least(1),
+    "budget": _int_at_least(1),
+    "margin": _finite(lambda v: v >= 0, "a number >= 0"),
+    "n_texts": _int_at_least(1),
+    "eps": _finite(lambda v: v > 0, "a number > 0"),
+    "fraction": _finite(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "k": _int_at_least(1),
+    "n_boot": _int_at_least(1),
+    "steps": _int_at_least(1),
+    "batch_size": _int_at_least(1),
+    "lr": _finite(lambda v: v > 0, "a number > 0"),
+    "weight": _finite(lambda v: v >= 0, "a number >= 0"),
+    "temperature": _finite(lambda v: v > 0, "a number > 0"),
+    "n_random": _int_at_least(0),
+}
+
+
+def flag(dest: str) -> str:
+    """The option string of an argparse ``dest``: ``batch_tokens`` -> ``--batch-tokens``."""
+    return "--" + dest.replace("_", "-")
+
+
+def check_flags(args: Any) -> None:
+    """Every numeric flag in range and every name the library checks late, before any work."""
+    for dest, (test, text) in RANGES.items():
+        value = getattr(args, dest, None)
+        if value is not None and not test(value):
+            raise UsageError(f"{flag(dest)} must be {text}, got {value!r}")
+    threads(args)
+    if getattr(args, "budgets", None):
+        bad = [b for b in numbers("--budgets", args.budgets, int) if b < 1]
+        if bad:
+            raise UsageError(f"--budgets must be integers >= 1, got {args.budgets!r}")
+    if getattr(args, "split", None) is not None:
+        f = numbers("--split", args.split, float)
+        if len(f) != 3 or not all(math.isfinite(x) and x > 0 for x in f) or abs(sum(f) - 1) > 1e-9:
+            raise UsageError(
+                f"--split must be three positive fractions summing to 1 (train,val,test), "
+                f"got {args.split!r}"
+            )
+    _check_names(args)
+
+
+def threads(args: Any) -> int | None:
+    """``--threads``: None for ``auto`` (or a verb without the flag), else the count >= 1."""
+    value = getattr(args, "threads", None)
+    if value is None or str(value).lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
+def _check_names(args: Any) -> None:
+    if getattr(args, "dtype", None) is not None:
+        from ..models.loading import parse_dtype
+
+        try:
+            parse_dtype(args.dtype)
+        except UsageError as e:
+            raise UsageError(f"--dtype: {e}") from None
+    stats_dtype = getattr(args, "stats_dtype", None)
+    if stats_dtype is not None and stats_dtype.lower() != "model":
+        from ..models.loading import parse_dtype
+
+        try:
+            parse_dtype(stats_dtype)
+        except UsageError as e:
+            raise UsageError(f"--stats-dtype: {e} or 'model'") from None
+    texts = getattr(args, "texts", None)
+    if texts is not None and texts not in ("lee", "pydoc"):
+        path = Path(texts).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise UsageError(
+                f"--texts {texts}: the file {what} (give 'lee', 'pydoc' or a .txt file)"
+            )
+        from ..tasks.texts import calibration_texts
+
+        try:  # a file is read once here: a byte that is not UTF-8 fails before the model loads
+            calibration_texts(texts, args.n_texts)
+        except UsageError as e:
+            raise UsageError(f"--texts: {e}") from None
+    if args.verb == "eavss":
+        from ..evaluation.utility import ACCURACY_UTILITIES
+
+        if args.utility not in ACCURACY_UTILITIES:
+            raise UsageError(
+                f"--utility {args.utility}: eavss splits items into right and wrong answers, "
+                f"so it needs one of {', '.join(ACCURACY_UTILITIES)}"
+            )
+
+
+def check_paths(args: Any) -> None:
+    """``--out`` and the cache file (``--cache``, default ``OUT/utilities.sqlite``)."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    writable(out, "--out")
+    if hasattr(args, "cache"):
+        if args.cache is None:
+            check_cache(out / "utilities.sqlite", f"the cache {out / 'utilities.sqlite'}")
+        else:
+            check_cache(args.cache, f"--cache {args.cache}")
+
+
+def writable(path: Path, what: str) -> None:
+    """``path`` (a folder, made later if missing) can be made and written in: its nearest
+    existing ancestor is a folder where a file can be created. Creates nothing that stays."""
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{what}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UsageError(f"{what}: cannot write in {probe} ({e.strerror or e})") from None
+
+
+def check_cache(path: Path, what: str) -> None:
+    """The cache file is not a folder and, when it exists and is not empty, is an SQLite
+    database that passes ``PRAGMA quick_check``; ``what`` names it in the message."""
+    if path.is_dir():
+        raise UsageError(f"{what} is a folder; name a file, e.g. {path / 'utilities.sqlite'}")
+    if not path.exists():
+        writable(path.parent, what)
+        return
+    if not path.is_file():
+        raise UsageError(f"{what} is not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return  # an empty file: SQLite makes a new database in it
+    if head != b"SQLite format 3\x00":
+        raise UsageError(
+            f"{what} is not an SQLite database (the cache of evaluated coalitions); "
+            "move it away or name another file with --cache"
+        )
+    try:
+        db = sqlite3.connect(path, timeout=60)
+        try:
+            result = db.execute("PRAGMA quick_check").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        result = (str(e),)
+    if result is None or result[0] != "ok":
+        detail = result[0] if result else "no answer"
+        raise UsageError(
+            f"{what} is a corrupted SQLite database ({detail}); delete it (its coalitions "
+            "will be evaluated again) or name another file with --cache"
+        )
+
+
+def check_model(args: Any, n_blocks: int) -> None:
+    """Checks that need the block count of the loaded model, before the expensive pass."""
+    if args.verb == "eavss" and args.k > n_blocks:
+        raise UsageError(f"--k {args.k}: the model has only {n_blocks} blocks")
+    if args.verb == "prune" and args.rule == "lowest":
+        removed = int(round(args.fraction * n_blocks))
+        if removed >= n_blocks:
+            raise UsageError(
+                f"--fraction {args.fraction} removes {removed} of the model's {n_blocks} "
+                "blocks; at least one must stay"
+            )

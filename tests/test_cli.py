@@ -300,6 +300,9 @@ def test_report(capsys, model_dir, task_file, tmp_path):
     assert md.startswith("# layerfast report: tiny-llama on tiny6")
     assert "![ablation](ablation.png)" in md and "![shapley](shapley.png)" in md
     assert f"{proximity_cost(N, 3)} coalitions" in md
+    assert "requests up to 128 tokens" in md and " left-truncated" in md and "nan" not in md.lower()
+    meta = strict_json(out / "ablation.json")
+    assert meta["truncation"]["n_truncated"] == 0 and meta["truncation"]["max_length"] > 0
     for player in ("attn0", "mlp2"):
         assert player in md
     assert "top Shapley players" in stdout

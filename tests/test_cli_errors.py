@@ -176,6 +176,11 @@ CASES = [
         lambda w: w.sweep("ablate", out="/proc/layerfast-test/out"),
         lambda w: ["--out", "/proc", "cannot write"],
     ),
+    Case(
+        "prune-save-to-a-file",
+        lambda w: w.sweep("prune", "--save", w.file("pruned", "x")),
+        lambda w: ["--save", str(w.tmp / "pruned"), "existing file"],
+    ),
     # --- task and text files --------------------------------------------------------------------
     Case(
         "task-not-utf8",

@@ -141,6 +141,10 @@ def check_paths(args: Any) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
     writable(out, "--out")
+    if getattr(args, "save", None) is not None:
+        from ..models.saving import check_save_path
+
+        check_save_path(args.save)
     if hasattr(args, "cache"):
         if args.cache is None:
             check_cache(out / "utilities.sqlite", f"the cache {out / 'utilities.sqlite'}")

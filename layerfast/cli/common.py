@@ -48,6 +48,7 @@ def setup(args):
         "environment": outputs.environment(),
     }
     meta["threads"] = n_threads
+    meta["truncation"] = game.truncation
     print(
         f"model {model} | task {task} | utility {args.utility} | "
         f"loaded in {time.time() - t0:.1f} s",

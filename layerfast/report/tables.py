@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -58,11 +59,12 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         f"# layerfast report: {meta['model']} on {meta['task']}",
         "",
         f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
+        f"- {truncation_text(meta.get('truncation'))}",
         f"- full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = {margin}",
         f"- cornerstones (removal drops the utility to chance): {_cornerstone_names(abl)}",
         f"- cornerstone test: {abl.cornerstone_note}",
         f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
-        f"{res.n_evaluations} coalitions; efficiency gap {res.efficiency_gap:.4f}",
+        f"{res.n_evaluations} coalitions; efficiency gap {_gap_text(res)}",
         f"- wall time {wall_s:.0f} s on {meta.get('threads', '?')} CPU threads; "
         f"{env['machine']}, {env['date']}",
         "",
@@ -76,6 +78,21 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         "",
     ]
     return "\n".join(lines)
+
+
+def truncation_text(truncation: dict | None) -> str:
+    """``"requests up to 2048 tokens (config max_position_embeddings); 3 of 120 truncated"``."""
+    if not truncation:
+        return "request length: not recorded"
+    return (
+        f"requests up to {truncation['max_length']} tokens ({truncation['limit_source']}); "
+        f"{truncation['n_truncated']} of {truncation['n_requests']} left-truncated"
+    )
+
+
+def _gap_text(res: Any) -> str:
+    gap = res.efficiency_gap
+    return f"{gap:.4f}" if math.isfinite(gap) else "n/a (v(empty set) not evaluated)"
 
 
 def top_players(res: Any, k: int = 5) -> str:

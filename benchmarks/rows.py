@@ -81,7 +81,16 @@ def commit() -> str:
             text=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # the rows file itself changes with every run: it does not make the code dirty
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                f":!{RESULTS.relative_to(root)}",
+            ],
             cwd=root,
             check=True,
             capture_output=True,

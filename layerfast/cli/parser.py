@@ -38,7 +38,8 @@ def _backend_option(p: argparse.ArgumentParser) -> None:
     action.choices = RegistryChoices("layerfast.activations.dispatch", "BACKENDS")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The model, where it runs and where results go: the same in every verb that loads one."""
     p.add_argument(
         "--model",
         default="smollm2-135m",
@@ -49,6 +50,15 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the model folder's own code (auto_map); default: refuse such folders",
     )
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """The sweep verbs' flags: the model's, then the task, utility, cache and batching."""
+    _model_options(p)
     p.add_argument(
         "--task",
         default="capitals",
@@ -59,9 +69,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--utility", default="acc_norm", choices=UTILITIES)
-    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     p.add_argument(
         "--cache",
         type=Path,
@@ -76,7 +83,6 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
         "does (default: the model's limit; prune also cuts its documents to it, default 256)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _stats_dtype_option(p: argparse.ArgumentParser) -> None:
@@ -89,21 +95,8 @@ def _stats_dtype_option(p: argparse.ArgumentParser) -> None:
 
 
 def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None:
-    if with_common:  # the same flags, defaults and help as _common's
-        p.add_argument(
-            "--model",
-            default="smollm2-135m",
-            help="packaged model name or local HF model folder (default: smollm2-135m)",
-        )
-        p.add_argument(
-            "--trust-remote-code",
-            action="store_true",
-            help="run the model folder's own code (auto_map); default: refuse such folders",
-        )
-        p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
-        p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
-        p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    if with_common:
+        _model_options(p)
     p.add_argument(
         "--texts",
         default="lee",

@@ -45,8 +45,9 @@ def tiny_tokenizer_fixture():
     return tiny_tokenizer()
 
 
-def make_tiny_llama(tokenizer, seed: int = 0):
-    """A seeded random 3-block LlamaForCausalLM (6 players) wrapped as a SublayerModel."""
+def make_tiny_llama(tokenizer, seed: int = 0, **config_overrides):
+    """A seeded random 3-block LlamaForCausalLM (6 players) wrapped as a SublayerModel;
+    ``config_overrides`` go to its LlamaConfig (e.g. ``initializer_range``)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import layerfast as lf
@@ -62,6 +63,7 @@ def make_tiny_llama(tokenizer, seed: int = 0):
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
+        **config_overrides,
     )
     torch.manual_seed(seed)
     hf_model = LlamaForCausalLM(config).float().eval()

@@ -23,7 +23,7 @@ from layerfast.activations.reference import block_stats_ref, empty, merge
 from layerfast.errors import LayerfastWarning, UsageError
 from layerfast.evaluation.batching import pad_right
 from tests.activations.kernel_checks import BACKEND_PARAMS, assert_matches_reference
-from tests.conftest import TINY_ITEMS
+from tests.conftest import TINY_ITEMS, make_tiny_llama
 
 METRIC_KEYS = ("av", "as", "avss", "navss", "bi", "angular", "angular_last", "norm", "channel_var")
 
@@ -130,23 +130,7 @@ def cancelling_llama(tokenizer):
     """A tiny fp32 Llama whose branches are as large as the residual stream (init std 0.2), so
     residual additions cancel: in bf16 a few sums round to exactly 0, in fp32 none falls under
     1e-5, as on the packaged model."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    return lf.load(LlamaForCausalLM(config).float().eval(), tokenizer=tokenizer)
+    return make_tiny_llama(tokenizer, seed=0, initializer_range=0.2)
 
 
 CANCEL_TEXTS = [f"{context} {choice}" for context, choices, _ in TINY_ITEMS for choice in choices]

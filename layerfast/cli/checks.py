@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..paths import check_writable_folder
 from .values import numbers
 
 
@@ -140,7 +140,7 @@ def check_paths(args: Any) -> None:
         return
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
-    writable(out, "--out")
+    check_writable_folder(out, "--out")
     if getattr(args, "save", None) is not None:
         from ..models.saving import check_save_path
 
@@ -152,28 +152,13 @@ def check_paths(args: Any) -> None:
             check_cache(args.cache, f"--cache {args.cache}")
 
 
-def writable(path: Path, what: str) -> None:
-    """``path`` (a folder, made later if missing) can be made and written in: its nearest
-    existing ancestor is a folder where a file can be created. Creates nothing that stays."""
-    probe = path.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UsageError(f"{what}: {probe} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as e:
-        raise UsageError(f"{what}: cannot write in {probe} ({e.strerror or e})") from None
-
-
 def check_cache(path: Path, what: str) -> None:
     """The cache file is not a folder and, when it exists and is not empty, is an SQLite
     database that passes ``PRAGMA quick_check``; ``what`` names it in the message."""
     if path.is_dir():
         raise UsageError(f"{what} is a folder; name a file, e.g. {path / 'utilities.sqlite'}")
     if not path.exists():
-        writable(path.parent, what)
+        check_writable_folder(path.parent, what)
         return
     if not path.is_file():
         raise UsageError(f"{what} is not a regular file")

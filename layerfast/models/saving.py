@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..paths import check_writable_folder
 
 
 def check_save_path(path: str | os.PathLike, flag: str = "--save") -> Path:
@@ -27,13 +28,7 @@ def check_save_path(path: str | os.PathLike, flag: str = "--save") -> Path:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path}: is an existing file; give a folder to save the model in")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"{flag} {path}: {parent} is a file, so the folder cannot be created")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: {parent} is not writable")
+    check_writable_folder(path, f"{flag} {path}")
     return path
 
 

@@ -106,17 +106,15 @@ class UtilityCache:
 
     def count(self, key: Key | None = None) -> int:
         """Finished coalition rows (of one key, or of all)."""
-        if key is None:
-            return self._db.execute("SELECT COUNT(*) FROM coalitions").fetchone()[0]
-        return self._db.execute(f"SELECT COUNT(*) FROM coalitions WHERE {_WHERE}", key).fetchone()[
-            0
-        ]
+        return self._count("coalitions", key)
 
     def count_partials(self, key: Key | None = None) -> int:
         """Stored (coalition, batch) pieces of unfinished coalitions (of one key, or of all)."""
-        if key is None:
-            return self._db.execute("SELECT COUNT(*) FROM partials").fetchone()[0]
-        return self._db.execute(f"SELECT COUNT(*) FROM partials WHERE {_WHERE}", key).fetchone()[0]
+        return self._count("partials", key)
+
+    def _count(self, table: str, key: Key | None) -> int:
+        where = "" if key is None else f" WHERE {_WHERE}"
+        return self._db.execute(f"SELECT COUNT(*) FROM {table}{where}", key or ()).fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

@@ -49,7 +49,6 @@ def extensions() -> list:
 
 
 setup(
-    packages=[*find_packages(include=["layerfast", "layerfast.*"]), "layerfast.kernels"],
-    package_dir={"layerfast.kernels": "kernels"},
+    packages=find_packages(include=["layerfast", "layerfast.*"]),
     ext_modules=extensions(),
 )

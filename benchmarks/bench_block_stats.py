@@ -1,17 +1,18 @@
-"""Statistics kernels: (a) throughput of each backend against this machine's copy bandwidth,
+"""Statistics kernels: (a) throughput of each backend against this machine's copy and read
+bandwidth,
 (b) a full statistics pass against what users do today (keep every hidden state, then NumPy):
 wall time and peak memory, side by side in one run. Every measurement is also appended as a row
 to benchmarks/results.csv (benchmarks/rows.py: p50/p20/p80 over the repeats).
 
-    python benchmarks/bench_block_stats.py kernels --tokens 4096 --hidden 2048 --dtype bf16
+    python benchmarks/bench_block_stats.py kernels --hidden 4096 --dtype bf16 --bytes 1GiB
     python benchmarks/bench_block_stats.py pass --batch 4 --seq 1024
 
-(a) Bandwidth. The kernel reads x_in and x_out once: GB/s = 2 * tokens * hidden * itemsize / time.
-    The limit is ``dst.copy_(src)`` on a buffer of the same total size, counted as bytes read plus
-    bytes written per second (STREAM's convention). Times are the median of --repeat calls; on a
-    GPU with CUDA events, on the CPU with perf_counter. "kernel" is the host wrapper alone
-    (cpp_block_stats, triton_block_stats: allocation and the kernel), "with finish" is
-    dispatch.block_stats (checks, kernel and the fp64 host reduction of its partials).
+(a) Bandwidth: :mod:`layerfast.bench.kernels` (what ``layerfast bench`` runs), on inputs of
+    --hidden channels whose x_in and x_out hold --bytes together. The kernel reads them once:
+    GB/s = bytes / time. The ceilings (:mod:`layerfast.bench.bandwidth`) are ``dst.copy_(src)``
+    (bytes read plus written per second, STREAM's convention) and a plain read (``src.sum()``)
+    of the same bytes. "kernel" is the host wrapper alone, "+ finish" the public op
+    ``dispatch.block_stats`` (checks, kernel and the fp64 reduction of its partials).
 (b) Peak memory is the rise of the process's resident set (VmHWM after resetting it, minus the
     resident set before) during the first pass, each path in a fresh subprocess after the model is
     loaded and every weight page touched by an 8-token forward; glibc returns freed blocks at once
@@ -32,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -46,100 +46,22 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # ---- (a) kernel throughput ----------------------------------------------------------------------
 
 
-def _timer(device):
-    import torch
-
-    if device.type == "cuda":
-
-        def run(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / 1e3
-    else:
-
-        def run(fn):
-            t0 = time.perf_counter()
-            fn()
-            return time.perf_counter() - t0
-
-    return run
-
-
-def _times(fn, device, repeat: int) -> list[float]:
-    """Seconds per call of ``fn`` over ``repeat`` calls, after one warm-up (and Triton compile)."""
-    run = _timer(device)
-    fn()
-    return [run(fn) for _ in range(repeat)]
-
-
 def bench_kernels(args) -> list[dict]:
     import torch
 
-    from layerfast.activations import dispatch
-    from layerfast.activations.reference import block_stats_ref
+    from layerfast.bench import kernels
+    from layerfast.cli.values import byte_size
 
-    device = torch.device(args.device)
-    dtype = getattr(torch, DTYPES[args.dtype])
-    g = torch.Generator(device=device).manual_seed(0)
-    shape = (args.batch, args.tokens // args.batch, args.hidden)
-    x_in = torch.randn(shape, generator=g, device=device).to(dtype)
-    x_out = torch.randn(shape, generator=g, device=device).to(dtype)
-    mask = torch.ones(shape[:2], dtype=torch.uint8, device=device)
-    read_bytes = 2 * x_in.numel() * x_in.element_size()
-
-    src = torch.empty(read_bytes, dtype=torch.uint8, device=device).fill_(1)
-    dst = torch.empty_like(src)
-    timed = {"copy (read + write)": _times(lambda: dst.copy_(src), device, args.repeat)}
-
-    reasons = dispatch.available()
-    backends = [
-        b for b in ("cpp", "triton") if not reasons[b] and (b != "triton" or device.type == "cuda")
-    ]
-    if device.type == "cpu" and "cpp" in backends:
-        from layerfast.activations.cpp_block_stats import cpp_block_stats
-
-        timed["cpp kernel"] = _times(
-            lambda: cpp_block_stats(x_in, x_out, mask, 1e-5, args.relative), device, args.repeat
-        )
-    if "triton" in backends:
-        from layerfast.activations.triton_block_stats import triton_block_stats
-
-        timed["triton kernel"] = _times(
-            lambda: triton_block_stats(x_in, x_out, mask, 1e-5, args.relative), device, args.repeat
-        )
-    for name in backends:
-        timed[f"{name} with finish"] = _times(
-            lambda name=name: dispatch.block_stats(x_in, x_out, mask, 1e-5, args.relative, name),
-            device,
-            args.repeat,
-        )
-    timed["torch reference (fp64)"] = _times(
-        lambda: block_stats_ref(x_in, x_out, mask, 1e-5, args.relative),
-        device,
-        max(1, args.repeat // 4),
+    _, out_rows, lines = kernels.measure(
+        args.hidden,
+        getattr(torch, DTYPES[args.dtype]),
+        torch.device(args.device),
+        byte_size("--bytes", args.bytes),
+        args.repeat,
+        budget_s=float("inf"),
     )
-
-    copy_gbs = 2 * read_bytes / statistics.median(timed["copy (read + write)"]) / 1e9
-    print(
-        f"kernels: [{shape[0]}, {shape[1]}, {shape[2]}] {args.dtype}, relative={args.relative}, "
-        f"{read_bytes / 1e6:.0f} MB read per call, {torch.get_num_threads()} threads, {device}"
-    )
-    size = "x".join(map(str, shape)) + (" relative" if args.relative else "")
-    out = []
-    for path, seconds in timed.items():
-        moved = 2 * read_bytes if path.startswith("copy") else read_bytes
-        gbs = [moved / s / 1e9 for s in seconds]
-        s50 = statistics.median(seconds)
-        print(
-            f"  {path:<24} {1e3 * s50:9.2f} ms  {moved / s50 / 1e9:7.2f} GB/s  "
-            f"{100 * moved / s50 / 1e9 / copy_gbs:6.1f}% of copy"
-        )
-        common = ("block_stats", path, size, args.dtype, str(device))
-        out += [rows.row(*common, "ms", [1e3 * s for s in seconds]), rows.row(*common, "GB/s", gbs)]
-    return out
+    print("\n".join(lines))
+    return out_rows
 
 
 # ---- (b) full pass vs keep-all-hidden-states -----------------------------------------------------
@@ -170,32 +92,13 @@ def _inputs(model, batch: int, seq: int):
     return torch.tensor(ids[:need]).view(batch, seq), model.tokenizer.decode
 
 
-def numpy_statistics(hidden: list, mask, eps: float) -> dict:
-    """What a script does with kept hidden states: per block AV, AS, BI, angular, norm in NumPy."""
-    import numpy as np
-
-    keep = mask.astype(bool)
-    out = {k: [] for k in ("av", "as", "bi", "angular", "norm")}
-    for x_in, x_out in zip(hidden[:-1], hidden[1:], strict=True):
-        a, b = x_out[keep], x_in[keep]  # [N, d]
-        lengths = keep.sum(1)
-        means = (x_out * keep[..., None]).sum(1) / lengths[:, None]  # [B, d]
-        out["av"].append(float(means.var(axis=1, ddof=1).mean()))
-        out["as"].append(float((np.abs(a) < eps).mean()))
-        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        cos = (a * b).sum(1) / np.maximum(norms, 1e-12)
-        out["bi"].append(float(1 - cos.mean()))
-        out["angular"].append(float((np.arccos(np.clip(cos, -1, 1)) / np.pi).mean()))
-        out["norm"].append(float(np.linalg.norm(a, axis=1).mean()))
-    return out
-
-
 def run_pass_child(args) -> None:
     """One path, in this (fresh) process: prints a JSON line with peak memory and wall time."""
     import torch
 
     import layerfast as lf
     from layerfast.activations.collect import stats
+    from layerfast.bench.overhead import numpy_statistics
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model = lf.load(args.model, dtype=args.dtype and DTYPES.get(args.dtype, args.dtype))
@@ -330,12 +233,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     k = sub.add_parser("kernels")
-    k.add_argument("--tokens", type=int, default=4096)
-    k.add_argument("--batch", type=int, default=4)
-    k.add_argument("--hidden", type=int, default=2048)
+    k.add_argument("--hidden", type=int, default=4096)
     k.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     k.add_argument("--device", default="cpu")
-    k.add_argument("--relative", action="store_true")
+    k.add_argument("--bytes", default="1GiB", help="bytes read per call (x_in + x_out)")
     k.add_argument("--repeat", type=int, default=10)
     for name in ("pass", "pass-child"):
         p = sub.add_parser(name)

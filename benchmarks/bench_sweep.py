@@ -2,10 +2,11 @@
 
 All three paths score the same coalitions on the same model and task items, in one run:
 
-(a) ``seed``   the way the seed paper's scripts and lm-evaluation-harness do it: the plain HF
-               forward with a forward hook that multiplies each removed sublayer's output by zero
-               (so the sublayer is still computed), logits over the whole vocabulary at every
-               position, a full log-softmax, then the continuation's log-probs summed;
+(a) ``seed``   the way the seed paper's scripts and lm-evaluation-harness do it
+               (layerfast.bench.seed_way): the plain HF forward with a forward hook that
+               multiplies each removed sublayer's output by zero (so the sublayer is still
+               computed), logits over the whole vocabulary at every position, a full
+               log-softmax, then the continuation's log-probs summed;
 (b) ``naive``  our executor: removed sublayers are skipped, log-probs only at continuation
                positions, chunked over the vocabulary;
 (c) ``prefix`` (b) plus prefix sharing across coalitions (bit-identical to (b));
@@ -37,66 +38,9 @@ PATHS = ("seed", "naive", "prefix", "fast")
 
 
 def sweep_masks(n: int, sweep: str) -> np.ndarray:
-    from layerfast.estimators.ablation import ablation_masks
+    from layerfast.bench.sweep import sweep_masks as masks
 
-    if sweep == "ablation":
-        return ablation_masks(n)
-    rows = [np.ones(n, dtype=bool)]  # proximity, window 3: N and N minus every contiguous window
-    for k in range(1, 4):
-        for start in range(n - k + 1):
-            row = np.ones(n, dtype=bool)
-            row[start : start + k] = False
-            rows.append(row)
-    return np.array(rows)
-
-
-class SeedPaperScorer:
-    """Masking hooks + full-vocabulary log-softmax per request, as the seed paper's scripts run."""
-
-    def __init__(self, model, requests, batch_tokens: int):
-        from layerfast.evaluation.batching import build_rows, make_batches
-
-        self.model = model
-        self.hf = model.hf_model
-        self.requests = requests
-        self.batches = make_batches(build_rows(requests, pack=False), batch_tokens, 0)
-        self.sublayer_evaluations = 0
-        self.token_sublayer_evaluations = 0
-        self.removed: set[tuple[str, int]] = set()
-        for i, layer in enumerate(model.blocks):
-            attn = (
-                getattr(layer, "self_attn", None) or getattr(layer, "attn", None) or layer.attention
-            )
-            attn.register_forward_hook(self._hook("attn", i))
-            layer.mlp.register_forward_hook(self._hook("mlp", i))
-
-    def _hook(self, kind: str, block: int):
-        def hook(module, args, output):
-            if (kind, block) not in self.removed:
-                return output
-            if isinstance(output, tuple):
-                return (output[0] * 0,) + tuple(output[1:])
-            return output * 0
-
-        return hook
-
-    @torch.inference_mode()
-    def loglik_many(self, masks: np.ndarray, tick=None) -> np.ndarray:
-        out = np.zeros((len(masks), len(self.requests)))
-        for m, mask in enumerate(masks):
-            self.removed = {("mlp" if j % 2 else "attn", j // 2) for j in np.flatnonzero(~mask)}
-            for batch in self.batches:
-                logits = self.hf(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-                ).logits  # [B, T, V]
-                logprobs = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
-                lp = logprobs[batch.rows, batch.positions, batch.targets]
-                sums = torch.zeros(len(batch.request_index), dtype=torch.float64)
-                sums.index_add_(0, batch.owner, lp.double())
-                out[m, batch.request_index] = sums.numpy()
-                self.sublayer_evaluations += len(mask)  # every sublayer runs, removed or not
-                self.token_sublayer_evaluations += len(mask) * batch.n_tokens
-        return out
+    return masks(sweep, n)
 
 
 def run_path(args) -> dict:
@@ -113,7 +57,9 @@ def run_path(args) -> dict:
     requests = build_requests(task, model.tokenizer)
     masks = sweep_masks(model.n_players, args.sweep)
     if args.path == "seed":
-        executor = SeedPaperScorer(model, requests, args.batch_tokens)
+        from layerfast.bench.seed_way import SeedWayScorer
+
+        executor = SeedWayScorer(model, requests, args.batch_tokens)
     else:
         cls = NaiveExecutor if args.path == "naive" else PrefixExecutor
         executor = cls(model, requests, batch_tokens=args.batch_tokens, pack=args.path == "fast")
@@ -145,18 +91,17 @@ def load_model(args):
 
     if args.model != "llama-random":
         return lf.load(args.model, dtype=args.dtype)
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from layerfast.bench.workload import load_model as load_random
 
     base = lf.load("smollm2-135m")  # for its tokenizer
-    cfg = LlamaConfig(
-        vocab_size=len(base.tokenizer),
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=args.layers,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-    )
-    return lf.load(LlamaForCausalLM(cfg), dtype=args.dtype, tokenizer=base.tokenizer)
+    model = load_random("random:llama-3.2-1b", None, args.dtype or "fp32")
+    if args.layers < model.n_blocks:
+        del model.hf_model.model.layers[args.layers :]
+        model.hf_model.config.num_hidden_layers = args.layers
+        model = lf.load(model.hf_model, tokenizer=base.tokenizer)
+    else:
+        model.tokenizer = base.tokenizer
+    return model
 
 
 def main() -> None:
@@ -164,7 +109,8 @@ def main() -> None:
     p.add_argument(
         "--model",
         default="smollm2-135m",
-        help="packaged name, local folder, or 'llama-random' (1B-shaped, --layers)",
+        help="packaged name, local folder, or 'llama-random' (Llama-3.2-1B-shaped, random "
+        "weights, the first --layers blocks)",
     )
     p.add_argument("--layers", type=int, default=16)
     p.add_argument("--dtype", default=None)

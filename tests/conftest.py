@@ -31,13 +31,25 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+# The device suite (tests/gpu, marked gpu) runs where CUDA is, or on the device that
+# LAYERFAST_TEST_DEVICE names (``cpu`` with TRITON_INTERPRET=1: the dry run that keeps it alive).
+TEST_DEVICE_ENV = "LAYERFAST_TEST_DEVICE"
+GPU_SKIP_REASON = "needs CUDA (or LAYERFAST_TEST_DEVICE=cpu for the dry run)"
+
+
 def pytest_collection_modifyitems(config, items):
-    """``LAYERFAST_OFFLINE=1`` skips the tests marked slow (they download packaged data)."""
+    """``LAYERFAST_OFFLINE=1`` skips the tests marked slow (they download packaged data); tests
+    marked gpu are skipped without CUDA unless ``LAYERFAST_TEST_DEVICE`` names a device."""
     if os.environ.get("LAYERFAST_OFFLINE") == "1":
         skip = pytest.mark.skip(reason="LAYERFAST_OFFLINE=1: slow tests download data")
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)
+    if not torch.cuda.is_available() and not os.environ.get(TEST_DEVICE_ENV, "").strip():
+        skip_gpu = pytest.mark.skip(reason=GPU_SKIP_REASON)
+        for item in items:
+            if item.get_closest_marker("gpu") is not None:
+                item.add_marker(skip_gpu)
 
 
 @pytest.fixture(scope="session")

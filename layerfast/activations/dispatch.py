@@ -3,7 +3,7 @@ input is checked.
 
 The op has one name per layer:
 
-* kernels: ``_block_stats_kernel`` (Triton, ``kernels/block_stats.py``) and the C++/OpenMP
+* kernels: ``_block_stats_kernel`` (Triton, ``layerfast/kernels/block_stats.py``) and the C++/OpenMP
   extension ``layerfast._block_stats_cpp`` (``csrc/block_stats.cpp``);
 * host wrappers, returning raw :class:`~.finish.Partials` from input assumed checked:
   :func:`~.triton_block_stats.triton_block_stats`, :func:`~.cpp_block_stats.cpp_block_stats`;

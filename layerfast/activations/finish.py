@@ -3,8 +3,11 @@
 Both compiled kernels (:func:`~.cpp_block_stats.cpp_block_stats`,
 :func:`~.triton_block_stats.triton_block_stats`) return the same :class:`Partials`: per real row
 (token) five scalars, and per segment of ``seg_len`` consecutive positions of one sample the
-channel moments of its real rows. :func:`finish` reduces those in fp64 on the CPU, once for both
-kernels, so no statistic is written twice.
+channel moments of its real rows. :func:`finish` reduces those in fp64, once for both kernels, so
+no statistic is written twice. It runs on the partials' own device (the GPU for the Triton kernel,
+the CPU for the C++ one) without data-dependent shapes, so nothing waits on the device until the
+end; then only the results (eleven scalars and the two [d] channel vectors, one fp64 vector) cross
+to the host, in one transfer: one device synchronisation per call.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from .reference import cos_angle_sums, empty, last_positions
+from .reference import FIELDS, cos_angle, empty, last_positions
 
 
 class Partials(NamedTuple):
@@ -27,40 +30,57 @@ class Partials(NamedTuple):
 
 def finish(partials: Partials, mask: torch.Tensor) -> dict:
     """Partials of one batch of one block and its mask [B, T] (1 = real token) -> the
-    accumulators of :func:`~.reference.block_stats_ref`, in fp64."""
+    accumulators of :func:`~.reference.block_stats_ref`, in fp64, as :func:`~.reference.empty`
+    makes them: Python floats, and ``ch_mean``, ``ch_m2`` fp64 CPU tensors [d], whatever device
+    the partials are on.
+
+    Every sum is taken in fp64 on the partials' device. The per-row scalars are 0 on padding
+    (the :class:`Partials` contract), and so is their cos, so their sums need no gather of the
+    real rows; only the angle (1/2 at cos 0) is masked. ``seg_mean`` is read twice (the
+    per-sample channel sums; its deviation from the channel mean, one [B, S, d] temporary
+    squared in place and summed with the segments' weights) and ``seg_m2`` once; they are
+    copied only when the kernel wrote them in fp32 (Triton's, on the GPU).
+    """
     B, S, d = partials.seg_mean.shape
     T = mask.shape[1]
-    seg_len = partials.seg_len
-    keep = mask.bool().cpu()  # [B, T]
-    rows = partials.rows.double().cpu()
-    seg_mean, seg_m2 = partials.seg_mean.double().cpu(), partials.seg_m2.double().cpu()
-    acc = empty(d)
-    n = int(keep.sum())
-    if n == 0:
-        return acc
-    padded = torch.nn.functional.pad(keep, (0, S * seg_len - T))  # [B, S * seg_len]
-    seg_n = padded.view(B, S, seg_len).sum(2).double()  # [B, S] real rows per segment
-    weighted = seg_n[..., None] * seg_mean  # [B, S, d] channel sums per segment
-    # AV: per-sample token means, unbiased variance across the d units
+    if B * T == 0:
+        return empty(d)
+    f64 = torch.float64
+    device = partials.seg_mean.device
+    keep = mask.to(device=device, dtype=torch.bool)  # [B, T]
+    seg_mean, seg_m2 = partials.seg_mean.to(f64), partials.seg_m2.to(f64)  # [B, S, d]
+    dot, ssa, ssb, small, nonfinite = partials.rows.to(f64)  # [B, T] each
+    padded = torch.nn.functional.pad(keep, (0, S * partials.seg_len - T))  # [B, S * seg_len]
+    seg_n = padded.view(B, S, partials.seg_len).sum(2, dtype=f64)  # [B, S] real rows per segment
     sample_n = seg_n.sum(1)  # [B]
     has_tokens = sample_n > 0
-    means = weighted.sum(1)[has_tokens] / sample_n[has_tokens, None]  # [B', d]
-    acc["n_tokens"], acc["n_entries"], acc["n_samples"] = float(n), float(n * d), float(len(means))
-    acc["av_sum"] = float(means.var(dim=1, unbiased=True).sum()) if d > 1 else 0.0
-    # channel moments over all real rows (Chan's merge of the segments)
-    ch_mean = weighted.sum((0, 1)) / n  # [d]
-    # empty segments hold zeros and get weight 0
-    spread = (seg_n[..., None] * (seg_mean - ch_mean).square_()).sum((0, 1))  # [d]
-    acc["ch_mean"], acc["ch_m2"] = ch_mean, seg_m2.sum((0, 1)) + spread
+    n = sample_n.sum()
+    sums = torch.bmm(seg_n[:, None, :], seg_mean)[:, 0]  # [B, d] channel sums per sample
+    acc = {"n_tokens": n, "n_entries": n * d, "n_samples": has_tokens.sum(dtype=f64)}
+    # AV: per-sample token means, unbiased variance across the d units (0 for a sample with
+    # no token: its means are 0)
+    if d > 1:
+        acc["av_sum"] = (sums / sample_n.clamp_min(1)[:, None]).var(dim=1).sum()
+    else:
+        acc["av_sum"] = torch.zeros((), dtype=f64, device=device)
+    # channel moments over all real rows (Chan's merge of the segments); empty segments hold
+    # zeros and get weight 0
+    ch_mean = sums.sum(0) / n.clamp_min(1)  # [d]
+    spread = torch.mm(seg_n.view(1, B * S), (seg_mean - ch_mean).square_().reshape(B * S, d))[0]
+    ch_m2 = seg_m2.sum((0, 1)) + spread  # [d]
     # per-row scalars
-    real = rows.view(5, -1) if n == B * T else rows[:, keep]  # [5, n]
-    dot, ssa, ssb, small, nonfinite = real
-    acc["cos_sum"], acc["angle_sum"] = cos_angle_sums(dot, ssa, ssb)
-    acc["norm_sum"] = float(ssa.sqrt().sum())
-    acc["small"], acc["nonfinite"] = float(small.sum()), float(nonfinite.sum())
+    cos, angle = cos_angle(dot, ssa, ssb)  # [B, T]
+    acc["cos_sum"] = cos.sum()
+    acc["angle_sum"] = torch.where(keep, angle, 0).sum()
+    acc["norm_sum"] = ssa.sqrt().sum()
+    acc["small"], acc["nonfinite"] = small.sum(), nonfinite.sum()
     last = last_positions(keep)  # [B]
-    rows_last = torch.nonzero(has_tokens).squeeze(1)
-    acc["last_cos_sum"], acc["last_angle_sum"] = cos_angle_sums(
-        *(rows[i][rows_last, last[rows_last]] for i in range(3))
-    )
-    return acc
+    samples = torch.arange(B, device=device)
+    last_cos, last_angle = cos_angle(dot[samples, last], ssa[samples, last], ssb[samples, last])
+    acc["last_cos_sum"] = torch.where(has_tokens, last_cos, 0).sum()
+    acc["last_angle_sum"] = torch.where(has_tokens, last_angle, 0).sum()
+    # with no real token every field above is 0, as in empty(d)
+    host = torch.cat([torch.stack([acc[k] for k in FIELDS]), ch_mean, ch_m2]).cpu()  # one sync
+    out = dict(zip(FIELDS, host[: len(FIELDS)].tolist()))
+    out["ch_mean"], out["ch_m2"] = host[len(FIELDS) : len(FIELDS) + d], host[len(FIELDS) + d :]
+    return out

@@ -15,8 +15,11 @@ Accumulators (``d`` = hidden size):
 * ``cos_sum``, ``angle_sum``: sums over tokens of cos(block input, block output) and of
   arccos(cos) / pi; ``last_cos_sum``, ``last_angle_sum``: the same for each sample's last token
 * ``norm_sum``: sum over tokens of the output's L2 norm
-* ``ch_mean``, ``ch_m2``: per-channel mean [d] and sum of squared deviations [d] (Chan's merge)
+* ``ch_mean``, ``ch_m2``: per-channel mean [d] and sum of squared deviations [d] (Chan's merge),
+  fp64 CPU tensors whatever the input's device, so accumulators of any backend merge
 * ``nonfinite``: count of NaN/inf output entries (reported, never silently absorbed)
+
+All but ``ch_mean`` and ``ch_m2`` are Python floats.
 """
 
 from __future__ import annotations
@@ -63,14 +66,24 @@ def last_positions(keep: torch.Tensor) -> torch.Tensor:
     return keep.shape[1] - 1 - keep.flip(1).int().argmax(1)
 
 
+def cos_angle(
+    dot: torch.Tensor,  # [...] dot products of output and input rows
+    ssa: torch.Tensor,  # [...] squared norms of the output rows
+    ssb: torch.Tensor,  # [...] squared norms of the input rows
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, cos(out, in) and arccos(cos) / pi (norms clamped at 1e-12), each [...]."""
+    cos = dot / (ssa.sqrt().clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
+    return cos, torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi
+
+
 def cos_angle_sums(
     dot: torch.Tensor,  # [N] dot products of output and input rows
     ssa: torch.Tensor,  # [N] squared norms of the output rows
     ssb: torch.Tensor,  # [N] squared norms of the input rows
 ) -> tuple[float, float]:
-    """Sums over rows of cos(out, in) and of arccos(cos) / pi (norms clamped at 1e-12)."""
-    cos = dot / (ssa.sqrt().clamp_min(1e-12) * ssb.sqrt().clamp_min(1e-12))
-    return float(cos.sum()), float((torch.arccos(cos.clamp(-1.0, 1.0)) / torch.pi).sum())
+    """Sums over rows of cos(out, in) and of arccos(cos) / pi (see :func:`cos_angle`)."""
+    cos, angle = cos_angle(dot, ssa, ssb)
+    return float(cos.sum()), float(angle.sum())
 
 
 def block_stats_ref(
@@ -119,8 +132,8 @@ def block_stats_ref(
     )
     acc["norm_sum"] = float(ssa.sqrt().sum())
     ch_mean = a.sum(0).double() / n  # [d]
-    acc["ch_mean"] = ch_mean
-    acc["ch_m2"] = ((a - ch_mean.to(acc_dtype)) ** 2).sum(0).double()
+    acc["ch_mean"] = ch_mean.cpu()
+    acc["ch_m2"] = ((a - ch_mean.to(acc_dtype)) ** 2).sum(0).double().cpu()
     return acc
 
 

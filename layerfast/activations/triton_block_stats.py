@@ -1,8 +1,11 @@
-"""Host wrapper of the Triton statistics kernel (``kernels/block_stats.py``): launch grid, tile
-sizes and output allocation. Importing this module imports Triton.
+"""Host wrapper of the Triton statistics kernel (``layerfast/kernels/block_stats.py``): launch
+grid, tile sizes, output allocation, and the launch on the tensors' own CUDA device. Importing
+this module imports Triton.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import triton
@@ -41,6 +44,20 @@ def triton_block_stats(
     if B * T == 0:
         return Partials(rows.zero_(), seg_mean.zero_(), seg_m2.zero_(), seg_len)
     num_warps = 4 if block_d <= 1024 else (8 if block_d <= 4096 else 16)
+    with _on_device(dev):  # Triton launches on the current CUDA device
+        _launch(
+            x_in, x_out, mask, rows, seg_mean, seg_m2, eps, relative, seg_len, block_t, num_warps
+        )
+    return Partials(rows, seg_mean, seg_m2, seg_len)
+
+
+def _on_device(dev: torch.device):
+    return torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+
+
+def _launch(x_in, x_out, mask, rows, seg_mean, seg_m2, eps, relative, seg_len, block_t, num_warps):
+    B, T, d = x_out.shape
+    n_seg = seg_mean.shape[1]
     _block_stats_kernel[(B * n_seg,)](
         x_in,
         x_out,
@@ -58,8 +75,7 @@ def triton_block_stats(
         float(eps),
         SEG_LEN=seg_len,
         BLOCK_T=block_t,
-        BLOCK_D=block_d,
+        BLOCK_D=triton.next_power_of_2(d),
         RELATIVE=bool(relative),
         num_warps=num_warps,
     )
-    return Partials(rows, seg_mean, seg_m2, seg_len)

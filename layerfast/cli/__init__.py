@@ -1,4 +1,5 @@
-"""Command line: ``layerfast ablate | shapley | report | avss | prune | eavss | fetch | tasks``.
+"""Command line: ``layerfast ablate | shapley | report | avss | prune | eavss | fetch | tasks |
+bench``.
 
 Every sweep verb takes ``--model``, ``--task``, ``--limit``, ``--out DIR`` and writes JSON, CSV and
 PNG files there. Evaluated coalitions are cached in ``DIR/utilities.sqlite`` (``--cache`` to move
@@ -6,8 +7,8 @@ it), so re-running an interrupted command resumes instead of starting again.
 
 One module per job: ``parser`` (flags), ``values`` (flag values argparse cannot check), ``checks``
 (every flag and path checked before any model loads), ``common`` (set-up shared by the verbs), and
-the verbs by stage: ``sweeps``, ``statistics``, ``hallucination``, ``data``. A verb is thin: it
-calls the library and hands results to :mod:`layerfast.report`. A user's mistake is a
+the verbs by stage: ``sweeps``, ``statistics``, ``hallucination``, ``data``, ``bench``. A verb is
+thin: it calls the library and hands results to :mod:`layerfast.report`. A user's mistake is a
 :class:`~layerfast.errors.LayerfastError`: one line and exit 2; anything else keeps its traceback.
 """
 
@@ -18,6 +19,7 @@ import warnings
 
 from .. import threads
 from ..errors import LayerfastError, LayerfastWarning
+from .bench import cmd_bench
 from .checks import check_flags, check_paths
 from .data import cmd_fetch, cmd_tasks
 from .hallucination import cmd_eavss
@@ -34,6 +36,7 @@ VERBS = {
     "eavss": cmd_eavss,
     "fetch": cmd_fetch,
     "tasks": cmd_tasks,
+    "bench": cmd_bench,
 }
 
 __all__ = ["VERBS", "build_parser", "main"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..paths import check_writable_folder
-from .values import numbers
+from .values import byte_size, numbers
 
 
 def _int_at_least(lo: int) -> tuple[Callable[[Any], bool], str]:
@@ -34,7 +34,6 @@ def _finite(test: Callable[[float], bool], text: str) -> tuple[Callable[[Any], b
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "limit": _int_at_least(1),
     "seed": _int_at_least(0),
-    "batch_tokens": _int_at_least(1),
     "max_length": _int_at_least(1),
     "window": _int_at_least(1),
     "budget": _int_at_least(1),
@@ -65,6 +64,8 @@ def check_flags(args: Any) -> None:
         if value is not None and not test(value):
             raise UsageError(f"{flag(dest)} must be {text}, got {value!r}")
     threads(args)
+    batch_tokens(args)
+    memory_budget(args)
     if getattr(args, "budgets", None):
         bad = [b for b in numbers("--budgets", args.budgets, int) if b < 1]
         if bad:
@@ -91,6 +92,28 @@ def threads(args: Any) -> int | None:
     if n < 1:
         raise UsageError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
     return n
+
+
+def batch_tokens(args: Any) -> int | None:
+    """``--batch-tokens``: None for ``auto`` (or a verb without the flag), else the count >= 1."""
+    value = getattr(args, "batch_tokens", None)
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"--batch-tokens must be 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
+def memory_budget(args: Any) -> int | None:
+    """``--memory-budget``: None for ``auto`` (or a verb without the flag), else bytes >= 0."""
+    value = getattr(args, "memory_budget", None)
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    return byte_size("--memory-budget", value)
 
 
 def _check_names(args: Any) -> None:

@@ -9,13 +9,16 @@ from pathlib import Path
 from .. import tasks
 from ..errors import UsageError
 from ..report import files as outputs
+from .checks import batch_tokens as flag_batch_tokens
 from .checks import check_model
+from .checks import memory_budget as flag_memory_budget
 from .checks import threads as flag_threads
 
 
 def setup(args):
     """Task, model, ``lf.Game`` (cached in OUT) and the metadata every output file records."""
     from .. import Game
+    from ..evaluation.sizing import resolve_sizes
 
     t0 = time.time()
     try:  # before the model: fail fast
@@ -24,7 +27,10 @@ def setup(args):
         raise UsageError(f"--task: {e}") from e
     model = load_model(args)
     check_model(args, model.n_blocks)  # the checks that need the block count, before any pass
-    n_threads = use_threads(args, model, args.batch_tokens)
+    batch_tokens = flag_batch_tokens(args)  # None: auto
+    # threads are set before the Game is built; "auto" resolved as the Game does it (exactly on
+    # the CPU, where threads matter; on CUDA without the task's longest row)
+    n_threads = use_threads(args, model, resolve_sizes(model, batch_tokens, 0)[0])
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or args.out / "utilities.sqlite"
     game = Game(
@@ -32,7 +38,8 @@ def setup(args):
         task,
         utility=args.utility,
         cache=cache,
-        batch_tokens=args.batch_tokens,
+        batch_tokens=batch_tokens,
+        memory_budget=flag_memory_budget(args),
         max_length=args.max_length,
         progress=not args.no_progress,
     )
@@ -49,6 +56,7 @@ def setup(args):
     }
     meta["threads"] = n_threads
     meta["truncation"] = game.truncation
+    meta["sizing"] = game.sizing
     print(
         f"model {model} | task {task} | utility {args.utility} | "
         f"loaded in {time.time() - t0:.1f} s",

@@ -38,7 +38,7 @@ def _backend_option(p: argparse.ArgumentParser) -> None:
     action.choices = RegistryChoices("layerfast.activations.dispatch", "BACKENDS")
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def model_options(p: argparse.ArgumentParser) -> None:
     """The model, where it runs and where results go: the same in every verb that loads one."""
     p.add_argument(
         "--model",
@@ -58,7 +58,27 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     """The sweep verbs' flags: the model's, then the task, utility, cache and batching."""
-    _model_options(p)
+    model_options(p)
+    task_options(p)
+    p.add_argument("--utility", default="acc_norm", choices=UTILITIES)
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="SQLite file of evaluated coalitions (default: OUT/utilities.sqlite)",
+    )
+    sizing_options(p)
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
+        "does (default: the model's limit; prune also cuts its documents to it, default 256)",
+    )
+
+
+def task_options(p: argparse.ArgumentParser) -> None:
+    """The task and which of its items: the sweep verbs' and bench's."""
     p.add_argument(
         "--task",
         default="capitals",
@@ -68,20 +88,21 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=None, help="use this many items (random, by --seed)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--utility", default="acc_norm", choices=UTILITIES)
+
+
+def sizing_options(p: argparse.ArgumentParser) -> None:
+    """Batch size and the prefix executor's memory: the sweep verbs' and bench's."""
     p.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="SQLite file of evaluated coalitions (default: OUT/utilities.sqlite)",
+        "--batch-tokens",
+        default="auto",
+        help="padded tokens per forward batch: auto (2048 on the CPU; on CUDA from the free "
+        "memory and the model's shape, a power of two) or a count; part of the cache key",
     )
-    p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per forward batch")
     p.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
-        "does (default: the model's limit; prune also cuts its documents to it, default 256)",
+        "--memory-budget",
+        default="auto",
+        help="memory for the prefix executor's kept states per batch: auto (1GiB on the CPU; on "
+        "CUDA what the forward leaves of the free memory), bytes, or e.g. 512MiB, 4GiB",
     )
 
 
@@ -96,7 +117,7 @@ def _stats_dtype_option(p: argparse.ArgumentParser) -> None:
 
 def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None:
     if with_common:
-        _model_options(p)
+        model_options(p)
     p.add_argument(
         "--texts",
         default="lee",
@@ -112,7 +133,7 @@ def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None
     _backend_option(p)
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def run_options(p: argparse.ArgumentParser) -> None:
     """Flags of every verb that loads a model: its tokenizer and the CPU threads."""
     p.add_argument(
         "--tokenizer",
@@ -139,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="single-sublayer ablation sweep")
     _common(p)
-    _run_options(p)
+    run_options(p)
     p.add_argument(
         "--margin",
         type=float,
@@ -149,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shapley", help="layer Shapley values")
     _common(p)
-    _run_options(p)
+    run_options(p)
     p.add_argument("--method", default="proximity", choices=list(ESTIMATORS))
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     p.add_argument("--budget", type=int, default=None, help="max distinct coalitions evaluated")
@@ -168,18 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="ablation sweep + proximity Shapley (window 3), with figures")
     _common(p)
-    _run_options(p)
+    run_options(p)
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
 
     p = sub.add_parser("avss", help="streaming activation statistics per block (AVSS, BI, angular)")
     _stats_options(p)
-    _run_options(p)
+    run_options(p)
 
     p = sub.add_parser(
         "prune", help="remove the lowest-scored blocks and evaluate what is retained"
     )
     _common(p)
-    _run_options(p)
+    run_options(p)
     _stats_options(p, with_common=False)
     p.add_argument(
         "--by",
@@ -197,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answers, optionally contrastive fine-tuning with controls",
     )
     _common(p)
-    _run_options(p)
+    run_options(p)
     _stats_dtype_option(p)
     p.add_argument("--eps", type=float, default=1e-5, help="|a| < eps counts as sparse")
     p.add_argument("--relative", action="store_true", help="threshold eps x the token's RMS")
@@ -245,4 +266,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("tasks", help="list the built-in tasks")
+    _bench_parser(sub)
     return parser
+
+
+BENCH_STEPS = ("kernels", "overhead", "sweep")
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure the kernels, the statistics pass and a sweep sample against the seed way",
+        description="Measure on this machine, side by side: the statistics kernels' GB/s "
+        "against the device's copy and read bandwidth; a statistics pass against a plain "
+        "forward and against keeping every hidden state; a sample of an ablation and a "
+        "proximity sweep run the seed paper's way, with the naive executor and with the fast "
+        "path, with the projected time of the full sweeps. Writes bench.txt, bench.json and "
+        "bench.csv to --out.",
+    )
+    model_options(p)
+    p.add_argument(
+        "--random",
+        default=None,
+        metavar="SHAPE",
+        help="instead of --model, random weights of a Llama shape built from a config "
+        "(llama-3-8b, llama-3.2-1b, tiny; bf16 unless --dtype); no tokenizer, so the sweep "
+        "scores random token ids of a 4-choice shape unless --tokenizer is given",
+    )
+    task_options(p)
+    sizing_options(p)
+    run_options(p)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller samples: about 2 minutes on a 2-core CPU with the packaged model",
+    )
+    p.add_argument(
+        "--only",
+        default=",".join(BENCH_STEPS),
+        metavar="STEPS",
+        help=f"run only these steps, a comma-separated subset of {','.join(BENCH_STEPS)}",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds for all steps together (default 110 with --quick, else 480); each step "
+        "gets its share",
+    )
+    p.add_argument(
+        "--project-items",
+        type=int,
+        default=None,
+        help="items the full sweeps are projected for (default: the whole task; 1000 for "
+        "random token ids)",
+    )
+    p.add_argument(
+        "--kernel-bytes",
+        default="1GiB",
+        help="bytes the statistics kernels read per call (default 1GiB: out of every cache)",
+    )

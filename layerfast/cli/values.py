@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from ..errors import UsageError
@@ -37,3 +39,25 @@ def numbers(flag: str, text: str, cast: type) -> list:
         return [cast(x) for x in text.split(",")]
     except ValueError:
         raise UsageError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+
+
+# unit -> bytes; IEC (KiB, MiB, ...) powers of 1024, SI (kB, MB, ...) powers of 1000
+BYTE_UNITS = {
+    "b": 1,
+    **{f"{p}ib": 1024 ** (i + 1) for i, p in enumerate("kmgt")},
+    **{f"{p}b": 1000 ** (i + 1) for i, p in enumerate("kmgt")},
+}
+_BYTES = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def byte_size(flag: str, text: str) -> int:
+    """A size in bytes from ``flag``'s value: a whole number of bytes, or a number with a unit
+    (B, KiB, MiB, GiB, TiB; kB, MB, GB, TB), any case; a fraction is rounded down to a byte."""
+    match = _BYTES.fullmatch(str(text))
+    unit = BYTE_UNITS.get(match.group(2).lower() or "b") if match else None
+    if unit is None:
+        raise UsageError(
+            f"{flag} expects a size such as 512MiB, 4GiB or a number of bytes, or 'auto'; "
+            f"got {text!r}"
+        )
+    return math.floor(float(match.group(1)) * unit)

@@ -49,6 +49,18 @@ def proximity_cost(n: int, window: int) -> int:
     return sum(n - k + 1 for k in range(1, L + 1)) + 1
 
 
+def proximity_masks(n: int, window: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The coalitions the estimator evaluates, bool [proximity_cost(n, window), n] (row 0 the
+    full coalition, then N minus each contiguous window), and each later row's window as
+    (start, length)."""
+    L = min(int(window), n)
+    windows = [(s, k) for k in range(1, L + 1) for s in range(n - k + 1)]
+    masks = np.ones((len(windows) + 1, n), dtype=bool)
+    for r, (s, k) in enumerate(windows, start=1):
+        masks[r, s : s + k] = False
+    return masks, windows
+
+
 class ProximityEstimator(Estimator):
     __doc__ = __doc__
     name = "proximity"
@@ -78,13 +90,9 @@ class ProximityEstimator(Estimator):
     def _estimate(self, game: BudgetedGame, budget: int, rng: np.random.Generator) -> ShapleyResult:
         n = game.n_players
         L = min(int(self.options["window"]), n)
+        masks, windows = proximity_masks(n, L)
         # window (start, length) -> row in the batch; row 0 is the full coalition
-        windows = [(s, k) for k in range(1, L + 1) for s in range(n - k + 1)]
-        masks = np.ones((len(windows) + 1, n), dtype=bool)
-        row = {}
-        for r, (s, k) in enumerate(windows, start=1):
-            masks[r, s : s + k] = False
-            row[(s, k)] = r
+        row = {w: r for r, w in enumerate(windows, start=1)}
         vals = game(masks)  # one batched call
         full = vals[0]
 

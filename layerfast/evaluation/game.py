@@ -24,6 +24,7 @@ from .cache import UtilityCache
 from .naive_executor import NaiveExecutor
 from .prefix_executor import PrefixExecutor, trie_order
 from .requests import build_requests, model_max_length, requests_fingerprint
+from .sizing import AUTO, longest_row, resolve_sizes
 from .utility import ACCURACY_UTILITIES, Scorer, check_utility
 
 EXECUTORS = {"prefix": PrefixExecutor, "naive": NaiveExecutor}
@@ -39,7 +40,12 @@ class Game:
         executor: "prefix" (shares the hidden states of common prefixes; bit-identical to the
             reference) or "naive" (the reference: every coalition from scratch).
         cache: None (memory only), True (the user cache file) or a path to an SQLite file.
-        batch_tokens: token budget of one forward batch (padded B x T).
+        batch_tokens: padded tokens (B x T) of one forward batch, or "auto" / None: 2048 on
+            the CPU, on CUDA chosen from the device's free memory and the model's shape
+            (:mod:`layerfast.evaluation.sizing`). Part of the cache key.
+        memory_budget: bytes of residual states the prefix executor keeps per batch, or "auto" /
+            None: 1 GiB on the CPU, on CUDA what the forward leaves of the free memory. Not in
+            the cache key (a recomputed state is the same state).
         max_length: longest request in tokens; longer ones are left-truncated as the harness
             does, with one warning counting them (``truncation``). None: the model's own limit
             (:func:`~layerfast.evaluation.requests.model_max_length`).
@@ -53,9 +59,10 @@ class Game:
             one batch of forward work per coalition of the chunk in flight).
 
     Attributes set here: ``requests``, ``truncation`` ({"max_length", "limit_source",
-    "n_truncated", "n_requests"}), ``packing_note``, ``cache_key`` and the counters ``n_forward``
-    (coalitions this game ran at least one batch of) and ``n_batches_run`` (coalition-batches it
-    ran; the rest came from the memo or the cache).
+    "n_truncated", "n_requests"}), ``sizing`` ({"batch_tokens", "memory_budget", "how"}: the
+    values used and how they were chosen), ``packing_note``, ``cache_key`` and the counters
+    ``n_forward`` (coalitions this game ran at least one batch of) and ``n_batches_run``
+    (coalition-batches it ran; the rest came from the memo or the cache).
     """
 
     def __init__(
@@ -65,11 +72,12 @@ class Game:
         utility: str = "acc_norm",
         executor: str = "prefix",
         cache: bool | str | Path | None = None,
-        batch_tokens: int = 2048,
+        batch_tokens: int | str | None = AUTO,
         max_length: int | None = None,
         progress: bool = True,
         chunk: int = 64,
         pack: bool = True,
+        memory_budget: int | str | None = AUTO,
     ):
         if not isinstance(model, SublayerModel):
             raise TypeError(
@@ -77,9 +85,10 @@ class Game:
             )
         if executor not in EXECUTORS:
             raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-        for name, value in (("batch_tokens", batch_tokens), ("max_length", max_length)):
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-                raise UsageError(f"{name} must be a whole number >= 1, got {value!r}")
+        if max_length is not None and (
+            isinstance(max_length, bool) or int(max_length) != max_length or max_length < 1
+        ):
+            raise UsageError(f"max_length must be a whole number >= 1, got {max_length!r}")
         if chunk < 1:
             raise UsageError(f"chunk must be >= 1, got {chunk}")
         self.model = model
@@ -87,8 +96,13 @@ class Game:
         self.utility = check_utility(utility)
         self.scorer = Scorer(task)
         self.requests, self.truncation = _requests(model, task, max_length)
+        batch_tokens, memory_budget, how = resolve_sizes(
+            model, batch_tokens, memory_budget, longest_row(self.requests, pack)
+        )
+        self.sizing = {"batch_tokens": batch_tokens, "memory_budget": memory_budget, "how": how}
+        budget = {"memory_budget": memory_budget} if executor == "prefix" else {}
         self.executor = EXECUTORS[executor](
-            model, self.requests, batch_tokens=int(batch_tokens), pack=pack
+            model, self.requests, batch_tokens=batch_tokens, pack=pack, **budget
         )
         self.packing_note = self.executor.packing_note
         self.progress = progress
@@ -101,7 +115,9 @@ class Game:
             if cache is None or cache is False
             else UtilityCache(None if cache is True else cache)
         )
-        self.cache_key = self._key = _cache_key(self, int(batch_tokens))
+        self.cache_key = self._key = _cache_key(self, batch_tokens)
+        if self._cache is not None:
+            _warn_other_batch_tokens(self._cache, self._key, batch_tokens)
         self.n_forward = 0  # coalitions actually run by this game (not served from a cache)
         self.n_batches_run = 0  # (coalition, batch) pairs actually run by this game
 
@@ -255,6 +271,37 @@ def _cache_key(game: Game, batch_tokens: int) -> tuple[str, str, str]:
     )
     requests = _short_hash(requests_fingerprint(game.requests))
     return model.fingerprint(), f"{game.task.fingerprint()}-{requests}-{options}", model.device.type
+
+
+def _warn_other_batch_tokens(cache: UtilityCache, key: tuple[str, str, str], batch_tokens: int):
+    """Warn when ``cache`` holds unfinished coalitions under a key that differs from ``key`` only
+    in its batch_tokens (a killed run whose automatic batch size came out differently): they
+    are not reused unless that batch_tokens is passed again."""
+    model, requests, device = key
+    head, _, tail = requests.rpartition(f"-B{batch_tokens}-")
+    found = {}
+    # a read-only query on the cache's connection (UtilityCache has no key listing)
+    for other, n in cache._db.execute(
+        "SELECT requests, COUNT(DISTINCT mask) FROM partials WHERE model=? AND device=? "
+        "GROUP BY requests",
+        (model, device),
+    ):
+        middle = other[len(head) + 2 : len(other) - len(tail) - 1]
+        if (
+            other.startswith(head + "-B")
+            and other.endswith("-" + tail)
+            and middle.isdigit()
+            and int(middle) != batch_tokens
+        ):
+            found[int(middle)] = n
+    if found:
+        other, n = max(found.items(), key=lambda kv: kv[1])
+        warn(
+            f"the cache {cache.path} holds {n} unfinished coalition(s) of this model and task "
+            f"evaluated with batch_tokens={other}, but this game uses batch_tokens={batch_tokens}"
+            f", so they will be evaluated again; to resume them pass --batch-tokens {other} "
+            f"(batch_tokens={other})"
+        )
 
 
 def _short_hash(data: bytes) -> str:

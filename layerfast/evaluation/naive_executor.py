@@ -19,13 +19,18 @@ from ..models import SublayerModel
 from .batching import Batch, build_rows, make_batches
 from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
 from .requests import Request
+from .sizing import CPU_BATCH_TOKENS
 
 # on_batch(batch index, rows of the masks computed int [k], values float64 [k, R_b])
 OnBatch = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 class NaiveExecutor:
-    """Runs every coalition from the embeddings to the LM head, batch by batch."""
+    """Runs every coalition from the embeddings to the LM head, batch by batch.
+
+    batch_tokens: padded tokens per forward batch, an int (``lf.Game`` resolves "auto" with
+    :mod:`layerfast.evaluation.sizing`).
+    """
 
     name = "naive"
 
@@ -33,7 +38,7 @@ class NaiveExecutor:
         self,
         model: SublayerModel,
         requests: list[Request],
-        batch_tokens: int = 2048,
+        batch_tokens: int = CPU_BATCH_TOKENS,
         vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
         pack: bool = False,
     ):

@@ -23,6 +23,7 @@ import torch
 from ..models.adapter import ParallelState
 from .batching import Batch
 from .naive_executor import NaiveExecutor
+from .sizing import CPU_MEMORY_BUDGET
 
 
 def trie_order(masks: np.ndarray) -> np.ndarray:
@@ -62,13 +63,14 @@ class PrefixExecutor(NaiveExecutor):
     """Evaluates many coalitions per batch, sharing the hidden states of common prefixes; the
     batch loop, ``need`` and ``on_batch`` are :meth:`NaiveExecutor.loglik_many`'s.
 
-    memory_budget: bytes of kept residual states per batch (default 1 GiB); beyond it, states are
+    memory_budget: bytes of kept residual states per batch, an int (default 1 GiB, the CPU's;
+    ``lf.Game`` resolves "auto" with :mod:`layerfast.evaluation.sizing`); beyond it, states are
     recomputed rather than kept.
     """
 
     name = "prefix"
 
-    def __init__(self, *args, memory_budget: int = 1 << 30, **kwargs):
+    def __init__(self, *args, memory_budget: int = CPU_MEMORY_BUDGET, **kwargs):
         super().__init__(*args, **kwargs)
         self.memory_budget = int(memory_budget)
         self.recomputed_steps = 0  # kept steps run again because a state did not fit the budget

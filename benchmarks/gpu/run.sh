@@ -39,7 +39,7 @@ if [ "$DRY" = 1 ]; then
   BENCH_EXTRA=(--quick --kernel-bytes 64MiB --limit 8)
 else
   MODEL=llama-3-8b DEVICE=cuda BENCH_BUDGET=200 PYTEST_LIMIT=120 BENCH_LIMIT=300
-  BENCH_EXTRA=(--limit 48)
+  BENCH_EXTRA=(--limit 96)
 fi
 
 exec > >(tee "$DIR/suite.log") 2>&1

@@ -116,12 +116,18 @@ def timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
 
 
 def times(
-    fn: Callable[[], Any], device: torch.device, repeat: int, budget_s: float | None = None
+    fn: Callable[[], Any],
+    device: torch.device,
+    repeat: int,
+    budget_s: float | None = None,
+    warm_up: bool = True,
 ) -> list[float]:
-    """Seconds of ``repeat`` calls of ``fn`` after one warm-up call; with ``budget_s``, stops
-    early (after at least 3 calls) once the calls so far have used the budget."""
+    """Seconds of ``repeat`` calls of ``fn`` after one warm-up call (none with ``warm_up=False``,
+    for a caller that has just run it); with ``budget_s``, stops early (after at least 3 calls)
+    once the calls so far have used the budget."""
     run = timer(device)
-    run(fn)
+    if warm_up:
+        run(fn)
     out: list[float] = []
     for _ in range(repeat):
         out.append(run(fn))

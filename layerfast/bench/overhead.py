@@ -96,9 +96,9 @@ def measure(
     timed, peaks = {}, {}
     for name, fn in calls.items():
         with PeakMemory(device) as peak:
-            fn()
+            fn()  # also the warm-up of the timed calls
         peaks[name] = peak.mb
-        timed[name] = times(fn, device, repeat, budget_s / len(calls))
+        timed[name] = times(fn, device, repeat, budget_s / len(calls), warm_up=False)
         if bar is not None:
             bar.update(1)
     med = {name: statistics.median(s) for name, s in timed.items()}

@@ -36,7 +36,7 @@ class Profile:
     k_max: int  # most coalitions per sweep sample
     kernel_repeat: int
     overhead_batch: int
-    overhead_seq: int  # tokens per sample of the overhead batch (CUDA: twice this)
+    overhead_seq: int  # tokens per sample of the overhead batch
     overhead_repeat: int
     budget_s: float  # default time budget of all steps together
 
@@ -135,7 +135,6 @@ def run(opts: Options) -> dict:
 def _run_step(step: str, model, opts: Options, profile: Profile, budget_s: float):
     from ..evaluation.sizing import resolve_sizes
 
-    cuda = model.device.type == "cuda"
     if step == "kernels":
         with progress(total=8, desc="kernels", unit="call", enabled=opts.progress) as bar:
             return kernels.measure(
@@ -148,7 +147,7 @@ def _run_step(step: str, model, opts: Options, profile: Profile, budget_s: float
                 bar,
             )
     if step == "overhead":
-        seq = profile.overhead_seq * (2 if cuda else 1)
+        seq = profile.overhead_seq
         with progress(total=4, desc="overhead", unit="way", enabled=opts.progress) as bar:
             return overhead.measure(
                 model, profile.overhead_batch, seq, profile.overhead_repeat, budget_s, bar

@@ -8,6 +8,8 @@
     res = lf.shapley(game, method="proximity", window=3)
 
 Importing the package is cheap: the model, task and estimator modules load on first use.
+It also makes ``lm_eval.simple_evaluate(model="layerfast", ...)`` work without importing the
+harness (:mod:`layerfast.harness.registration`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .harness import registration as _harness_registration
+
 __version__ = "0.2.0"
+_harness_registration.install()
 
 _LAZY = {
     "load": ("layerfast.models", "load"),

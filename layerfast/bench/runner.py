@@ -68,6 +68,7 @@ class Options:
     threads: int | None = None  # torch CPU threads; None: layerfast.threads.choose
     tokenizer: Any = None  # a tokenizer object to attach (e.g. to a random: model)
     trust_remote_code: bool = False
+    delimiter: str | None = None  # a JSONL task's target delimiter (None: the file's own)
 
 
 def run(opts: Options) -> dict:
@@ -154,7 +155,7 @@ def _run_step(step: str, model, opts: Options, profile: Profile, budget_s: float
             )
     batch_tokens, memory_budget, how = resolve_sizes(model, opts.batch_tokens, opts.memory_budget)
     requests = workload.load_workload(
-        model, opts.task, opts.limit or profile.limit, opts.seed, opts.project_items
+        model, opts.task, opts.limit or profile.limit, opts.seed, opts.project_items, opts.delimiter
     )
     total = len(sweep.SWEEPS) * len(sweep.PATHS)
     with progress(total=total, desc="sweep sample", unit="path", enabled=opts.progress) as bar:

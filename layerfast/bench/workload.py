@@ -116,13 +116,22 @@ class Workload:
     task_object: object = None  # the lf.Task (None for synthetic requests)
 
 
-def load_workload(model, task: str | None, limit: int, seed: int, project_items: int | None):
+def load_workload(
+    model,
+    task: str | None,
+    limit: int,
+    seed: int,
+    project_items: int | None,
+    delimiter: str | None = None,
+):
     """Requests of ``limit`` items of ``task`` (``synthetic`` when None and the model has no
     tokenizer); the projection is for ``project_items`` items (default: the whole task, 1,000
-    for synthetic requests)."""
+    for synthetic requests). ``delimiter``: a JSONL task's (``lf.tasks.load``)."""
     if task is None:
         task = SYNTHETIC if model.tokenizer is None else "capitals"
     if task == SYNTHETIC:
+        if delimiter is not None:
+            raise UsageError(f"--task {SYNTHETIC} is random token ids: it takes no delimiter")
         vocab = int(model.config.vocab_size)
         requests = synthetic_requests(limit, vocab, seed)
         return Workload(requests, limit, project_items or 1000, SYNTHETIC)
@@ -131,12 +140,17 @@ def load_workload(model, task: str | None, limit: int, seed: int, project_items:
             f"--task {task} needs a tokenizer and model {model.name} has none: use --task "
             f"{SYNTHETIC} (random token ids of a typical 4-choice shape)"
         )
+    if ":" in task and task.split(":", 1)[0] in ("lm_eval", "text"):
+        raise UsageError(
+            f"--task {task}: bench samples multiple-choice items from a built-in or JSONL task; "
+            "lm_eval: and text: tasks are not sampled yet (use --task capitals or a JSONL file)"
+        )
     import layerfast as lf
 
     from ..evaluation.requests import build_requests
 
-    full = lf.tasks.load(task)
-    sample = lf.tasks.load(task, limit=min(limit, len(full)), seed=seed)
+    full = lf.tasks.load(task, delimiter=delimiter)
+    sample = lf.tasks.load(full, limit=min(limit, len(full)), seed=seed)
     requests = build_requests(sample, model.tokenizer)
     return Workload(requests, len(sample), project_items or len(full), sample.name, sample)
 

@@ -1,5 +1,5 @@
 """Command line: ``layerfast ablate | shapley | report | avss | prune | eavss | fetch | tasks |
-bench``.
+bench | eval``.
 
 Every sweep verb takes ``--model``, ``--task``, ``--limit``, ``--out DIR`` and writes JSON, CSV and
 PNG files there. Evaluated coalitions are cached in ``DIR/utilities.sqlite`` (``--cache`` to move
@@ -7,7 +7,8 @@ it), so re-running an interrupted command resumes instead of starting again.
 
 One module per job: ``parser`` (flags), ``values`` (flag values argparse cannot check), ``checks``
 (every flag and path checked before any model loads), ``common`` (set-up shared by the verbs), and
-the verbs by stage: ``sweeps``, ``statistics``, ``hallucination``, ``data``, ``bench``. A verb is
+the verbs by stage: ``sweeps``, ``statistics``, ``hallucination``, ``data``, ``bench``,
+``eval`` (lm-evaluation-harness with the model ``layerfast``). A verb is
 thin: it calls the library and hands results to :mod:`layerfast.report`. A user's mistake is a
 :class:`~layerfast.errors.LayerfastError`: one line and exit 2; anything else keeps its traceback.
 """
@@ -22,6 +23,7 @@ from ..errors import LayerfastError, LayerfastWarning
 from .bench import cmd_bench
 from .checks import check_flags, check_paths
 from .data import cmd_fetch, cmd_tasks
+from .eval import cmd_eval
 from .hallucination import cmd_eavss
 from .parser import build_parser
 from .statistics import cmd_avss, cmd_prune
@@ -37,6 +39,7 @@ VERBS = {
     "fetch": cmd_fetch,
     "tasks": cmd_tasks,
     "bench": cmd_bench,
+    "eval": cmd_eval,
 }
 
 __all__ = ["VERBS", "build_parser", "main"]

@@ -18,6 +18,7 @@ def options(args: argparse.Namespace):
     from ..bench.runner import Options
     from ..bench.workload import RANDOM_PREFIX
     from ..models.loading import DEFAULT_MODEL
+    from .common import target_delimiter
 
     steps = tuple(s.strip() for s in args.only.split(",") if s.strip())
     bad = [s for s in steps if s not in STEPS]
@@ -57,6 +58,7 @@ def options(args: argparse.Namespace):
         command=shlex.join(["layerfast", *args.argv]),
         threads=threads(args),
         trust_remote_code=args.trust_remote_code,
+        delimiter=target_delimiter(args),
     )
 
 

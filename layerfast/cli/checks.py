@@ -49,6 +49,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight": _finite(lambda v: v >= 0, "a number >= 0"),
     "temperature": _finite(lambda v: v > 0, "a number > 0"),
     "n_random": _int_at_least(0),
+    "num_fewshot": _int_at_least(0),
 }
 
 
@@ -66,6 +67,9 @@ def check_flags(args: Any) -> None:
     threads(args)
     batch_tokens(args)
     memory_budget(args)
+    harness_flags(args)
+    text_task_flags(args)
+    utility(args)
     if getattr(args, "budgets", None):
         bad = [b for b in numbers("--budgets", args.budgets, int) if b < 1]
         if bad:
@@ -78,6 +82,77 @@ def check_flags(args: Any) -> None:
                 f"got {args.split!r}"
             )
     _check_names(args)
+
+
+HARNESS_PREFIX = "lm_eval:"
+
+
+def is_harness_task(args: Any) -> bool:
+    """``--task lm_eval:<name>``: an lm-evaluation-harness task or group."""
+    return str(getattr(args, "task", "") or "").startswith(HARNESS_PREFIX)
+
+
+def harness_flags(args: Any) -> None:
+    """``--include-path`` and ``--num-fewshot`` belong to an lm_eval: task, and eavss (which
+    needs each item's context and choices) does not take one."""
+    include, shots = getattr(args, "include_path", None), getattr(args, "num_fewshot", None)
+    given = [f for f, v in (("--include-path", include), ("--num-fewshot", shots)) if v is not None]
+    if given and not is_harness_task(args) and args.verb != "eval":  # eval: harness tasks only
+        raise UsageError(
+            f"{' and '.join(given)} apply to --task lm_eval:<name> only, not --task {args.task}"
+        )
+    if include is not None and not include.is_dir():
+        what = "is a file, not a folder" if include.exists() else "does not exist"
+        raise UsageError(f"--include-path {include} {what} (a folder of task YAMLs)")
+    if is_harness_task(args) and args.verb == "eavss":
+        raise UsageError(
+            f"--task {args.task}: eavss needs each item's context and choices, which "
+            "lm_eval: tasks do not expose yet; use a JSONL or built-in task"
+        )
+
+
+TEXT_PREFIX = "text:"
+
+
+def is_text_task(args: Any) -> bool:
+    """``--task text:<lee|pydoc|file>``: plain text scored token by token (nll, ppl)."""
+    return str(getattr(args, "task", "") or "").startswith(TEXT_PREFIX)
+
+
+def text_task_flags(args: Any) -> None:
+    """A text task: only the utilities nll and ppl (the default nll is set once it loads, in
+    :func:`layerfast.cli.common.setup`), and not for the verbs that need multiple-choice items."""
+    if not is_text_task(args):
+        return
+    if args.verb in ("eavss", "bench"):
+        raise UsageError(
+            f"--task {args.task}: {args.verb} needs multiple-choice items, which a text task "
+            "has not; use a JSONL or built-in task"
+        )
+    if getattr(args, "utility", None) is not None:
+        from ..tasks.text_task import check_text_utility
+
+        try:
+            check_text_utility(args.utility, args.task)
+        except UsageError as e:
+            raise UsageError(f"--utility: {e}") from None
+
+
+def utility(args: Any) -> None:
+    """``--utility``: for a layerfast task one of its utilities (default acc_norm); for an
+    lm_eval: task a metric name, checked against the task once it loads, before the model
+    (:func:`layerfast.cli.common.setup`); for a text: task nll or ppl (:func:`text_task_flags`)."""
+    if not hasattr(args, "utility") or is_harness_task(args) or is_text_task(args):
+        return
+    from ..evaluation.utility import UTILITIES
+
+    if args.utility is None:
+        args.utility = "acc_norm"
+    elif args.utility not in UTILITIES:
+        raise UsageError(
+            f"--utility {args.utility}: choose one of {', '.join(UTILITIES)} (a harness metric "
+            "such as acc_mutual_info needs --task lm_eval:<name>)"
+        )
 
 
 def threads(args: Any) -> int | None:

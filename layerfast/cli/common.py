@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from pathlib import Path
@@ -22,9 +23,21 @@ def setup(args):
 
     t0 = time.time()
     try:  # before the model: fail fast
-        task = tasks.load(args.task, limit=args.limit, seed=args.seed)
+        task = tasks.load(
+            args.task,
+            limit=args.limit,
+            seed=args.seed,
+            delimiter=target_delimiter(args),
+            include_path=getattr(args, "include_path", None),
+            num_fewshot=getattr(args, "num_fewshot", None),
+        )
     except FileNotFoundError as e:  # a --task path that is not there
         raise UsageError(f"--task: {e}") from e
+    if isinstance(task, (tasks.HarnessTask, tasks.TextTask)):  # known now, before the model
+        try:
+            args.utility = task.check_utility(args.utility or task.default_utility)
+        except UsageError as e:
+            raise UsageError(f"--utility: {e}") from None
     model = load_model(args)
     check_model(args, model.n_blocks)  # the checks that need the block count, before any pass
     batch_tokens = flag_batch_tokens(args)  # None: auto
@@ -57,12 +70,41 @@ def setup(args):
     meta["threads"] = n_threads
     meta["truncation"] = game.truncation
     meta["sizing"] = game.sizing
+    if isinstance(task, tasks.HarnessTask):
+        meta["harness"] = task.notes
+    describe = getattr(game.scorer, "describe", None)  # a text task's sign: nll is -NLL
+    if callable(describe):
+        meta["utility_note"] = describe(args.utility)
+    note = f" ({meta['utility_note']})" if "utility_note" in meta else ""
     print(
-        f"model {model} | task {task} | utility {args.utility} | "
+        f"model {model} | task {task} | utility {args.utility}{note} | "
         f"loaded in {time.time() - t0:.1f} s",
         flush=True,
     )
     return game, meta
+
+
+ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def target_delimiter(args) -> str | None:
+    """``--target-delimiter``: None when not given, else the string with ``\\n``, ``\\t``,
+    ``\\r`` and ``\\\\`` decoded; a UsageError for another escape, or for a ``--task`` that
+    sets its own delimiter (a built-in task)."""
+    value = getattr(args, "target_delimiter", None)
+    if value is None:
+        return None
+    parts = re.split(r"(\\.?)", value, flags=re.S)
+    bad = [p for p in parts[1::2] if p[1:] not in ESCAPES]
+    if bad:
+        what = f"unknown escape {bad[0]}" if len(bad[0]) == 2 else "a lone \\ at the end"
+        raise UsageError(f"--target-delimiter {value!r}: {what} (known: \\n, \\t, \\r, \\\\)")
+    if tasks.sets_own_delimiter(args.task):
+        raise UsageError(
+            f"--target-delimiter applies to a JSONL --task file; --task {args.task} sets its "
+            "own delimiter"
+        )
+    return "".join(p if k % 2 == 0 else ESCAPES[p[1:]] for k, p in enumerate(parts))
 
 
 def load_model(args):

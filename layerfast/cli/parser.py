@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,21 @@ class RegistryChoices(Sequence):
 
     def __len__(self) -> int:
         return len(getattr(importlib.import_module(self.module), self.name))
+
+
+class UtilityChoices(Sequence):
+    """``--utility`` choices: layerfast's utilities (what --help lists); another metric name
+    passes argparse too and is checked against the task before the model loads (an lm_eval:
+    task's metrics, e.g. acc_mutual_info; :func:`layerfast.cli.checks.utility`)."""
+
+    def __getitem__(self, i):
+        return UTILITIES[i]
+
+    def __len__(self) -> int:
+        return len(UTILITIES)
+
+    def __contains__(self, value) -> bool:
+        return isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w.@-]*", value) is not None
 
 
 WINDOW_HELP = "proximity window L (default 3)"
@@ -60,7 +76,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     """The sweep verbs' flags: the model's, then the task, utility, cache and batching."""
     model_options(p)
     task_options(p)
-    p.add_argument("--utility", default="acc_norm", choices=UTILITIES)
+    harness_options(p)
+    p.add_argument(
+        "--utility",
+        default=None,
+        choices=UtilityChoices(),
+        metavar="NAME",
+        help=f"what v(S) measures: {', '.join(UTILITIES)} (default acc_norm); for an lm_eval: "
+        "task one of its metrics, e.g. acc, acc_norm, acc_mutual_info (default: acc_norm if it "
+        "has it, else acc); for a text: task nll (v = -mean NLL per token in nats, higher is "
+        "better; the default) or ppl (v = -perplexity)",
+    )
     p.add_argument(
         "--cache",
         type=Path,
@@ -73,7 +99,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
-        "does (default: the model's limit; prune also cuts its documents to it, default 256)",
+        "does (default: the model's limit; prune also cuts its documents to it, default 256); "
+        "for a text: task the window length in tokens",
     )
 
 
@@ -82,27 +109,71 @@ def task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         default="capitals",
-        help="built-in task (capitals, analogies, bigbench:<name>) or a JSONL file",
+        help="built-in task (capitals, analogies, bigbench:<name>), a JSONL file, or plain "
+        "text scored token by token: text:lee, text:pydoc, text:<file.txt|file.jsonl>",
     )
     p.add_argument(
-        "--limit", type=int, default=None, help="use this many items (random, by --seed)"
+        "--target-delimiter",
+        default=None,
+        metavar="STR",
+        help='for a JSONL --task: the string between context and each choice ("" for none; '
+        '\\n, \\t, \\r and \\\\ are escapes); default: the file\'s {"delimiter": ...} line, '
+        "else a space",
     )
+    limit_option(p)
     p.add_argument("--seed", type=int, default=0)
+
+
+def limit_option(p: argparse.ArgumentParser) -> None:
+    """``--limit``: the sweep verbs', bench's and eval's (there the harness's --limit)."""
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use this many items (random, by --seed; for an lm_eval: task and in eval the "
+        "first N documents of each task, as the harness's --limit; for a text: task its first "
+        "N documents)",
+    )
+
+
+def harness_options(p: argparse.ArgumentParser) -> None:
+    """The lm-evaluation-harness task options (``--task lm_eval:<task or group>``)."""
+    p.add_argument(
+        "--include-path",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="for --task lm_eval:<name> and eval: a folder of the harness's task YAMLs, searched "
+        "besides its built-in tasks (its --include_path)",
+    )
+    p.add_argument(
+        "--num-fewshot",
+        type=int,
+        default=None,
+        metavar="K",
+        help="for --task lm_eval:<name> and eval: few-shot examples per prompt (default: the "
+        "task's own; a task that sets 0 keeps 0, as in the harness)",
+    )
 
 
 def sizing_options(p: argparse.ArgumentParser) -> None:
     """Batch size and the prefix executor's memory: the sweep verbs' and bench's."""
-    p.add_argument(
-        "--batch-tokens",
-        default="auto",
-        help="padded tokens per forward batch: auto (2048 on the CPU; on CUDA from the free "
-        "memory and the model's shape, a power of two) or a count; part of the cache key",
-    )
+    batch_tokens_option(p)
     p.add_argument(
         "--memory-budget",
         default="auto",
         help="memory for the prefix executor's kept states per batch: auto (1GiB on the CPU; on "
         "CUDA what the forward leaves of the free memory), bytes, or e.g. 512MiB, 4GiB",
+    )
+
+
+def batch_tokens_option(p: argparse.ArgumentParser) -> None:
+    """``--batch-tokens``: the sweep verbs', bench's and eval's."""
+    p.add_argument(
+        "--batch-tokens",
+        default="auto",
+        help="padded tokens per forward batch: auto (2048 on the CPU; on CUDA from the free "
+        "memory and the model's shape, a power of two) or a count; part of the cache key",
     )
 
 
@@ -267,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("tasks", help="list the built-in tasks")
     _bench_parser(sub)
+    _eval_parser(sub)
     return parser
 
 
@@ -326,4 +398,44 @@ def _bench_parser(sub) -> None:
         "--kernel-bytes",
         default="1GiB",
         help="bytes the statistics kernels read per call (default 1GiB: out of every cache)",
+    )
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="run lm-evaluation-harness tasks on the model with sublayers removed",
+        description="Run lm-evaluation-harness (its own run command, table and results JSON in "
+        "--out) with the model 'layerfast': --model with the --remove sublayers skipped. "
+        "Harness options that have no flag here go after --, e.g. -- --log_samples --seed 1.",
+    )
+    model_options(p)
+    p.add_argument(
+        "--tasks",
+        required=True,
+        metavar="NAMES",
+        help="comma-separated harness tasks or groups, e.g. arc_easy,boolq (or task YAML files)",
+    )
+    p.add_argument(
+        "--remove",
+        default="",
+        metavar="PLAYERS",
+        help="sublayers to skip, e.g. attn3,mlp5 (default: none, the full model)",
+    )
+    harness_options(p)
+    limit_option(p)
+    batch_tokens_option(p)
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
+        "does (default: the model's limit, as the harness resolves it)",
+    )
+    run_options(p)
+    p.add_argument(
+        "harness_args",
+        nargs="*",
+        metavar="-- HARNESS_OPTION",
+        help="after --: options of the harness's run command, passed on as they are",
     )

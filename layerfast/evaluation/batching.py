@@ -1,16 +1,20 @@
 """Rows and batches: how tokenised requests are laid out for the forward pass.
 
 A *row* is one sequence fed to the model, with the tokens it scores. Unpacked, a row is one
-request (context + continuation, as the harness feeds it). Packed ("shared context"), a row is one
-multiple-choice item: its context once, then every choice's continuation, each continuation
-seeing only the context and itself, with positions restarting after the context::
+request (context + continuation, as the harness feeds it). Packed, a row is a *token trie*: the
+requests of one item, and of the neighbouring items whose requests share a long prefix with it
+(a few-shot prompt), each token stored once and seeing only its ancestors, with positions
+counting the ancestors::
 
     tokens    c0 c1 c2 | a0 a1 | b0 b1 b2      (choice a: a0 a1 a2; choice b: b0 b1 b2 b3)
+    parent    -  0  1  | 2  3  | 2  5  6
     positions 0  1  2  | 3  4  | 3  4  5
-    segment   0  0  0  | 1  1  | 2  2  2
 
-A continuation's first token is predicted at the context's last position (shared by all
-choices); its last token is never an input. Batches are sorted by row length (longest first),
+Today's one-item packing ("shared context") is the case of one item; choices that start with the
+same tokens share them too; and items whose prompts share at least :data:`MIN_SHARED` leading
+tokens (e.g. the same five examples before each question) share that prefix in one row, up to
+:data:`ROW_TOKENS` tokens per row. A continuation's first token is predicted at its context's last
+position; its last token is never an input. Batches are sorted by row length (longest first),
 right-padded and filled up to ``batch_tokens`` padded tokens.
 """
 
@@ -35,32 +39,32 @@ def pad_right(sequences: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor
     return ids, mask
 
 
+MIN_SHARED = 32  # leading tokens two items' prompts must share to go into one packed row
+ROW_TOKENS = 2048  # most tokens of a packed row holding more than one item (attention is T^2)
+
+
 @dataclass(frozen=True)
 class Row:
     """One model input sequence.
 
-    input_ids: length T. segments: length T (0 = context, j+1 = choice j; None when unpacked).
-    scored: (position, target token, request index) for every scored token.
+    input_ids: length T. parents: length T, the index of each token's parent in the trie (-1 for
+    a root); None for a plain causal sequence. scored: (position in the row, target token,
+    request index) for every scored token.
     """
 
     input_ids: tuple[int, ...]
-    segments: tuple[int, ...] | None
+    parents: tuple[int, ...] | None
     scored: tuple[tuple[int, int, int], ...]
 
     @property
     def positions(self) -> list[int]:
-        """Position ids: 0..T-1, restarting after the context for each packed continuation."""
-        if self.segments is None:
+        """Position ids: 0..T-1, or each token's depth in the trie (its number of ancestors)."""
+        if self.parents is None:
             return list(range(len(self.input_ids)))
-        n_ctx = self.segments.count(0)
-        out, seen = [], {}
-        for t, s in enumerate(self.segments):
-            if s == 0:
-                out.append(t)
-            else:
-                out.append(n_ctx + seen.get(s, 0))
-                seen[s] = seen.get(s, 0) + 1
-        return out
+        depth: list[int] = []
+        for p in self.parents:
+            depth.append(0 if p < 0 else depth[p] + 1)
+        return depth
 
 
 def unpacked_row(index: int, r: Request) -> Row:
@@ -74,40 +78,92 @@ def context_of(r: Request) -> tuple[int, ...]:
     return r.input_ids[: len(r.input_ids) + 1 - len(r.targets)]
 
 
-def packed_row(indices: list[int], requests: list[Request]) -> Row | None:
-    """One row for all choices of an item, or None when they do not share one context (the
-    harness left-truncated them differently)."""
-    contexts = {context_of(requests[i]) for i in indices}
-    if len(contexts) != 1:
-        return None
-    (ctx,) = contexts
-    if not ctx:
-        return None
-    tokens, segments, scored = list(ctx), [0] * len(ctx), []
-    for j, i in enumerate(indices):
-        targets = requests[i].targets
-        scored.append((len(ctx) - 1, targets[0], i))
-        for k in range(1, len(targets)):
-            scored.append((len(tokens), targets[k], i))
-            tokens.append(targets[k - 1])
-            segments.append(j + 1)
-    return Row(tuple(tokens), tuple(segments), tuple(scored))
+class _Trie:
+    """Token sequences inserted into one trie; nodes numbered in creation order (a parent always
+    before its children)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.parents: list[int] = []
+        self.children: dict[tuple[int, int], int] = {}  # (parent, token) -> node
+        self.scored: list[tuple[int, int, int]] = []
+
+    def new_nodes(self, sequences: list[tuple[int, ...]]) -> int:
+        """How many nodes inserting all of ``sequences`` would add."""
+        virtual: dict[tuple[int, int], int] = {}
+        for ids in sequences:
+            node = -1
+            for tok in ids:
+                child = self.children.get((node, tok), virtual.get((node, tok)))
+                if child is None:
+                    child = virtual[(node, tok)] = len(self.tokens) + len(virtual)
+                node = child
+        return len(virtual)
+
+    def insert(self, index: int, r: Request) -> None:
+        node, path = -1, []
+        for tok in r.input_ids:
+            child = self.children.get((node, tok))
+            if child is None:
+                child = len(self.tokens)
+                self.children[(node, tok)] = child
+                self.tokens.append(tok)
+                self.parents.append(node)
+            node = child
+            path.append(node)
+        first = len(r.input_ids) - len(r.targets)
+        self.scored += [(path[first + k], tok, index) for k, tok in enumerate(r.targets)]
+
+    def row(self) -> Row:
+        chain = all(p == i - 1 for i, p in enumerate(self.parents))
+        return Row(tuple(self.tokens), None if chain else tuple(self.parents), tuple(self.scored))
 
 
-def build_rows(requests: list[Request], pack: bool) -> list[Row]:
-    """Rows for all requests (in item, then choice order); packed per item where possible."""
+def packed_rows(requests: list[Request], row_tokens: int = ROW_TOKENS) -> list[Row]:
+    """Trie rows for requests in item, then choice order (see the module docstring): each item's
+    requests in one row; an item joins the row of the item before it (in the order of their first
+    requests' tokens) when their prompts share at least :data:`MIN_SHARED` leading tokens and the
+    row stays within ``row_tokens`` tokens."""
+    groups: list[list[int]] = []
+    for i, r in enumerate(requests):
+        if groups and requests[groups[-1][0]].item == r.item:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    groups.sort(key=lambda g: requests[g[0]].input_ids)
+    rows: list[Row] = []
+    trie, previous = _Trie(), None
+    for group in groups:
+        first = requests[group[0]].input_ids
+        if previous is not None:
+            shared = _common_prefix(previous, first)
+            added = trie.new_nodes([requests[i].input_ids for i in group])
+            if shared < MIN_SHARED or len(trie.tokens) + added > row_tokens:
+                rows.append(trie.row())
+                trie = _Trie()
+        for i in group:
+            trie.insert(i, requests[i])
+        previous = first
+    if trie.tokens:
+        rows.append(trie.row())
+    return rows
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def build_rows(requests: list[Request], pack: bool, row_tokens: int = ROW_TOKENS) -> list[Row]:
+    """Rows for all requests (in item, then choice order): trie rows when ``pack``, else one
+    row per request."""
     if not pack:
         return [unpacked_row(i, r) for i, r in enumerate(requests)]
-    rows, start = [], 0
-    while start < len(requests):
-        stop = start
-        while stop < len(requests) and requests[stop].item == requests[start].item:
-            stop += 1
-        indices = list(range(start, stop))
-        row = packed_row(indices, requests)
-        rows += [row] if row is not None else [unpacked_row(i, requests[i]) for i in indices]
-        start = stop
-    return rows
+    return packed_rows(requests, row_tokens)
 
 
 @dataclass
@@ -168,7 +224,7 @@ def _pad(rows: list[Row], pad_id: int, mask_style: str, dtype: torch.dtype) -> B
             positions.append(pos)
             targets.append(tok)
             owner.append(request_index.index(req))
-    packed = any(r.segments is not None for r in rows)
+    packed = any(r.parents is not None for r in rows)
     position_ids = None
     attention_mask = mask2d
     if packed:
@@ -191,15 +247,20 @@ def _pad(rows: list[Row], pad_id: int, mask_style: str, dtype: torch.dtype) -> B
 
 
 def _packed_mask(rows: list[Row], t_max: int, style: str, dtype: torch.dtype) -> torch.Tensor:
-    """[B, 1, T, T]: query q sees key k iff k <= q and k is context or in q's own segment.
-    Padding queries see themselves only (a fully masked row would give NaN in SDPA)."""
+    """[B, 1, T, T]: query q sees key k iff k is q or one of its ancestors in the row's trie (a
+    plain row: k <= q). Padding queries see themselves only (a fully masked row would give NaN in
+    SDPA)."""
     allowed = torch.zeros((len(rows), 1, t_max, t_max), dtype=torch.bool)
-    causal = torch.ones((t_max, t_max), dtype=torch.bool).tril()
     for row_i, row in enumerate(rows):
         t = len(row.input_ids)
-        seg = torch.tensor(row.segments if row.segments is not None else [0] * t)
-        same = (seg[None, :] == 0) | (seg[None, :] == seg[:, None])  # [T, T]
-        allowed[row_i, 0, :t, :t] = same & causal[:t, :t]
+        if row.parents is None:
+            allowed[row_i, 0, :t, :t] = torch.ones((t, t), dtype=torch.bool).tril()
+        else:
+            seen = allowed[row_i, 0]
+            for q, p in enumerate(row.parents):
+                if p >= 0:
+                    seen[q, : p + 1] = seen[p, : p + 1]  # ancestors come before their descendants
+                seen[q, q] = True
         idx = torch.arange(t, t_max)
         allowed[row_i, 0, idx, idx] = True
     if style == "sdpa":

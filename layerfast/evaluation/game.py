@@ -25,7 +25,7 @@ from .naive_executor import NaiveExecutor
 from .prefix_executor import PrefixExecutor, trie_order
 from .requests import build_requests, model_max_length, requests_fingerprint
 from .sizing import AUTO, longest_row, resolve_sizes
-from .utility import ACCURACY_UTILITIES, Scorer, check_utility
+from .utility import scorer_for
 
 EXECUTORS = {"prefix": PrefixExecutor, "naive": NaiveExecutor}
 
@@ -35,8 +35,12 @@ class Game:
 
     Args:
         model: a :class:`SublayerModel` (see ``lf.load``).
-        task: a :class:`Task` (see ``lf.tasks.load``).
-        utility: "acc" | "acc_norm" | "acc_bytes" | "logprob" | "margin".
+        task: a :class:`Task` (see ``lf.tasks.load``), or a task that brings its own requests
+            and scorer (methods ``requests(tokenizer, max_length)`` and ``scorer()``, e.g. an
+            ``lm_eval:`` task, :class:`~layerfast.tasks.harness.HarnessTask`).
+        utility: "acc" | "acc_norm" | "acc_bytes" | "logprob" | "margin" for a :class:`Task`;
+            a metric of the task (``task.utilities``) for an ``lm_eval:`` task. None: the
+            task's default (acc_norm; for an ``lm_eval:`` task acc_norm if it has it, else acc).
         executor: "prefix" (shares the hidden states of common prefixes; bit-identical to the
             reference) or "naive" (the reference: every coalition from scratch).
         cache: None (memory only), True (the user cache file) or a path to an SQLite file.
@@ -69,7 +73,7 @@ class Game:
         self,
         model: SublayerModel,
         task: Task,
-        utility: str = "acc_norm",
+        utility: str | None = None,
         executor: str = "prefix",
         cache: bool | str | Path | None = None,
         batch_tokens: int | str | None = AUTO,
@@ -93,8 +97,8 @@ class Game:
             raise UsageError(f"chunk must be >= 1, got {chunk}")
         self.model = model
         self.task = task
-        self.utility = check_utility(utility)
-        self.scorer = Scorer(task)
+        self.scorer = scorer_for(task)
+        self.utility = self.scorer.check(utility)
         self.requests, self.truncation = _requests(model, task, max_length)
         batch_tokens, memory_budget, how = resolve_sizes(
             model, batch_tokens, memory_budget, longest_row(self.requests, pack)
@@ -124,13 +128,13 @@ class Game:
     @property
     def chance(self) -> float | None:
         """Utility of a uniform random guess (accuracy utilities only; None for smooth ones)."""
-        return self.task.chance if self.utility in ACCURACY_UTILITIES else None
+        return self.scorer.chance(self.utility)
 
     def with_utility(self, utility: str) -> Game:
         """The same game (sharing its memo and cache) scored by another utility."""
         other = object.__new__(Game)
         other.__dict__.update(self.__dict__)
-        other.utility = check_utility(utility)
+        other.utility = self.scorer.check(utility)
         return other
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -228,7 +232,12 @@ def _requests(model: SublayerModel, task: Task, max_length: int | None):
     record; warns once when requests were truncated or run past the model's limit."""
     limit, source = model_max_length(model.config, model.tokenizer)
     length = limit if max_length is None else int(max_length)
-    requests = build_requests(task, model.tokenizer, length)
+    own = getattr(task, "requests", None)  # a task that tokenises its own requests
+    requests = (
+        own(model.tokenizer, length)
+        if callable(own)
+        else build_requests(task, model.tokenizer, length)
+    )
     n_truncated = sum(r.n_dropped > 0 for r in requests)
     origin = f" (the model's limit, {source})" if max_length is None else ""
     if n_truncated:
@@ -261,7 +270,7 @@ def _cache_key(game: Game, batch_tokens: int) -> tuple[str, str, str]:
     model, ex = game.model, game.executor
     options = "-".join(
         [
-            "packed" if ex.pack else "unpacked",
+            "trie-packed" if ex.pack else "unpacked",
             f"L{game.truncation['max_length']}",
             f"B{batch_tokens}",
             f"V{ex.vocab_chunk}",

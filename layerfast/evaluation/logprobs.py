@@ -3,6 +3,8 @@
 The LM head is applied only to the hidden states at continuation positions, one vocabulary
 chunk at a time, accumulating a running log-sum-exp in fp32; each target's logit is read from the
 chunk that holds it, so it is the same number a full-vocabulary log-softmax would use.
+:func:`token_logprobs_greedy` also tracks the running maximum, to tell whether each target is the
+greedy token (lm-evaluation-harness's ``is_greedy``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,44 @@ def token_logprobs(
     chunk: int = DEFAULT_VOCAB_CHUNK,
 ) -> torch.Tensor:
     """log p(targets | hidden): float32 [N]."""
+    return _scan(hidden, weight, targets, bias, softcap, chunk, greedy=False)[0]
+
+
+def token_logprobs_greedy(
+    hidden: torch.Tensor,  # [N, d] final-normed hidden states at scored positions
+    weight: torch.Tensor,  # [V, d] LM head weight
+    targets: torch.Tensor,  # [N] int64 token ids to score
+    bias: torch.Tensor | None = None,  # [V]
+    softcap: float | None = None,
+    chunk: int = DEFAULT_VOCAB_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(targets | hidden) float32 [N], is_greedy bool [N]).
+
+    The log-probs are bit-identical to :func:`token_logprobs`. ``is_greedy[i]``: the target is
+    ``argmax`` of the (soft-capped) fp32 logits at position i, ties going to the lowest token id
+    as ``torch.argmax`` breaks them, so a target tied with a lower id is not greedy.
+    """
+    lp, greedy = _scan(hidden, weight, targets, bias, softcap, chunk, greedy=True)
+    assert greedy is not None
+    return lp, greedy
+
+
+def _scan(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None,
+    softcap: float | None,
+    chunk: int,
+    greedy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass over the vocabulary chunks: (log-probs float32 [N], is_greedy bool [N] or None)."""
     n = hidden.shape[0]
     lse = torch.full((n,), float("-inf"), dtype=torch.float32, device=hidden.device)
     target_logit = torch.zeros(n, dtype=torch.float32, device=hidden.device)
     rows = torch.arange(n, device=hidden.device)
+    best = torch.full((n,), float("-inf"), dtype=torch.float32, device=hidden.device)
+    best_id = torch.zeros(n, dtype=torch.long, device=hidden.device)
     for start in range(0, weight.shape[0], chunk):
         stop = min(start + chunk, weight.shape[0])
         logits = torch.nn.functional.linear(
@@ -36,4 +72,9 @@ def token_logprobs(
         inside = (targets >= start) & (targets < stop)
         if inside.any():
             target_logit[inside] = logits[rows[inside], targets[inside] - start]
-    return target_logit - lse
+        if greedy:
+            top, top_id = logits.max(dim=-1)  # the first maximum within the chunk
+            better = top > best  # strict: an earlier chunk keeps a tie
+            best = torch.where(better, top, best)
+            best_id = torch.where(better, top_id + start, best_id)
+    return target_logit - lse, (best_id == targets) if greedy else None

@@ -125,3 +125,29 @@ def requests_fingerprint(requests: list[Request]) -> bytes:
         parts.append(np.asarray(r.input_ids, np.int64))
         parts.append(np.asarray(r.targets, np.int64))
     return np.concatenate(parts).tobytes()
+
+
+def encode_request(
+    tokenizer: Any,
+    context: str,
+    continuation: str,
+    max_length: int,
+    item: int,
+    choice: int,
+) -> Request:
+    """One harness ``(context, continuation)`` pair as a :class:`Request`, tokenised by
+    :func:`encode_pair` and left-truncated to at most ``max_length`` input tokens exactly as
+    :func:`build_requests` does (``Request.n_dropped`` says how many it lost). ``item`` groups
+    requests for packing (consecutive requests with one ``item`` may share their context row).
+    Raises ValueError when the continuation encodes to no tokens."""
+    if max_length < 1:
+        raise UsageError(f"max_length must be >= 1 token, got {max_length}")
+    ctx, cont = encode_pair(tokenizer, context, continuation)
+    if not cont:
+        raise ValueError(
+            f"the continuation {continuation!r} encodes to no tokens after its context"
+        )
+    whole = (ctx + cont)[-(max_length + 1) :]
+    n_scored = min(len(cont), len(whole) - 1)
+    dropped = len(ctx) + len(cont) - len(whole)
+    return Request(item, choice, tuple(whole[:-1]), tuple(cont[-n_scored:]), dropped)

@@ -163,17 +163,13 @@ def free_memory(model: Any) -> tuple[int, str] | None:
 
 
 def longest_row(requests: list[Request], pack: bool) -> int:
-    """The longest row the batches will hold, in tokens: a packed item is its context once plus
-    every choice's continuation less its last token (an upper bound when the choices' contexts
-    differ and the item falls back to one row per choice); unpacked, the longest request."""
+    """The longest row the batches will hold, in tokens: the longest trie row when ``pack``
+    (:func:`~layerfast.evaluation.batching.build_rows`), else the longest request."""
     if not pack:
         return max((len(r.input_ids) for r in requests), default=1)
-    items: dict[int, tuple[int, int]] = {}  # item -> (longest context, summed continuations)
-    for r in requests:
-        context = len(r.input_ids) + 1 - len(r.targets)
-        ctx, cont = items.get(r.item, (0, 0))
-        items[r.item] = (max(ctx, context), cont + len(r.targets) - 1)
-    return max((ctx + cont for ctx, cont in items.values()), default=1)
+    from .batching import build_rows
+
+    return max((len(row.input_ids) for row in build_rows(requests, True)), default=1)
 
 
 def check_size(name: str, value: Any, least: int) -> int | None:

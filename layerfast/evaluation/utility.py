@@ -24,8 +24,21 @@ def check_utility(name: str) -> str:
     return name
 
 
+def scorer_for(task):
+    """The task's own scorer when it brings one (``task.scorer()``, e.g. an lm-evaluation-harness
+    task), else a :class:`Scorer` of its items. Either has ``utilities``,
+    ``accuracy_utilities``, ``default_utility``, ``check(utility)``, ``chance(utility)``,
+    ``per_item(loglik, utility)`` and ``__call__(loglik, utility)``."""
+    own = getattr(task, "scorer", None)
+    return own() if callable(own) else Scorer(task)
+
+
 class Scorer:
     """Scores a vector of per-request log-likelihoods (requests in item, then choice order)."""
+
+    utilities = UTILITIES
+    accuracy_utilities = ACCURACY_UTILITIES
+    default_utility = "acc_norm"
 
     def __init__(self, task: Task):
         self.task = task
@@ -36,6 +49,14 @@ class Scorer:
         self.bytes = np.array(
             [float(len(c.encode("utf-8"))) for it in task.items for c in it.choices]
         )
+
+    def check(self, utility: str | None) -> str:
+        """``utility`` (None: ``default_utility``) if it is known; ValueError otherwise."""
+        return check_utility(self.default_utility if utility is None else utility)
+
+    def chance(self, utility: str) -> float | None:
+        """Utility of a uniform random guess (accuracy utilities only; None for smooth ones)."""
+        return self.task.chance if utility in ACCURACY_UTILITIES else None
 
     def _per_item(self, values: np.ndarray) -> list[np.ndarray]:
         return [values[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]

@@ -58,7 +58,7 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
     lines = [
         f"# layerfast report: {meta['model']} on {meta['task']}",
         "",
-        f"- items: {meta['n_items']}, utility: {abl.utility}, dtype: {meta['dtype']}",
+        f"- items: {meta['n_items']}, utility: {abl.utility}{_note(meta)}, dtype: {meta['dtype']}",
         f"- {truncation_text(meta.get('truncation'))}",
         f"- full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = {margin}",
         f"- cornerstones (removal drops the utility to chance): {_cornerstone_names(abl)}",
@@ -78,6 +78,12 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         "",
     ]
     return "\n".join(lines)
+
+
+def _note(meta: dict) -> str:
+    """`` (v = -(mean ...); higher is better)`` where the utility's sign needs saying (a text
+    task's nll and ppl, ``meta["utility_note"]``), else nothing."""
+    return f" ({meta['utility_note']})" if meta.get("utility_note") else ""
 
 
 def truncation_text(truncation: dict | None) -> str:

@@ -7,6 +7,22 @@ JSONL, one item per line::
 Each choice is scored as the continuation ``delimiter + choice`` of ``context`` (the delimiter is
 " " by default, as lm-evaluation-harness's ``target_delimiter``); ``acc_norm`` divides by the
 choice's length in characters without the delimiter, as the harness does.
+
+An optional first line (the first that is not blank) sets the file's delimiter: a JSON object
+without ``"context"`` whose only key is ``"delimiter"``, a string::
+
+    {"delimiter": ""}
+    {"context": "Q: What is the capital of Peru?\nA:", "choices": [" Lima", " Quito"], "gold": 0}
+
+That is the form for lm-evaluation-harness-style data whose choices already start with a space
+(the harness's ``doc_to_choice`` often keeps it), which the default would score after a doubled
+space. Which delimiter applies: ``read_jsonl(path, delimiter=...)`` (``lf.tasks.load``,
+``--target-delimiter``) when given, else the file's setting, else " ". An unknown key in the
+settings line, a non-string value, or a settings line after the first item is a
+:class:`TaskFormatError` naming file and line. When the delimiter is the default " " and every
+choice of every item starts with whitespace, reading warns (:class:`~layerfast.errors.
+LayerfastWarning`) and says how to fix it; a file that sets ``{"delimiter": " "}`` itself keeps
+the doubled space without the warning.
 """
 
 from __future__ import annotations
@@ -20,11 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, warn
 
 
 class TaskFormatError(UsageError):
     """A task file is empty or one of its lines is malformed (the message names file and line)."""
+
+
+DEFAULT_DELIMITER = " "  # lm-evaluation-harness's default target_delimiter
+SETTINGS = ("delimiter",)  # the keys of a file's settings line
+ITEM_FIELDS = ("context", "choices", "gold", "id")
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,13 @@ class Task:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_jsonl(self, path: str | Path) -> None:
+        """Write the items, after a settings line when :func:`read_jsonl` would otherwise read
+        the file back with another delimiter or warn about it."""
         with open(path, "w", encoding="utf-8") as f:
+            if self.delimiter != DEFAULT_DELIMITER or _every_choice_starts_with_whitespace(
+                self.items
+            ):
+                f.write(json.dumps({"delimiter": self.delimiter}) + "\n")
             for it in self.items:
                 f.write(
                     json.dumps(
@@ -100,10 +127,16 @@ class Task:
         return f"Task({self.name!r}, {len(self.items)} items, chance={self.chance:.3f})"
 
 
-def read_jsonl(path: str | Path, delimiter: str = " ") -> Task:
-    """Parse and validate a JSONL task file; errors name the file and the line."""
+def read_jsonl(path: str | Path, delimiter: str | None = None) -> Task:
+    """Parse and validate a JSONL task file; errors name the file and the line.
+
+    delimiter: the string between context and each choice; None: the file's settings line's
+    ``"delimiter"``, else " " (see the module docstring).
+    """
     path = Path(path)
     items: list[Item] = []
+    setting: str | None = None
+    first = True  # the next non-blank line is the file's first
     for lineno, line in enumerate(text_lines(path), start=1):
         if not line.strip():
             continue
@@ -112,10 +145,51 @@ def read_jsonl(path: str | Path, delimiter: str = " ") -> Task:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise TaskFormatError(f"{where}: not valid JSON ({e.msg})") from None
-        items.append(_item_from_row(row, where, default_id=str(lineno)))
+        if _is_settings(row):
+            if not first:
+                raise TaskFormatError(
+                    f"{where}: the settings line {line.strip()[:80]} must be the file's first "
+                    "line, before the items"
+                )
+            setting = _delimiter_setting(row, where)
+        else:
+            items.append(_item_from_row(row, where, default_id=str(lineno)))
+        first = False
     if not items:
         raise TaskFormatError(f"{path}: the file holds no items")
-    return Task(path.stem, items, delimiter, source=str(path))
+    chosen = delimiter if delimiter is not None else setting
+    if chosen is None and _every_choice_starts_with_whitespace(items):
+        warn(
+            f"{path}: every choice starts with whitespace and is scored after the default "
+            "delimiter ' ', so each continuation begins with a doubled space; if the choices "
+            'carry their own space, set the delimiter to "": --target-delimiter "", '
+            '{"delimiter": ""} as the file\'s first line, or lf.tasks.load(path, delimiter="") '
+            '(a first line {"delimiter": " "} keeps the doubled space without this warning)'
+        )
+    return Task(path.stem, items, DEFAULT_DELIMITER if chosen is None else chosen, source=str(path))
+
+
+def _is_settings(row: object) -> bool:
+    """A settings line: an object without ``"context"`` that names no other item field either
+    (such a line is a malformed item, and its error says what is missing)."""
+    return isinstance(row, dict) and not any(k in row for k in ITEM_FIELDS)
+
+
+def _delimiter_setting(row: dict, where: str) -> str | None:
+    unknown = set(row) - set(SETTINGS)
+    if unknown:
+        raise TaskFormatError(
+            f"{where}: unknown setting(s) {', '.join(sorted(map(repr, unknown)))} in the "
+            f"settings line (allowed: {', '.join(SETTINGS)}; an item needs 'context')"
+        )
+    value = row.get("delimiter")
+    if "delimiter" in row and not isinstance(value, str):
+        raise TaskFormatError(f"{where}: setting 'delimiter' must be a string, got {value!r}")
+    return value
+
+
+def _every_choice_starts_with_whitespace(items: list[Item]) -> bool:
+    return all(c[:1].isspace() for it in items for c in it.choices)
 
 
 def text_lines(path: Path) -> Iterator[str]:
@@ -146,11 +220,12 @@ def _item_from_row(row: object, where: str, default_id: str) -> Item:
     missing = [k for k in ("context", "choices", "gold") if k not in row]
     if missing:
         raise TaskFormatError(f"{where}: missing field(s) {', '.join(missing)}")
-    unknown = set(row) - {"context", "choices", "gold", "id"}
+    unknown = set(row) - set(ITEM_FIELDS)
     if unknown:
+        hint = "; the delimiter is set once, in the file's first line" if "delimiter" in row else ""
         raise TaskFormatError(
             f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
-            "(allowed: context, choices, gold, id)"
+            f"(allowed: {', '.join(ITEM_FIELDS)}){hint}"
         )
     context, choices, gold = row["context"], row["choices"], row["gold"]
     if not isinstance(context, str):

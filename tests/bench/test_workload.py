@@ -65,3 +65,9 @@ def test_workload_defaults_and_errors(tiny_llama):
     assert w.n_items_full == 50 and all(
         t < tiny_llama.config.vocab_size for r in w.requests for t in r.input_ids
     )
+
+
+@pytest.mark.parametrize("task", ["lm_eval:arc_easy", "text:lee"])
+def test_bench_refuses_task_kinds_it_cannot_sample(tiny_llama, task):
+    with pytest.raises(UsageError, match="not sampled yet"):
+        load_workload(tiny_llama, task, 3, 0, None)

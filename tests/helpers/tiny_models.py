@@ -196,14 +196,19 @@ def tiny_model(
     seed: int = 0,
     attn_implementation: str = "eager",
     vocab_size: int | None = None,
+    max_positions: int | None = None,
 ) -> torch.nn.Module:
     """A seeded random-weight model of architecture ``arch`` in eval mode.
 
     vocab_size: override the vocabulary (e.g. ``len(tiny_tokenizer())`` for scoring tests).
+    max_positions: override the position limit (default 64), for long prompts.
     """
     cls, config = tiny_config(arch)
     if vocab_size is not None:
         getattr(config, "text_config", config).vocab_size = vocab_size
+    for field in ("max_position_embeddings", "n_positions") if max_positions else ():
+        if hasattr(config, field):
+            setattr(config, field, max_positions)
     config._attn_implementation = attn_implementation
     for sub in ("text_config", "vision_config"):
         if hasattr(config, sub):

@@ -680,6 +680,7 @@ def test_top_level_help_lists_every_verb():
 SAME_NAME_OTHER_MEANING = {
     "save": "prune saves the pruned model, eavss --finetune the fine-tuned one",
     "max_length": "tokens per input: per request in the sweep verbs, per document in avss",
+    "tasks": "harness task names in eval, layerfast task specs (--task's values) in report",
 }
 
 

@@ -59,7 +59,8 @@ def model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="smollm2-135m",
-        help="packaged model name or local HF model folder (default: smollm2-135m)",
+        help="packaged model name (smollm2-135m, gemma3-270m) or local HF model folder "
+        "(default: smollm2-135m)",
     )
     p.add_argument(
         "--trust-remote-code",
@@ -262,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     run_options(p)
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
+    p.add_argument(
+        "--models",
+        default=None,
+        metavar="M1,M2",
+        help="several models in one report (each as --model takes it): every (model, task) pair "
+        "in OUT/<model>/<task>/ with its own cache, and a combined report.md with a grid of "
+        "Shapley shares, cornerstones per pair and the rank agreement between tasks",
+    )
+    p.add_argument(
+        "--tasks",
+        default=None,
+        metavar="T1,T2",
+        help="several tasks in one report (each as --task takes it); see --models",
+    )
 
     p = sub.add_parser("avss", help="streaming activation statistics per block (AVSS, BI, angular)")
     _stats_options(p)

@@ -186,7 +186,9 @@ class BudgetedGame:
 
     # -- progress -------------------------------------------------------------------------------
     def _tick(self, k: int) -> None:
-        if not self._progress:
+        # A game that draws its own bar (lf.Game) moves it as coalitions finish; a second bar
+        # here would only jump when the call returns (a proximity sweep is one call: "0/N").
+        if not self._progress or getattr(self.game, "progress", False) is True:
             return
         if self._bar is None:
             self._bar = progress_bar(total=self.budget, desc="shapley", unit="eval")

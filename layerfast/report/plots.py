@@ -1,4 +1,10 @@
-"""The seed paper's figures as PNG files (matplotlib, Agg backend): attention red, MLP blue."""
+"""The seed paper's figures (matplotlib, no pyplot state): attention red, MLP blue.
+
+Each ``*_figure`` function returns a :class:`matplotlib.figure.Figure` (for tests and for
+callers that compose figures); each ``plot_*`` function draws the same figure and saves it to a
+file whose suffix picks the format (``.png``, ``.svg``, ``.pdf``). Per-block axes carry integer
+block ticks only, and legends sit above the axes, where they cannot hide a bar.
+"""
 
 from __future__ import annotations
 
@@ -8,47 +14,100 @@ from pathlib import Path
 import numpy as np
 
 ATTN_COLOR, MLP_COLOR = "tab:red", "tab:blue"
+MAX_TICKS = 40  # at most this many x tick labels; beyond it every k-th one
 
 
 def _figure(n: int):
-    import matplotlib
+    """A constrained-layout figure with an Agg canvas and one axes, sized for ``n`` bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(max(6.0, 0.16 * n + 2), 3.8), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * n + 2), 3.6), dpi=120)
-    return plt, fig, ax
+
+def _save(fig, path: str | Path) -> Path:
+    fig.savefig(path)
+    return Path(path)
 
 
 def _colors(players: Sequence[str]) -> list[str]:
     return [ATTN_COLOR if p.startswith("attn") else MLP_COLOR for p in players]
 
 
-def _legend(ax, extra=()):
+def _legend(ax, extra=()) -> None:
+    """The attention / MLP key (and ``extra`` handles) in one row above the axes."""
     from matplotlib.patches import Patch
 
+    handles = [
+        Patch(color=ATTN_COLOR, label="attention"),
+        Patch(color=MLP_COLOR, label="MLP"),
+        *extra,
+    ]
     ax.legend(
-        handles=[
-            Patch(color=ATTN_COLOR, label="attention"),
-            Patch(color=MLP_COLOR, label="MLP"),
-            *extra,
-        ],
+        handles=handles,
         fontsize=7,
-        loc="best",
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncol=len(handles),
+        frameon=False,
+        borderaxespad=0.2,
     )
 
 
-def _ticks(ax, players):
+def _title(fig, title: str) -> None:
+    fig.suptitle(title, fontsize=9)
+
+
+def _tick_step(n: int) -> int:
+    return max(1, -(-n // MAX_TICKS))
+
+
+def _ticks(ax, players) -> None:
+    """Block numbers (integers) under each attention-MLP pair when the players are the standard
+    ``attn0, mlp0, attn1, ...``; else the player names."""
     blocks = len(players) // 2
     if players == [f"{k}{i}" for i in range(blocks) for k in ("attn", "mlp")]:
-        step = max(1, blocks // 40)
+        step = _tick_step(blocks)
         ax.set_xticks([2 * i + 0.5 for i in range(0, blocks, step)])
         ax.set_xticklabels([str(i) for i in range(0, blocks, step)], fontsize=7)
         ax.set_xlabel("block (each: attention, then MLP)", fontsize=8)
     else:
-        step = max(1, len(players) // 40)
+        step = _tick_step(len(players))
         ax.set_xticks(range(0, len(players), step))
         ax.set_xticklabels(players[::step], rotation=90, fontsize=6)
+
+
+def _block_ticks(ax, n_blocks: int) -> None:
+    """Integer block ticks 0, k, 2k, ... under one bar per block."""
+    step = _tick_step(n_blocks)
+    ax.set_xticks(range(0, n_blocks, step))
+    ax.set_xticklabels([str(i) for i in range(0, n_blocks, step)], fontsize=7)
+    ax.set_xlim(-0.6, n_blocks - 0.4)
+    ax.set_xlabel("block", fontsize=8)
+
+
+def ablation_figure(
+    players: Sequence[str],
+    values: np.ndarray,
+    full: float,
+    chance: float | None,
+    title: str = "",
+    utility: str = "",
+):
+    """Utility with each player removed (float [n_players]), with the full-model and chance
+    lines; a Figure."""
+    fig, ax = _figure(len(players))
+    ax.bar(range(len(players)), values, color=_colors(players))
+    extra = [ax.axhline(full, color="black", lw=1, ls="-", label=f"full model {full:.3f}")]
+    if chance is not None:
+        extra.append(ax.axhline(chance, color="gray", lw=1, ls="--", label=f"chance {chance:.3f}"))
+    _ticks(ax, list(players))
+    ax.set_ylabel(f"{utility} without player" if utility else "utility without player")
+    _title(fig, title or "single-sublayer ablation")
+    _legend(ax, extra)
+    return fig
 
 
 def plot_ablation(
@@ -60,31 +119,19 @@ def plot_ablation(
     title: str = "",
     utility: str = "",
 ) -> Path:
-    """Utility with each player removed, with the full-model and chance lines."""
-    plt, fig, ax = _figure(len(players))
-    ax.bar(range(len(players)), values, color=_colors(players))
-    extra = [ax.axhline(full, color="black", lw=1, ls="-", label=f"full model {full:.3f}")]
-    if chance is not None:
-        extra.append(ax.axhline(chance, color="gray", lw=1, ls="--", label=f"chance {chance:.3f}"))
-    _ticks(ax, list(players))
-    ax.set_ylabel(f"{utility} without player" if utility else "utility without player")
-    ax.set_title(title or "single-sublayer ablation", fontsize=9)
-    _legend(ax, extra)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    """:func:`ablation_figure` saved to ``path``."""
+    return _save(ablation_figure(players, values, full, chance, title, utility), path)
 
 
-def plot_shapley(
+def shapley_figure(
     players: Sequence[str],
     values: np.ndarray,
     stderr: np.ndarray | None,
-    path: str | Path,
     title: str = "",
-) -> Path:
-    """Each player's share of the summed Shapley values (%), with 1-s.e. error bars."""
-    plt, fig, ax = _figure(len(players))
+):
+    """Each player's share of the summed Shapley values (%), with 1-s.e. error bars; a
+    Figure."""
+    fig, ax = _figure(len(players))
     total = float(np.sum(values))
     scale = 100.0 / total if total != 0 else 1.0
     err = None
@@ -100,12 +147,45 @@ def plot_shapley(
     ax.axhline(0, color="black", lw=0.6)
     _ticks(ax, list(players))
     ax.set_ylabel("share of total (%)" if total != 0 else "Shapley value")
-    ax.set_title(title or "layer Shapley values", fontsize=9)
+    _title(fig, title or "layer Shapley values")
     _legend(ax)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_shapley(
+    players: Sequence[str],
+    values: np.ndarray,
+    stderr: np.ndarray | None,
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """:func:`shapley_figure` saved to ``path``."""
+    return _save(shapley_figure(players, values, stderr, title), path)
+
+
+def blocks_figure(
+    values: np.ndarray,
+    ylabel: str,
+    title: str = "",
+    highlight: Sequence[int] = (),
+    interval: tuple | None = None,
+):
+    """One bar per block (float [n_blocks]; highlighted blocks in grey, e.g. the pruned ones);
+    ``interval`` (lo, hi) arrays draw error bars (e.g. bootstrap intervals); a Figure."""
+    fig, ax = _figure(len(values))
+    marked = set(highlight)
+    colors = ["lightgray" if i in marked else "tab:green" for i in range(len(values))]
+    v = np.nan_to_num(np.asarray(values, dtype=float))
+    yerr = None
+    if interval is not None:
+        lo, hi = (np.nan_to_num(np.asarray(x, dtype=float), nan=0.0) for x in interval)
+        yerr = np.stack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+    ax.bar(range(len(values)), v, color=colors, yerr=yerr, ecolor="black", capsize=2)
+    ax.axhline(0, color="black", linewidth=0.5)
+    _block_ticks(ax, len(values))
+    ax.set_ylabel(ylabel)
+    _title(fig, title)
+    return fig
 
 
 def plot_blocks(
@@ -116,24 +196,8 @@ def plot_blocks(
     highlight: Sequence[int] = (),
     interval: tuple | None = None,
 ) -> Path:
-    """One bar per block (highlighted blocks in grey, e.g. the pruned ones); ``interval``
-    (lo, hi) arrays draw error bars (e.g. bootstrap intervals)."""
-    plt, fig, ax = _figure(len(values))
-    colors = ["lightgray" if i in set(highlight) else "tab:green" for i in range(len(values))]
-    v = np.nan_to_num(np.asarray(values, dtype=float))
-    yerr = None
-    if interval is not None:
-        lo, hi = (np.nan_to_num(np.asarray(x, dtype=float), nan=0.0) for x in interval)
-        yerr = np.stack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
-    ax.bar(range(len(values)), v, color=colors, yerr=yerr, ecolor="black", capsize=2)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_xlabel("block", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    """:func:`blocks_figure` saved to ``path``."""
+    return _save(blocks_figure(values, ylabel, title, highlight, interval), path)
 
 
 def plot_convergence(

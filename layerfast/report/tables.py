@@ -64,7 +64,7 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         f"- cornerstones (removal drops the utility to chance): {_cornerstone_names(abl)}",
         f"- cornerstone test: {abl.cornerstone_note}",
         f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
-        f"{res.n_evaluations} coalitions; efficiency gap {_gap_text(res)}",
+        f"{res.n_evaluations} coalitions; efficiency gap {efficiency_gap_text(res)}",
         f"- wall time {wall_s:.0f} s on {meta.get('threads', '?')} CPU threads; "
         f"{env['machine']}, {env['date']}",
         "",
@@ -96,9 +96,20 @@ def truncation_text(truncation: dict | None) -> str:
     )
 
 
-def _gap_text(res: Any) -> str:
-    gap = res.efficiency_gap
-    return f"{gap:.4f}" if math.isfinite(gap) else "n/a (v(empty set) not evaluated)"
+# estimators whose values are not meant to sum to v(N) - v(empty): no efficiency gap to report
+NO_EFFICIENCY = ("proximity",)
+
+
+def efficiency_gap_text(res: Any) -> str:
+    """The efficiency gap as printed: ``"0.0012"``; ``"not defined for this estimator"`` for
+    one that is not efficient by design (proximity) and reports none; ``"n/a (v(empty set) not
+    evaluated)"`` when the gap (NaN or None) is missing for another reason."""
+    gap = getattr(res, "efficiency_gap", None)
+    if gap is not None and math.isfinite(gap):
+        return f"{gap:.4f}"
+    if getattr(res, "method", None) in NO_EFFICIENCY:
+        return "not defined for this estimator"
+    return "n/a (v(empty set) not evaluated)"
 
 
 def top_players(res: Any, k: int = 5) -> str:

@@ -90,7 +90,13 @@ def test_save_ablation_and_shapley(tmp_path):
         utility="acc",
     )
     written = files.save_ablation(tmp_path, abl, {"model": "m", "task": "t"})
-    assert [p.name for p in written] == ["ablation.json", "ablation.csv", "ablation.png"]
+    assert [p.name for p in written] == [
+        "ablation.json",
+        "ablation.csv",
+        "ablation.png",
+        "ablation.svg",
+    ]
+    assert (tmp_path / "ablation.svg").read_text().lstrip().startswith("<?xml")
     data = strict_loads((tmp_path / "ablation.json").read_text())
     assert data["values"][3] is None and data["drops"][3] is None and data["model"] == "m"
     assert data["cornerstones"] == ["mlp0"]
@@ -107,7 +113,12 @@ def test_save_ablation_and_shapley(tmp_path):
         },
     )
     written = files.save_shapley(tmp_path, res, {"model": "m", "task": "t"})
-    assert [p.name for p in written] == ["shapley.json", "shapley.csv", "shapley.png"]
+    assert [p.name for p in written] == [
+        "shapley.json",
+        "shapley.csv",
+        "shapley.png",
+        "shapley.svg",
+    ]
     data = strict_loads((tmp_path / "shapley.json").read_text())
     assert data["stderr"] == [None] * 4 and data["empty"] is None
 

@@ -6,10 +6,28 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from layerfast.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def standard_players(n_blocks):
+    return [f"{k}{i}" for i in range(n_blocks) for k in ("attn", "mlp")]
+
+
+def per_block_figures(n_blocks, seed):
+    """Every per-block figure the module makes, on fresh random values (n_blocks blocks)."""
+    rng = np.random.default_rng(seed)
+    players = standard_players(n_blocks)
+    v = rng.uniform(0.0, 1.0, 2 * n_blocks)
+    b = rng.uniform(-1.0, 1.0, n_blocks)
+    return {
+        "ablation": plots.ablation_figure(players, v, 0.9, 0.25, utility="acc"),
+        "shapley": plots.shapley_figure(players, v, rng.uniform(0, 0.1, 2 * n_blocks)),
+        "blocks": plots.blocks_figure(b, "NAVSS", highlight=[0], interval=(b - 0.1, b + 0.1)),
+    }
 
 
 def test_block_and_sublayer_plots(tmp_path):
@@ -53,3 +71,44 @@ def test_estimators_do_not_import_plotting():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("n_blocks", [1, 2, 5, 13, 30, 97])
+def test_block_ticks_are_integers(n_blocks):
+    """Block axes label whole blocks: 0, 1, 2 (or every k-th), never 0.0, 2.5, ... (the AVSS
+    plot's default locator did); every label is a block that exists."""
+    for name, fig in per_block_figures(n_blocks, seed=n_blocks).items():
+        fig.canvas.draw()
+        labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        assert labels, name
+        assert all(text.isdigit() for text in labels), (name, labels)
+        assert {int(t) for t in labels} <= set(range(n_blocks)), (name, labels)
+        assert "0" in labels and len(labels) <= plots.MAX_TICKS, (name, labels)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 3, 30])
+def test_legend_hides_no_bar_or_line(n_blocks):
+    """The legend sits outside the axes: its box overlaps no bar and no horizontal line (the
+    full-model and chance lines), whatever the values (high bars at the left used to be
+    covered by a legend at loc="best")."""
+    rng = np.random.default_rng(n_blocks + 100)
+    players = standard_players(n_blocks)
+    high = np.concatenate([np.full(min(6, 2 * n_blocks), 0.95), rng.uniform(0, 1, 2 * n_blocks)])
+    figs = [
+        plots.ablation_figure(players, high[: 2 * n_blocks], 0.9, 0.25, utility="acc"),
+        plots.ablation_figure(players, high[: 2 * n_blocks], 0.9, None),
+        plots.shapley_figure(players, high[: 2 * n_blocks], np.full(2 * n_blocks, 0.05)),
+    ]
+    for fig in figs:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        assert ax.patches and not legend.overlaps(ax.get_window_extent())
+        for artist in [*ax.patches, *ax.lines]:
+            assert not legend.overlaps(artist.get_window_extent()), artist
+
+
+def test_figures_save_as_svg_too(tmp_path):
+    players = standard_players(2)
+    path = plots.plot_ablation(players, np.ones(4), 1.0, 0.5, tmp_path / "a.svg")
+    assert b"<svg" in path.read_bytes()[:1000]

@@ -116,3 +116,35 @@ def test_smooth_utility_summary_has_no_chance_level_and_names_the_threads():
     assert "chance = n/a" in md and "on 2 CPU threads" in md
     assert tables.chance_text(None) == "n/a" and tables.chance_text(0.25) == "0.250"
     assert "mlp0" in tables.ablation_table(abl, res) and abl.cornerstones == []
+
+
+def test_efficiency_gap_text_for_an_estimator_without_one():
+    """report.md said "efficiency gap nan" for proximity, which defines no gap: it says so; a
+    missing v(empty) of an efficient method is named as such; a finite gap is a number."""
+
+    def res(method, gap):
+        return SimpleNamespace(
+            players=PLAYERS,
+            values=np.zeros(4),
+            stderr=np.zeros(4),
+            method=method,
+            info={"window": 3},
+            n_evaluations=8,
+            efficiency_gap=gap,
+        )
+
+    meta = {
+        "model": "m",
+        "task": "t",
+        "n_items": 6,
+        "dtype": "float32",
+        "environment": {"machine": "x86_64", "date": "today"},
+    }
+    for gap in (float("nan"), None):
+        text = tables.efficiency_gap_text(res("proximity", gap))
+        assert text == "not defined for this estimator"
+        md = tables.markdown_summary(meta, ablation(), res("proximity", gap), 1.0)
+        assert "efficiency gap not defined for this estimator" in md and "nan" not in md.lower()
+        assert "not evaluated" in tables.efficiency_gap_text(res("permutation", gap))
+    assert tables.efficiency_gap_text(res("exact", -0.00012)) == "-0.0001"
+    assert tables.efficiency_gap_text(res("proximity", 0.25)) == "0.2500"

@@ -1,0 +1,105 @@
+"""``layerfast report --models A,B --tasks T1,T2``: every (model, task) pair as its own report in
+``OUT/<model>/<task>/`` (its own cache there, so a re-run or an added task costs only what is
+new), then one combined ``report.md`` / ``report.html`` in OUT (:mod:`layerfast.report.multi`)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+from ..report import files as outputs
+from ..report import html
+from ..report.grid import save_grid
+from ..report.multi import markdown
+from .common import done
+
+
+def pairs_of(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The models and tasks of a multi report (``--models``/``--tasks``, else ``--model`` /
+    ``--task``); each list without duplicates, checked before anything loads."""
+    models = _names("--models", args.models) if args.models else [args.model]
+    task_names = _names("--tasks", args.tasks) if args.tasks else [args.task]
+    if args.cache is not None:
+        raise UsageError("--cache names one file; with --models/--tasks each pair keeps its own")
+    from .. import tasks
+
+    for name in task_names:  # every task readable before the first model loads
+        try:
+            tasks.load(name, limit=args.limit, seed=args.seed)
+        except FileNotFoundError as e:
+            raise UsageError(f"--tasks: {e}") from e
+    return models, task_names
+
+
+def _names(flag: str, text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if any(not n for n in names):
+        raise UsageError(f"{flag} expects comma-separated names, got {text!r}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"{flag} names {', '.join(dup)} twice")
+    return names
+
+
+def shown(names: list[str]) -> list[str]:
+    """Labels for the report: a path's last part (``/x/tiny-a`` -> ``tiny-a``), or the names as
+    given when two would share one."""
+    short = [Path(n.rstrip("/")).name or n for n in names]
+    return short if len(set(short)) == len(short) else list(names)
+
+
+def slug(name: str) -> str:
+    """A folder name for a model or task name (a path's last part, safe characters only)."""
+    base = Path(name.rstrip("/")).name or name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "x"
+
+
+def cmd_multi_report(args: argparse.Namespace, run_pair) -> int:
+    """Run ``run_pair(pair_args) -> (abl, res, meta)`` for every pair, then write the combined
+    report."""
+    model_names, task_names = pairs_of(args)
+    models, tasks = shown(model_names), shown(task_names)  # as the report labels them
+    t0 = time.time()
+    ablations, shapley, folders, metas = {}, {}, {}, {}
+    for model_name, model in zip(model_names, models):
+        for task_name, task in zip(task_names, tasks):
+            folder = f"{slug(model)}/{slug(task)}"
+            pair = copy.copy(args)
+            pair.model, pair.task, pair.out = model_name, task_name, args.out / folder
+            print(f"\n== {model} on {task} -> {pair.out}", flush=True)
+            abl, res, meta = run_pair(pair)
+            ablations[(model, task)], shapley[(model, task)] = abl, res
+            folders[(model, task)], metas[(model, task)] = folder, meta
+    from .sweeps import provenance
+
+    first = next(iter(metas.values()))
+    written = save_grid(
+        args.out,
+        models,
+        tasks,
+        {k: (list(r.players), r.values) for k, r in shapley.items()},
+    )
+    utility = first.get("utility") or "acc_norm"
+    md = markdown(models, tasks, ablations, shapley, folders, provenance(first), utility)
+    (args.out / "report.md").write_text(md, encoding="utf-8")
+    written += [args.out / "report.md", html.write_html(args.out / "report.html", md)]
+    outputs.write_json(
+        args.out / "report.json",
+        {
+            "models": models,
+            "tasks": tasks,
+            "pairs": [
+                {"model": m, "task": t, "folder": folders[(m, t)], "full": ablations[(m, t)].full}
+                for m in models
+                for t in tasks
+            ],
+            "command": first.get("command"),
+        },
+    )
+    print(md)
+    done(written, time.time() - t0)
+    return 0

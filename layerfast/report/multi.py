@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..estimators.ablation import NOT_ENOUGH_ITEMS
 from .tables import chance_text
 
 Z95 = 1.959963984540054
@@ -60,7 +61,7 @@ def cornerstone_support(abl: Any) -> str:
     """``"attn0 (v 0.21, p_drop 1e-05), ..."``: each cornerstone with v(N without it) and its
     Holm-adjusted McNemar p-value; or why there are none."""
     if not abl.cornerstones:
-        return abl.cornerstone_note if abl.chance is None or not abl.cornerstones else "none"
+        return abl.cornerstone_note if abl.status == NOT_ENOUGH_ITEMS else "none"
     out = []
     for name in abl.cornerstones:
         i = abl.players.index(name)

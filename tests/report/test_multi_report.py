@@ -106,3 +106,22 @@ def test_slug():
     assert (
         slug("/a/b/tiny-llama/") == "tiny-llama" and slug("lm_eval:arc easy") == "lm_eval_arc_easy"
     )
+
+
+def test_cornerstone_support_says_none_or_why():
+    from types import SimpleNamespace
+
+    from layerfast.estimators.ablation import NOT_ENOUGH_ITEMS
+    from layerfast.report.multi import cornerstone_support
+
+    none = SimpleNamespace(cornerstones=[], status="ok", cornerstone_note="the rule")
+    assert cornerstone_support(none) == "none"
+    few = SimpleNamespace(cornerstones=[], status=NOT_ENOUGH_ITEMS, cornerstone_note="why")
+    assert cornerstone_support(few) == "why"
+    some = SimpleNamespace(
+        cornerstones=["mlp0"],
+        players=["attn0", "mlp0"],
+        values=np.array([0.5, 0.2]),
+        p_drop=np.array([0.5, 0.001]),
+    )
+    assert cornerstone_support(some) == "mlp0 (v 0.200, p_drop 1.0e-03)"

@@ -157,21 +157,17 @@ def utility(args: Any) -> None:
 
 def threads(args: Any) -> int | None:
     """``--threads``: None for ``auto`` (or a verb without the flag), else the count >= 1."""
-    value = getattr(args, "threads", None)
-    if value is None or str(value).lower() == "auto":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise UsageError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
-    return n
+    return _auto_count(args, "threads")
 
 
 def batch_tokens(args: Any) -> int | None:
     """``--batch-tokens``: None for ``auto`` (or a verb without the flag), else the count >= 1."""
-    value = getattr(args, "batch_tokens", None)
+    return _auto_count(args, "batch_tokens")
+
+
+def _auto_count(args: Any, dest: str) -> int | None:
+    """Flag ``dest``: None for ``auto`` (or a verb without the flag), else an integer >= 1."""
+    value = getattr(args, dest, None)
     if value is None or str(value).strip().lower() == "auto":
         return None
     try:
@@ -179,7 +175,7 @@ def batch_tokens(args: Any) -> int | None:
     except ValueError:
         n = 0
     if n < 1:
-        raise UsageError(f"--batch-tokens must be 'auto' or an integer >= 1, got {value!r}")
+        raise UsageError(f"{flag(dest)} must be 'auto' or an integer >= 1, got {value!r}")
     return n
 
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from tests.helpers.tiny_tokenizer import tiny_tokenizer
+from tests.helpers.harness import samples_of, tiny_llama_folder
 
 # A 4-choice task: contexts with trailing spaces and newlines, non-ASCII text, choices of very
 # different lengths (so acc and acc_norm disagree)
@@ -63,29 +62,7 @@ def go_offline(mp: pytest.MonkeyPatch) -> None:
 
 def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
     """A seeded 3-block random Llama with the tiny tokenizer, saved as a model folder."""
-    import transformers as tf
-
-    tok = tiny_tokenizer()
-    config = tf.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.1,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = tf.LlamaForCausalLM(config).eval()
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return tiny_llama_folder(folder, max_positions=256, seed=seed, init=0.1)
 
 
 def write_task(task_dir: Path, name: str, rows: list[dict], body: str) -> Path:
@@ -131,11 +108,7 @@ def evaluate(model: Any, task_dir: Path, tasks: list[str], **kwargs: Any) -> dic
     )
 
 
-def samples(results: dict, task: str) -> list[dict]:
-    """The logged samples of ``task`` in document order."""
-    out = sorted(results["samples"][task], key=lambda s: s["doc_id"])
-    assert [s["doc_id"] for s in out] == list(range(len(out)))
-    return out
+samples = samples_of  # the logged samples of a task, in document order
 
 
 class ZeroingHooks:

@@ -137,14 +137,8 @@ def read_jsonl(path: str | Path, delimiter: str | None = None) -> Task:
     items: list[Item] = []
     setting: str | None = None
     first = True  # the next non-blank line is the file's first
-    for lineno, line in enumerate(text_lines(path), start=1):
-        if not line.strip():
-            continue
+    for lineno, line, row in json_lines(path):
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskFormatError(f"{where}: not valid JSON ({e.msg})") from None
         if _is_settings(row):
             if not first:
                 raise TaskFormatError(
@@ -190,6 +184,18 @@ def _delimiter_setting(row: dict, where: str) -> str | None:
 
 def _every_choice_starts_with_whitespace(items: list[Item]) -> bool:
     return all(c[:1].isspace() for it in items for c in it.choices)
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, str, object]]:
+    """(line number, line, parsed value) of every non-blank line of a JSONL file; a line that
+    is not JSON raises :class:`TaskFormatError` naming file and line."""
+    for lineno, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, line, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskFormatError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
 
 
 def text_lines(path: Path) -> Iterator[str]:

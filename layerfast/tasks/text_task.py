@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .task import TaskFormatError, text_lines
+from .task import TaskFormatError, json_lines, text_lines
 from .texts import calibration_texts
 
 PREFIX = "text:"
@@ -266,14 +266,8 @@ def _read_lines(path: Path) -> list[str]:
 
 def _read_jsonl(path: Path) -> list[str]:
     documents = []
-    for lineno, line in enumerate(text_lines(path), start=1):
-        if not line.strip():
-            continue
+    for lineno, _, row in json_lines(path):
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskFormatError(f"{where}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict) or "text" not in row:
             got = sorted(row) if isinstance(row, dict) else type(row).__name__
             raise TaskFormatError(f'{where}: expected a JSON object with a "text" field, got {got}')

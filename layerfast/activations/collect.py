@@ -134,6 +134,7 @@ def block_streams(model: SublayerModel, ids: torch.Tensor, mask: torch.Tensor):
     inputs = model.prepare(ids, mask)
     state = model.initial_state(inputs)
     for block in range(model.n_blocks):
+        state = model.place(state, block)  # x_in and x_out on the block's device
         x_in = model.residual(state)  # [B, T, d]
         for player in model.players_of(block):
             state = model.step(player, state, inputs, True)

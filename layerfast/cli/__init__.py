@@ -22,6 +22,7 @@ from .. import threads
 from ..errors import LayerfastError, LayerfastWarning
 from .bench import cmd_bench
 from .checks import check_flags, check_paths
+from .common import close_games
 from .data import cmd_fetch, cmd_tasks
 from .eval import cmd_eval
 from .hallucination import cmd_eavss
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
         return 2
     finally:
+        close_games()  # stop --workers' Ray actors
         threads.restore()  # an in-process caller keeps its own torch thread count
 
 

@@ -15,6 +15,14 @@ from .checks import check_model
 from .checks import memory_budget as flag_memory_budget
 from .checks import threads as flag_threads
 
+_GAMES: list = []  # games this process's verbs made, closed when the verb returns
+
+
+def close_games() -> None:
+    """Stop the Ray workers of every game a verb made (``--workers``); main() calls this."""
+    while _GAMES:
+        _GAMES.pop().close()
+
 
 def setup(args):
     """Task, model, ``lf.Game`` (cached in OUT) and the metadata every output file records."""
@@ -43,7 +51,14 @@ def setup(args):
     batch_tokens = flag_batch_tokens(args)  # None: auto
     # threads are set before the Game is built; "auto" resolved as the Game does it (exactly on
     # the CPU, where threads matter; on CUDA without the task's longest row)
-    n_threads = use_threads(args, model, resolve_sizes(model, batch_tokens, 0)[0])
+    workers = getattr(args, "workers", 1)
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    distributed = workers is not None and workers > 1
+    if distributed:  # --threads is then each worker's (None: the cores shared out)
+        n_threads = flag_threads(args)
+    else:
+        n_threads = use_threads(args, model, resolve_sizes(model, batch_tokens, 0)[0])
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or args.out / "utilities.sqlite"
     game = Game(
@@ -55,7 +70,11 @@ def setup(args):
         memory_budget=flag_memory_budget(args),
         max_length=args.max_length,
         progress=not args.no_progress,
+        workers=workers if distributed else None,
+        ray_address=getattr(args, "ray_address", None),
+        threads_per_worker=n_threads if distributed else None,
     )
+    _GAMES.append(game)
     meta = {
         "model": model.name,
         "task": task.name,
@@ -68,6 +87,8 @@ def setup(args):
         "environment": outputs.environment(),
     }
     meta["threads"] = n_threads
+    if distributed:
+        meta["workers"] = workers
     meta["truncation"] = game.truncation
     meta["sizing"] = game.sizing
     if isinstance(task, tasks.HarnessTask):

@@ -95,6 +95,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="SQLite file of evaluated coalitions (default: OUT/utilities.sqlite)",
     )
     sizing_options(p)
+    worker_options(p)
     p.add_argument(
         "--max-length",
         type=int,
@@ -102,6 +103,26 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
         "does (default: the model's limit; prune also cuts its documents to it, default 256); "
         "for a text: task the window length in tokens",
+    )
+
+
+def worker_options(p: argparse.ArgumentParser) -> None:
+    """Ray scale-out: the sweep verbs'."""
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run the sweep on K Ray workers, each holding one model replica (one GPU each on "
+        "CUDA, or a share of the CPU cores; --threads then sets each worker's threads); "
+        "1 = in this process (default). Needs pip install 'layerfast[ray]'",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="with --workers: join this Ray cluster (auto, host:6379 or ray://host:10001) "
+        "instead of starting a local one",
     )
 
 

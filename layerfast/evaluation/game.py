@@ -61,6 +61,19 @@ class Game:
         chunk: coalitions evaluated together, batch by batch (more shares more prefixes; each
             finished batch of a chunk is written to the cache at once, so a kill loses at most
             one batch of forward work per coalition of the chunk in flight).
+        workers: None or 1: evaluate in this process. K > 1: on K Ray actors
+            (:mod:`layerfast.evaluation.ray_pool`, ``pip install 'layerfast[ray]'``), each
+            loading the model once (from ``model.load_spec``, or through Ray's object store for
+            a model built in memory), on one GPU each (or the GPUs of its device map) or on
+            a share of the CPU cores. The missing (coalition, batch) pairs are cut into units
+            that keep prefix sharing (:mod:`layerfast.evaluation.partition`); only this
+            process writes the cache, as each unit arrives. Results equal the in-process ones
+            (bit for bit at the same thread count). Call :meth:`close` (or use ``with``) to
+            stop the actors.
+        ray_address: with ``workers``: a Ray cluster to join (e.g. "auto" or "host:6379");
+            None starts a local one (or uses the one this process already started).
+        threads_per_worker: with ``workers`` on the CPU: torch threads per actor (None: the
+            cores here shared out).
 
     Attributes set here: ``requests``, ``truncation`` ({"max_length", "limit_source",
     "n_truncated", "n_requests"}), ``sizing`` ({"batch_tokens", "memory_budget", "how"}: the
@@ -82,6 +95,9 @@ class Game:
         chunk: int = 64,
         pack: bool = True,
         memory_budget: int | str | None = AUTO,
+        workers: int | None = None,
+        ray_address: str | None = None,
+        threads_per_worker: int | None = None,
     ):
         if not isinstance(model, SublayerModel):
             raise TypeError(
@@ -95,6 +111,7 @@ class Game:
             raise UsageError(f"max_length must be a whole number >= 1, got {max_length!r}")
         if chunk < 1:
             raise UsageError(f"chunk must be >= 1, got {chunk}")
+        workers = _check_workers(workers, ray_address, threads_per_worker)
         self.model = model
         self.task = task
         self.scorer = scorer_for(task)
@@ -105,9 +122,8 @@ class Game:
         )
         self.sizing = {"batch_tokens": batch_tokens, "memory_budget": memory_budget, "how": how}
         budget = {"memory_budget": memory_budget} if executor == "prefix" else {}
-        self.executor = EXECUTORS[executor](
-            model, self.requests, batch_tokens=batch_tokens, pack=pack, **budget
-        )
+        self.executor_options = {"batch_tokens": batch_tokens, "pack": pack, **budget}
+        self.executor = EXECUTORS[executor](model, self.requests, **self.executor_options)
         self.packing_note = self.executor.packing_note
         self.progress = progress
         self.chunk = chunk
@@ -124,6 +140,27 @@ class Game:
             _warn_other_batch_tokens(self._cache, self._key, batch_tokens)
         self.n_forward = 0  # coalitions actually run by this game (not served from a cache)
         self.n_batches_run = 0  # (coalition, batch) pairs actually run by this game
+        self.workers = workers
+        # the RayPool ("pool"), started at the first evaluation that needs it; a dict shared
+        # with the games of with_utility()
+        self._ray = {"address": ray_address, "threads": threads_per_worker, "pool": None}
+
+    @property
+    def pool(self):
+        """The :class:`~layerfast.evaluation.ray_pool.RayPool` of ``workers``, once started."""
+        return self._ray["pool"]
+
+    def close(self) -> None:
+        """Stop the Ray workers (and the local Ray cluster this game started), if any."""
+        if self._ray["pool"] is not None:
+            self._ray["pool"].close()
+            self._ray["pool"] = None
+
+    def __enter__(self) -> Game:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def chance(self) -> float | None:
@@ -151,7 +188,10 @@ class Game:
             self._memo.update(self._cache.get(self._key, missing))
             missing = [k for k in missing if k not in self._memo]
         if missing:
-            self._evaluate(missing)
+            if self.workers is None:
+                self._evaluate(missing)
+            else:
+                self._evaluate_on_workers(missing)
         return (
             np.stack([self._memo[k] for k in keys]) if keys else np.zeros((0, len(self.requests)))
         )
@@ -206,6 +246,76 @@ class Game:
         if self._cache is not None:
             self._cache.put_many(self._key, zip(keys, rows))
 
+    def _evaluate_on_workers(self, keys: list[str]) -> None:
+        """Run the coalitions ``keys`` on the Ray workers: the (coalition, batch) pairs the
+        cache lacks are cut into units (:func:`~layerfast.evaluation.partition.plan`), and each
+        unit's result is stored here as it arrives; a coalition's row is finished (memo and
+        cache) once its last batch is in."""
+        from .partition import plan
+        from .ray_pool import RayPool
+
+        batches = self.executor.batches
+        stored = self._cache.get_partials(self._key, keys) if self._cache is not None else {}
+        masks = masks_from_keys(keys, self.n_players)
+        rows = np.full((len(keys), len(self.requests)), np.nan, dtype=np.float64)
+        need = np.ones((len(keys), len(batches)), dtype=bool)
+        for i, key in enumerate(keys):
+            for b, values in stored.get(key, {}).items():
+                if 0 <= b < len(batches) and len(values) == len(batches[b].request_index):
+                    rows[i, batches[b].request_index] = values
+                    need[i, b] = False
+        done = [i for i in range(len(keys)) if not need[i].any()]
+        self._finish([keys[i] for i in done], rows[done])
+        if self.pool is None:
+            self._ray["pool"] = RayPool(
+                self.model,
+                self.requests,
+                self.executor.name,
+                self.executor_options,
+                batches,
+                self.workers,
+                ray_address=self._ray["address"],
+                threads=self._ray["threads"],
+            )
+        units = plan(masks, need, [b.n_tokens for b in batches], self.workers)
+        bar = _progress(len(keys), self.progress and len(keys) > 1)
+        n_batches = max(1, len(batches))
+        if bar is not None:
+            bar.update(float((~need).sum()) / n_batches)
+
+        def on_result(unit, values: np.ndarray, worker: int) -> None:
+            idx, b = unit.rows, unit.batch
+            rows[np.ix_(idx, batches[b].request_index)] = values
+            need[idx, b] = False
+            self.n_batches_run += len(idx)
+            if self._cache is not None:
+                self._cache.put_partials(self._key, b, [(keys[i], v) for i, v in zip(idx, values)])
+            finished = [i for i in idx if not need[i].any()]
+            self.n_forward += len(finished)
+            self._finish([keys[i] for i in finished], rows[finished])
+            if bar is not None:
+                bar.update(len(idx) / n_batches)
+
+        def on_progress(postfix: str) -> None:
+            if bar is not None:
+                bar.set_postfix_str(postfix, refresh=False)
+
+        try:
+            self.pool.run(units, masks, on_result, on_progress)
+        finally:
+            if bar is not None:
+                bar.close()
+        if need.any():
+            raise RuntimeError("the Ray workers left (coalition, batch) pairs unevaluated")
+
+    def _finish(self, keys: list[str], rows: np.ndarray) -> None:
+        """Memoise and store finished coalitions' rows float64 [len(keys), n_requests]."""
+        if not keys:
+            return
+        self._memo.update(zip(keys, rows))
+        if self._cache is not None:
+            self._cache.put_many(self._key, zip(keys, rows))
+
     def __call__(self, masks) -> np.ndarray:
         """Utilities float64 [m] for bool masks [m, n_players] (True = kept)."""
         return np.array(
@@ -225,6 +335,23 @@ class Game:
             f"utility={self.utility!r}, executor={self.executor.name!r}, "
             f"packed={self.executor.pack})"
         )
+
+
+def _check_workers(workers, ray_address, threads_per_worker) -> int | None:
+    """``workers`` as None (in this process) or an int >= 2; UsageError naming the flag."""
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
+    ):
+        raise UsageError(f"workers (--workers) must be a whole number >= 1, got {workers!r}")
+    workers = None if workers in (None, 1) else int(workers)
+    if workers is None and ray_address is not None:
+        raise UsageError("ray_address (--ray-address) needs workers >= 2 (--workers)")
+    if threads_per_worker is not None:
+        if workers is None:
+            raise UsageError("threads_per_worker needs workers >= 2 (--workers)")
+        if isinstance(threads_per_worker, bool) or int(threads_per_worker) < 1:
+            raise UsageError(f"threads_per_worker must be >= 1, got {threads_per_worker!r}")
+    return workers
 
 
 def _requests(model: SublayerModel, task: Task, max_length: int | None):

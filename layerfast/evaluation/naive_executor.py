@@ -126,19 +126,19 @@ class NaiveExecutor:
     def score(self, state, batch: Batch) -> np.ndarray:
         """Summed log-prob per request of the batch (``batch.request_index`` order) from the
         residual state after the last sublayer."""
-        device = self.model.device
-        h = self.model.residual(state)  # [B, T, d]
-        picked = h[batch.rows.to(device), batch.positions.to(device)]  # [N, d]
+        h = self.model.residual(state)  # [B, T, d], on the last block's device
+        picked = h[batch.rows.to(h.device), batch.positions.to(h.device)]  # [N, d]
         hidden = self.model.adapter.final_norm()(picked)
-        head = self.model.adapter.lm_head()
-        lp = token_logprobs(
-            hidden,
-            head.weight,
-            batch.targets.to(device),
-            head.bias,
-            getattr(self.model.config, "final_logit_softcapping", None),
-            self.vocab_chunk,
-        )
+        with self.model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
+            device = weight.device
+            lp = token_logprobs(
+                hidden.to(device),
+                weight,
+                batch.targets.to(device),
+                bias,
+                getattr(self.model.config, "final_logit_softcapping", None),
+                self.vocab_chunk,
+            )
         sums = torch.zeros(len(batch.request_index), dtype=torch.float64, device=device)
         sums.index_add_(0, batch.owner.to(device), lp.double())
         return sums.cpu().numpy()

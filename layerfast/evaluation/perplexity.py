@@ -41,20 +41,20 @@ def perplexity(
     windows = [w for w in windows if len(w) > 1]
     if not windows:
         raise ValueError("no text has two or more tokens to score")
-    head = model.adapter.lm_head()
     softcap = getattr(model.config, "final_logit_softcapping", None)
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
         ids, mask = pad_right(windows[start : start + batch_size])
         hidden = model.hidden_states(ids, keep, mask)  # [B, T, d]
         rows, cols = torch.nonzero(mask[:, 1:], as_tuple=True)  # predict token t+1 at position t
-        lp = token_logprobs(
-            hidden[rows, cols],
-            head.weight,
-            ids[rows, cols + 1].to(hidden.device),
-            head.bias,
-            softcap,
-        )
+        with model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
+            lp = token_logprobs(
+                hidden[rows, cols].to(weight.device),
+                weight,
+                ids[rows, cols + 1].to(weight.device),
+                bias,
+                softcap,
+            )
         total -= float(lp.double().sum())
         count += len(lp)
     return math.exp(total / count)

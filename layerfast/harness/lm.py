@@ -319,19 +319,19 @@ class _GreedyExecutor(PrefixExecutor):
 
     def score(self, state, batch: Batch) -> np.ndarray:
         """:meth:`NaiveExecutor.score` (the same log-probs, bit for bit), plus ``greedy``."""
-        device = self.model.device
-        h = self.model.residual(state)  # [B, T, d]
-        picked = h[batch.rows.to(device), batch.positions.to(device)]  # [N, d]
+        h = self.model.residual(state)  # [B, T, d], on the last block's device
+        picked = h[batch.rows.to(h.device), batch.positions.to(h.device)]  # [N, d]
         hidden = self.model.adapter.final_norm()(picked)
-        head = self.model.adapter.lm_head()
-        lp, top = token_logprobs_greedy(
-            hidden,
-            head.weight,
-            batch.targets.to(device),
-            head.bias,
-            getattr(self.model.config, "final_logit_softcapping", None),
-            self.vocab_chunk,
-        )
+        with self.model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
+            device = weight.device
+            lp, top = token_logprobs_greedy(
+                hidden.to(device),
+                weight,
+                batch.targets.to(device),
+                bias,
+                getattr(self.model.config, "final_logit_softcapping", None),
+                self.vocab_chunk,
+            )
         owner = batch.owner.to(device)
         sums = torch.zeros(len(batch.request_index), dtype=torch.float64, device=device)
         sums.index_add_(0, owner, lp.double())

@@ -34,20 +34,25 @@ import torch
 from torch import nn
 
 from .. import assets
+from . import placement
 
 CHUNK = 16 << 20  # bytes per hashed chunk
 STORE_NAME = "layerfast-fingerprint.json"
 
 
 def _tensors(module: nn.Module):
-    yield from module.named_parameters()
-    yield from module.named_buffers()
+    return placement.named_tensors(module)
 
 
 def token(module: nn.Module) -> tuple:
-    """Cheap identity of every tensor's current contents as far as torch tracks them."""
+    """Cheap identity of every tensor's current contents as far as torch tracks them.
+
+    A weight offloaded by a device map (a ``meta`` placeholder, replaced on every call of its
+    module) counts by name, dtype and shape: its contents live in the offload store."""
     return tuple(
-        (name, id(t), t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device))
+        (name, "offloaded", t.dtype, tuple(t.shape))
+        if t.device.type == "meta"
+        else (name, id(t), t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device))
         for name, t in _tensors(module)
     )
 
@@ -63,6 +68,7 @@ def weights_digest(module: nn.Module, threads: int | None = None) -> str:
     with ThreadPoolExecutor(workers) as pool, torch.no_grad():
         for name, t in _tensors(module):
             outer.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+            t = placement.tensor_value(module, name, t)  # an offloaded weight: its stored value
             data = t.detach().to("cpu").contiguous().reshape(-1)
             raw = memoryview(data.view(torch.uint8).numpy()) if data.numel() else memoryview(b"")
             chunks = [raw[i : i + CHUNK] for i in range(0, len(raw), CHUNK)]

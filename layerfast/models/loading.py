@@ -6,6 +6,14 @@ safetensors under ``<cache>/models/<name>``, so later loads take seconds (SmolLM
 Gemma-3 a few, most of it its 262k-token tokenizer).
 Nothing is fetched from a model hub.
 
+Models larger than one device: ``device_map`` (with ``max_memory`` and ``offload_folder``) splits
+a model over devices and offloads the rest to CPU or disk through ``accelerate``: a folder or
+packaged model is loaded by ``AutoModelForCausalLM.from_pretrained`` with these arguments; a
+model object is cast to ``dtype`` first, then placed by ``accelerate.dispatch_model`` (a string
+map such as "auto" is worked out by ``infer_auto_device_map`` within ``max_memory``; modules
+mapped to "disk" are written to ``offload_folder``). The forward loop follows the placement
+(:mod:`layerfast.models.placement`).
+
 Safety: a folder is checked first (:mod:`layerfast.models.folders`); ``transformers`` is always
 called with ``trust_remote_code`` given explicitly (False unless the caller opts in) and
 ``use_safetensors=True``, so neither a folder's own code nor a pickle runs by default.
@@ -23,7 +31,7 @@ from torch import nn
 
 from .. import assets
 from ..errors import UsageError
-from . import digest
+from . import digest, placement
 from .folders import check_folder
 from .saving import save_pretrained_checked
 from .sublayer_model import SublayerModel
@@ -68,6 +76,9 @@ def load(
     device: str | torch.device | None = None,
     tokenizer: Any = None,
     trust_remote_code: bool = False,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> SublayerModel:
     """Load a causal LM as a :class:`SublayerModel`.
 
@@ -80,12 +91,25 @@ def load(
         tokenizer: a tokenizer to attach (loaded from the folder when None).
         trust_remote_code: run code shipped in the model folder (its ``auto_map``). Off by
             default: such a folder is refused with a UsageError before anything runs.
+        device_map: split the model over devices, as ``transformers`` takes it: "auto",
+            "balanced", "sequential", or {module name: device, "cpu" or "disk"}, e.g.
+            ``{"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "disk", ...}``.
+            Not together with ``device``.
+        max_memory: with device_map, the most each device may hold, e.g. ``{0: "20GiB",
+            "cpu": "60GiB"}``.
+        offload_folder: with device_map, where modules mapped to "disk" are kept.
+
+    The result's ``load_spec`` records these arguments (plain values), so that another process
+    can load the same model.
 
     Raises:
         UsageError: an unknown name, a folder that is not a supported model with safetensors
-            weights, a folder asking to run its own code, an unknown dtype or unusable device.
+            weights, a folder asking to run its own code, an unknown dtype or unusable device,
+            ``device`` with ``device_map``, ``max_memory`` or ``offload_folder`` without
+            ``device_map``, or a device map that cannot be used.
     """
     torch_dtype = parse_dtype(dtype)
+    placing = check_placement(device, device_map, max_memory, offload_folder)
     target = check_device(device)
     folder = None
     if isinstance(model, SublayerModel):
@@ -94,15 +118,119 @@ def load(
         hf_model, name = model, None
     else:
         folder, name = _resolve_folder(str(model))
-        hf_model, tokenizer = _load_folder(folder, torch_dtype, tokenizer, trust_remote_code)
+        hf_model, tokenizer = _load_folder(
+            folder, torch_dtype, tokenizer, trust_remote_code, placing
+        )
     if torch_dtype is not None and hf_model.dtype != torch_dtype:
         hf_model = hf_model.to(torch_dtype)
     if target is not None:
         hf_model = hf_model.to(target)
+    if folder is None and placing:
+        hf_model = _dispatch(hf_model, **placing)
     loaded = SublayerModel(hf_model, tokenizer, name=name)
+    loaded.load_spec = {
+        "model": None if folder is None else _model_spec(str(model), folder),
+        "dtype": None if torch_dtype is None else str(torch_dtype).removeprefix("torch."),
+        "device": None if target is None else str(target),
+        "device_map": _plain(device_map),
+        "max_memory": _plain(max_memory),
+        "offload_folder": None if offload_folder is None else str(offload_folder),
+        "trust_remote_code": bool(trust_remote_code),
+    }
     if folder is not None:
         digest.remember_folder(loaded, folder)
     return loaded
+
+
+def check_placement(
+    device: Any, device_map: Any, max_memory: Any, offload_folder: Any
+) -> dict[str, Any]:
+    """The ``from_pretrained`` placement arguments given ({} when none); UsageError for a
+    combination that cannot work."""
+    if device_map is None:
+        given = [
+            flag
+            for flag, value in (
+                ("max_memory= (--max-memory)", max_memory),
+                ("offload_folder= (--offload-folder)", offload_folder),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(f"{' and '.join(given)} need device_map= (--device-map)")
+        return {}
+    if device is not None:
+        raise UsageError(
+            f"device= (--device) {str(device)!r} and device_map= (--device-map) both place the "
+            "model: give one (the device map names a device per module)"
+        )
+    if not isinstance(device_map, (str, dict)):
+        raise UsageError(
+            f"device_map= (--device-map) must be a string such as 'auto' or a dict of module "
+            f"name -> device, got {type(device_map).__name__}"
+        )
+    if max_memory is not None and not isinstance(max_memory, dict):
+        raise UsageError(
+            "max_memory= (--max-memory) must be a dict of device -> size such as "
+            f"{{0: '20GiB', 'cpu': '60GiB'}}, got {type(max_memory).__name__}"
+        )
+    placing: dict[str, Any] = {"device_map": device_map}
+    if max_memory is not None:
+        placing["max_memory"] = max_memory
+    if offload_folder is not None:
+        placing["offload_folder"] = str(offload_folder)
+    return placing
+
+
+def _plain(value: Any) -> Any:
+    """A device map or memory map as plain picklable values (torch devices as strings)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, torch.device):
+        return str(value)
+    return value
+
+
+def _model_spec(spec: str, folder: Path) -> str:
+    """What reloads the same model elsewhere: a packaged name as given, a folder's full path."""
+    if not Path(spec).expanduser().is_dir() and spec.lower() in PACKAGED:
+        return spec
+    return str(folder.expanduser().absolute())
+
+
+def _dispatch(
+    hf_model: nn.Module,
+    device_map: str | dict[str, Any],
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
+) -> nn.Module:
+    """Place a model object by ``device_map`` with accelerate (a string map inferred first)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if isinstance(device_map, str):
+        no_split = getattr(hf_model, "_no_split_modules", None) or []
+        if device_map in ("auto", "balanced", "balanced_low_0"):
+            max_memory = get_balanced_memory(
+                hf_model,
+                max_memory=max_memory,
+                no_split_module_classes=no_split,
+                low_zero=device_map == "balanced_low_0",
+            )
+        elif device_map != "sequential":
+            raise UsageError(
+                f"device_map= (--device-map) {device_map!r}: use 'auto', 'balanced', "
+                "'balanced_low_0', 'sequential' or a dict of module name -> device"
+            )
+        device_map = infer_auto_device_map(
+            hf_model, max_memory=max_memory, no_split_module_classes=no_split
+        )
+    try:
+        hf_model = dispatch_model(hf_model, device_map=device_map, offload_dir=offload_folder)
+    except (ValueError, KeyError, RuntimeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"device_map= (--device-map) cannot place the model: {reason}") from None
+    return hf_model
 
 
 def check_device(device: str | torch.device | None) -> torch.device | None:
@@ -137,6 +265,7 @@ def copy_as(model: SublayerModel, dtype: str | torch.dtype) -> SublayerModel:
     evaluated in fp32); the original is untouched."""
     import copy
 
+    placement.refuse_dispatched(model.hf_model, f"a copy in {dtype} (e.g. stats_dtype=)")
     return load(copy.deepcopy(model.hf_model), dtype=dtype, tokenizer=model.tokenizer)
 
 
@@ -207,7 +336,13 @@ def packaged_model_folder(
     return folder
 
 
-def _load_folder(folder: Path, dtype: torch.dtype | None, tokenizer: Any, trust: bool):
+def _load_folder(
+    folder: Path,
+    dtype: torch.dtype | None,
+    tokenizer: Any,
+    trust: bool,
+    placing: dict[str, Any] | None = None,
+):
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -219,10 +354,18 @@ def _load_folder(folder: Path, dtype: torch.dtype | None, tokenizer: Any, trust:
             local_files_only=True,
             trust_remote_code=trust,
             use_safetensors=True,
+            **(placing or {}),
         )
     except (OSError, SafetensorError) as e:  # unreadable or truncated files in the folder
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"{folder}: cannot load the model: {reason}") from None
+    except (ValueError, KeyError) as e:
+        if not placing:
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(
+            f"{folder}: cannot place the model with device_map= (--device-map): {reason}"
+        ) from None
     if tokenizer is None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from . import placement
 from .sublayer_model import SublayerModel
 
 RULES = ("lowest", "cumulative")
@@ -96,6 +97,7 @@ def prune(
             f"{model.name}), got {len(scores)}"
         )
     removed = select(scores, fraction, k, rule)
+    placement.refuse_dispatched(model.hf_model, "pruning")
     hf = copy.deepcopy(model.hf_model)
     pruned = SublayerModel(hf)  # the same adapter locates the parts of the copy
     if unit == "block":

@@ -10,13 +10,19 @@ stack once with every decoder layer replaced by a recorder that returns its inpu
 yields the embeddings (with whatever scaling, positions and dropout the architecture applies) and,
 for every layer, the exact keyword arguments HF would pass it (attention mask for its attention
 type, rotary cos/sin, position ids). The cost is the embedding lookup and mask construction only.
+
+Models split over devices or offloaded to CPU/disk (``lf.load(..., device_map=...)``): each block's
+arguments are moved once, in :meth:`SublayerModel.prepare`, to the device the block runs on, and
+:meth:`SublayerModel.step` moves the residual state there before the branch; the branch's modules
+load their offloaded weights when called. Where that is lives in :mod:`layerfast.models.placement`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +32,7 @@ from torch import nn
 
 from ..coalitions import as_mask
 from ..errors import UsageError
+from . import placement
 from .adapter import PLAYER_KINDS, Adapter, ParallelState, adapter_for
 
 State = Any  # torch.Tensor [B, T, d] or ParallelState
@@ -52,6 +59,9 @@ class SublayerModel(nn.Module):
         players: ['attn0', 'mlp0', 'attn1', ...] in execution order (MoE blocks are 'mlpN').
         hf_model: the wrapped ``transformers`` model (weights shared, not copied).
         tokenizer: its tokenizer, or None.
+        load_spec: how ``lf.load`` built it (model, dtype, device, device_map, max_memory,
+            offload_folder, trust_remote_code: plain picklable values, so another process can
+            load the same model), or None for a model wrapped otherwise.
     """
 
     def __init__(self, hf_model: nn.Module, tokenizer: Any = None, name: str | None = None):
@@ -66,6 +76,7 @@ class SublayerModel(nn.Module):
         self.n_players = len(self.players)
         self._weights_digest: tuple | None = None  # (token, sha256): see fingerprint()
         self._digest_store: dict | None = None  # where lf.load stores that digest
+        self.load_spec: dict[str, Any] | None = None  # set by lf.load
 
     # --- properties --------------------------------------------------------------------------
     @property
@@ -74,7 +85,9 @@ class SublayerModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """The input device: where the embeddings are computed (never ``meta``, also when the
+        model is offloaded); results are returned here."""
+        return placement.input_device(self.hf_model)
 
     @property
     def config(self):
@@ -166,8 +179,13 @@ class SublayerModel(nn.Module):
                 else:
                     layer.forward = forward
         embeddings = records[0][0]
+        # The recorder ran in place of the layer's own device hook: move each block's arguments
+        # to where the block runs, once per batch (a no-op unless the model is dispatched).
         layer_kwargs = [
-            self.adapter.branch_kwargs(layer, rec[0], rec[1], rec[2])
+            placement.to_device(
+                self.adapter.branch_kwargs(layer, rec[0], rec[1], rec[2]),
+                placement.execution_device(layer),
+            )
             for layer, rec in zip(self.blocks, records, strict=True)
         ]
         return LayerInputs(embeddings, layer_kwargs, attention_mask)
@@ -183,6 +201,7 @@ class SublayerModel(nn.Module):
         block, kind = self.block_of(j)
         is_mlp = kind == "mlp"
         layer = self.blocks[block]
+        state = self.place(state, block)
         if self.adapter.parallel_residual:
             return self._parallel_step(layer, state, inputs.layer_kwargs[block], is_mlp, on)
         h = state
@@ -203,6 +222,25 @@ class SublayerModel(nn.Module):
             total = state.attn_out if total is None else total + state.attn_out
         return ParallelState(x if total is None else total + x)
 
+    def place(self, state: State, block: int) -> State:
+        """``state`` on the device block ``block`` runs on (itself unless the model is split
+        over devices)."""
+        device = placement.execution_device(self.blocks[block])
+        if device is None:
+            return state
+        if isinstance(state, ParallelState):
+            attn_out = None if state.attn_out is None else state.attn_out.to(device)
+            return ParallelState(state.x.to(device), attn_out)
+        return state.to(device)
+
+    @contextmanager
+    def head_weights(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(weight [V, d], bias [V] or None) of the LM head, on the device it runs on, to read
+        directly while the context is open (offloaded weights are loaded for that long)."""
+        head = self.adapter.lm_head()
+        with placement.materialised(head):
+            yield head.weight, head.bias
+
     @staticmethod
     def residual(state: State) -> torch.Tensor:
         """The residual stream [B, T, d] held by a state (after a whole block for parallel ones)."""
@@ -220,19 +258,20 @@ class SublayerModel(nn.Module):
     def hidden_states(
         self, input_ids: torch.Tensor, keep=None, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Final-normed hidden states [B, T, d] with only the kept players run."""
+        """Final-normed hidden states [B, T, d] on :attr:`device`, only the kept players run."""
         kept = self.keep_mask(keep)
         inputs = self.prepare(input_ids, attention_mask)
         state = self.initial_state(inputs)
         for j in range(self.n_players):
             state = self.step(j, state, inputs, kept[j])
-        return self.final_hidden(state)
+        return self.final_hidden(state).to(self.device)
 
     def forward(
         self, input_ids: torch.Tensor, keep=None, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Logits [B, T, V] for input_ids [B, T]; keep: bool [n_players], None = all kept."""
-        return self.logits(self.hidden_states(input_ids, keep, attention_mask))
+        """Logits [B, T, V] on :attr:`device` for input_ids [B, T]; keep: bool [n_players], None
+        = all kept."""
+        return self.logits(self.hidden_states(input_ids, keep, attention_mask)).to(self.device)
 
     # --- identity ------------------------------------------------------------------------------
     def fingerprint(self, recompute: bool = False) -> str:

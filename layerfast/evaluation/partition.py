@@ -1,0 +1,147 @@
+"""Cut a sweep into units of work for several workers without losing prefix sharing.
+
+A unit is one forward batch and a run of coalitions that are consecutive in trie order
+(:func:`~layerfast.evaluation.prefix_executor.trie_order`). Within a unit the prefix executor
+shares every common prefix, exactly as in one process; what a cut costs is the prefix the first
+coalition of a unit would have shared with the coalition before it, run again from the
+embeddings. Batches are independent, so cutting between batches costs nothing: the plan uses
+one unit per batch when there are enough batches to keep every worker busy, and otherwise cuts
+each batch's coalitions where they share the least (a subtree boundary of the trie), near the
+points that balance the estimated work.
+
+Costs are counted as the prefix executor counts them (:attr:`NaiveExecutor.sublayer_evaluations`):
+one per kept sublayer run on one batch, weighted by the batch's real tokens for balancing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .prefix_executor import trie_order
+
+UNITS_PER_WORKER = 4  # units queued per worker: enough for the fast ones to take the slack
+SEARCH = 0.25  # a cut may move this fraction of a chunk's cost to find a shallower branch
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One batch for a run of coalitions consecutive in trie order.
+
+    batch: index into the executor's batches.
+    rows: int [k] indices into the sweep's coalition list, in trie order.
+    steps: kept sublayers the prefix executor runs for these rows on this batch.
+    cost: ``steps * n_tokens`` of the batch (token-sublayer evaluations), for balancing.
+    """
+
+    batch: int
+    rows: np.ndarray
+    steps: int
+    cost: int
+
+
+def prefix_steps(ordered: np.ndarray) -> np.ndarray:
+    """Kept sublayers run per coalition, int64 [m], for bool masks [m, n] in trie order, each
+    starting from the state at its common prefix with the one before (the first from 0)."""
+    m, n = ordered.shape
+    steps = np.zeros(m, dtype=np.int64)
+    for k in range(m):
+        start = 0
+        if k:
+            diff = np.flatnonzero(ordered[k] != ordered[k - 1])
+            start = int(diff[0]) if len(diff) else n
+        steps[k] = ordered[k, start:].sum() if start < n else 0
+    return steps
+
+
+def restart_cost(ordered: np.ndarray) -> np.ndarray:
+    """Extra kept sublayers, int64 [m], if a unit starts at coalition k: the kept part of the
+    prefix it shares with coalition k - 1 (0 for k = 0)."""
+    m, n = ordered.shape
+    extra = np.zeros(m, dtype=np.int64)
+    for k in range(1, m):
+        diff = np.flatnonzero(ordered[k] != ordered[k - 1])
+        shared = int(diff[0]) if len(diff) else n
+        extra[k] = ordered[k, :shared].sum()
+    return extra
+
+
+def cut(ordered: np.ndarray, n_chunks: int) -> list[slice]:
+    """Split bool masks [m, n] in trie order into at most ``n_chunks`` runs of similar work,
+    each cut moved (within :data:`SEARCH` of a chunk's work) to where the extra cost of
+    starting over (:func:`restart_cost`) is smallest."""
+    m = len(ordered)
+    n_chunks = max(1, min(int(n_chunks), m))
+    if n_chunks == 1:
+        return [slice(0, m)]
+    steps = prefix_steps(ordered)
+    extra = restart_cost(ordered)
+    done = np.concatenate([[0], np.cumsum(steps)])  # work before coalition k
+    per = done[-1] / n_chunks
+    cuts, last = [0], 0
+    for j in range(1, n_chunks):
+        target = j * per
+        lo = int(np.searchsorted(done, target - SEARCH * per, side="left"))
+        hi = int(np.searchsorted(done, target + SEARCH * per, side="right"))
+        lo, hi = max(lo, last + 1), min(hi, m - 1)
+        if lo > hi:
+            continue
+        window = np.arange(lo, hi + 1)
+        # cheapest restart first, then the closest to the balanced point
+        best = window[np.lexsort((np.abs(done[window] - target), extra[window]))[0]]
+        cuts.append(int(best))
+        last = int(best)
+    cuts.append(m)
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def plan(
+    masks: np.ndarray,
+    need: np.ndarray,
+    batch_tokens: list[int],
+    n_workers: int,
+    units_per_worker: int = UNITS_PER_WORKER,
+) -> list[Unit]:
+    """The units that cover every needed (coalition, batch) pair once, largest first.
+
+    masks: bool [m, n_players] keep-masks of the sweep's coalitions.
+    need: bool [m, n_batches] which pairs to compute (pairs already stored are False).
+    batch_tokens: real tokens per batch, len n_batches.
+    n_workers: workers that will share the units.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    work = []  # (batch, rows in trie order, steps per row)
+    for b in range(need.shape[1]):
+        rows = np.flatnonzero(need[:, b])
+        if len(rows):
+            rows = rows[trie_order(masks[rows])]
+            work.append((b, rows, prefix_steps(masks[rows])))
+    if not work:
+        return []
+    target = max(1, n_workers * units_per_worker)
+    total = sum(int(s.sum()) * batch_tokens[b] for b, _, s in work)
+    units = []
+    for b, rows, steps in work:
+        share = int(steps.sum()) * batch_tokens[b] / max(total, 1)
+        n_chunks = 1 if len(work) >= target else max(1, round(share * target))
+        for part in cut(masks[rows], n_chunks):
+            sub = rows[part]
+            n_steps = int(prefix_steps(masks[sub]).sum())
+            units.append(Unit(b, sub, n_steps, n_steps * int(batch_tokens[b])))
+    units.sort(key=lambda u: (-u.cost, u.batch, int(u.rows[0])))
+    return units
+
+
+def balance(units: list[Unit], n_workers: int) -> dict[str, float]:
+    """Greedy list scheduling of ``units`` in order onto ``n_workers`` identical workers (each
+    takes the next unit when it is free, as the pool does): the total steps and the load
+    imbalance ``max / mean`` of the workers' costs."""
+    loads = np.zeros(max(1, n_workers))
+    for u in units:
+        loads[np.argmin(loads)] += u.cost
+    mean = loads.mean()
+    return {
+        "steps": float(sum(u.steps for u in units)),
+        "imbalance": float(loads.max() / mean) if mean > 0 else 1.0,
+    }

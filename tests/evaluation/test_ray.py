@@ -274,7 +274,11 @@ def test_killed_driver_process_resumes_on_a_joined_cluster(cluster, tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the driver finished before it could be killed"
     done = subprocess.run(
-        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, str(script)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -141,12 +141,52 @@ def load_model(args):
         device=args.device,
         tokenizer=tokenizer,
         trust_remote_code=trust,
+        **placement(args),
     )
     if model.tokenizer is None:
         raise UsageError(
             f"model {args.model} has no tokenizer: name a tokenizer folder with --tokenizer DIR"
         )
     return model
+
+
+def placement(args) -> dict:
+    """``--device-map``, ``--max-memory`` and ``--offload-folder`` as ``lf.load`` keywords
+    (only those given)."""
+    import json
+
+    out: dict = {}
+    device_map = getattr(args, "device_map", None)
+    if device_map is not None:
+        path = Path(device_map)
+        if path.suffix == ".json" or path.is_file():
+            try:
+                device_map = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise UsageError(
+                    f"--device-map {device_map}: cannot read a JSON map: {e}"
+                ) from None
+            if not isinstance(device_map, dict):
+                raise UsageError(
+                    f"--device-map {path}: the JSON must be an object of name -> device"
+                )
+        out["device_map"] = device_map
+    max_memory = getattr(args, "max_memory", None)
+    if max_memory is not None:
+        limits = {}
+        for part in filter(None, (p.strip() for p in max_memory.split(","))):
+            dev, sep, size = part.partition("=")
+            if not sep or not dev.strip() or not size.strip():
+                raise UsageError(
+                    f"--max-memory {max_memory!r}: expected DEVICE=SIZE pairs such as "
+                    "0=70GiB,cpu=200GiB"
+                )
+            dev = dev.strip()
+            limits[int(dev) if dev.isdigit() else dev] = size.strip()
+        out["max_memory"] = limits
+    if getattr(args, "offload_folder", None) is not None:
+        out["offload_folder"] = args.offload_folder
+    return out
 
 
 def load_tokenizer(folder: Path, trust_remote_code: bool = False):

@@ -69,6 +69,26 @@ def model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
+    p.add_argument(
+        "--device-map",
+        default=None,
+        metavar="MAP",
+        help="split a model larger than one device (accelerate): auto, balanced, sequential, "
+        "or a JSON file of module name -> device (0, 'cpu', 'disk'); not with --device",
+    )
+    p.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="DEV=SIZE,...",
+        help="with --device-map: the most each device may hold, e.g. 0=70GiB,1=70GiB,cpu=200GiB",
+    )
+    p.add_argument(
+        "--offload-folder",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --device-map: where modules mapped to 'disk' are kept",
+    )
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -70,6 +70,10 @@ class SweepWorker:
                 spec["device"] = device
             else:
                 spec.pop("device", None)
+                if spec.get("offload_folder"):  # replicas on one host must not share it
+                    spec["offload_folder"] = os.path.join(
+                        spec["offload_folder"], f"worker-{os.getpid()}"
+                    )
             model = load(**spec)
         else:
             model = load(hf_model, tokenizer=tokenizer, device=device)

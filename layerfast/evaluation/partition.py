@@ -119,7 +119,7 @@ def plan(
             work.append((b, rows, prefix_steps(masks[rows])))
     if not work:
         return []
-    target = max(1, n_workers * units_per_worker)
+    target = n_workers * units_per_worker if n_workers > 1 else 1  # one worker: never cut
     total = sum(int(s.sum()) * batch_tokens[b] for b, _, s in work)
     units = []
     for b, rows, steps in work:

@@ -152,6 +152,10 @@ class RayPool:
             {"units": 0, "pairs": 0, "steps": 0.0, "seconds": 0.0, "wall": 0.0}
             for _ in range(n_workers)
         ]
+        # per unit received: batch, rows, worker, compute_s, overhead_s (transfer and
+        # scheduling, not the wait behind the worker's previous unit), store_s (the driver's
+        # on_result); timestamps are wall clock, so the overhead is exact on one host only
+        self.unit_log: list[dict[str, float]] = []
         self.workers = self._ready(model, batches, spec if from_source else None)
 
     # --- start-up -----------------------------------------------------------------------------
@@ -207,10 +211,12 @@ class RayPool:
         alive = set(range(len(self.actors)))
         in_flight: dict[Any, tuple[int, Unit, float]] = {}
 
+        last_end = [0.0] * len(self.actors)  # wall time the worker's last unit ended
+
         def submit(a: int) -> None:
             unit = queue.popleft()
             ref = self.actors[a].run.remote(unit.batch, masks[unit.rows])
-            in_flight[ref] = (a, unit, time.perf_counter())
+            in_flight[ref] = (a, unit, time.time())
 
         for _ in range(IN_FLIGHT):
             for a in sorted(alive):
@@ -248,8 +254,22 @@ class RayPool:
             stats["pairs"] += len(unit.rows)
             stats["steps"] += info["steps"]
             stats["seconds"] += info["seconds"]
-            stats["wall"] += time.perf_counter() - sent
+            received = time.time()
+            stats["wall"] += received - sent
+            waited = max(0.0, min(info["start"], last_end[a]) - sent)  # behind its last unit
+            last_end[a] = info["end"]
+            began = time.perf_counter()
             on_result(unit, values, a)
+            self.unit_log.append(
+                {
+                    "batch": unit.batch,
+                    "rows": len(unit.rows),
+                    "worker": a,
+                    "compute_s": info["seconds"],
+                    "overhead_s": max(0.0, received - sent - waited - info["seconds"]),
+                    "store_s": time.perf_counter() - began,
+                }
+            )
             if queue:
                 submit(a)
             if on_progress is not None:

@@ -101,10 +101,11 @@ class SweepWorker:
     def run(self, batch: int, masks: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """Batch ``batch`` for bool keep-masks [k, n_players]: float64 [k, requests of the
         batch] (its ``request_index`` order), and {"steps": kept sublayers run, "seconds":
-        compute time, "pid"}."""
+        compute time, "start"/"end": wall-clock times (s since the epoch), "pid"}."""
         before = self.executor.sublayer_evaluations
-        start = time.perf_counter()
+        began, start = time.time(), time.perf_counter()
         values = self.executor.batch_loglik(self.executor.batches[batch], masks)
         seconds = time.perf_counter() - start
         steps = self.executor.sublayer_evaluations - before
-        return values, {"steps": float(steps), "seconds": seconds, "pid": float(os.getpid())}
+        info = {"steps": float(steps), "seconds": seconds, "start": began, "end": time.time()}
+        return values, {**info, "pid": float(os.getpid())}

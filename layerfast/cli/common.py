@@ -73,6 +73,7 @@ def setup(args):
         workers=workers if distributed else None,
         ray_address=getattr(args, "ray_address", None),
         threads_per_worker=n_threads if distributed else None,
+        gpus_per_worker=getattr(args, "gpus_per_worker", None),
     )
     _GAMES.append(game)
     meta = {
@@ -135,14 +136,32 @@ def load_model(args):
 
     trust = bool(getattr(args, "trust_remote_code", False))
     tokenizer = load_tokenizer(args.tokenizer, trust) if args.tokenizer is not None else None
+    where = {"device": args.device, **placement(args)}
+    workers = getattr(args, "workers", 1) or 1
+    if workers > 1:  # checked here: only the workers load with these flags
+        from ..models.loading import check_placement
+
+        check_placement(
+            where["device"],
+            where.get("device_map"),
+            where.get("max_memory"),
+            where.get("offload_folder"),
+        )
     model = load(
         args.model,
         dtype=args.dtype,
-        device=args.device,
         tokenizer=tokenizer,
         trust_remote_code=trust,
-        **placement(args),
+        # with --workers the GPUs are the workers': this process keeps its copy on the CPU
+        **({"device": "cpu"} if workers > 1 else where),
     )
+    if workers > 1:  # the workers load the model where the flags say
+        model.load_spec.update(
+            device=None if args.device is None else str(args.device),
+            device_map=where.get("device_map"),
+            max_memory=where.get("max_memory"),
+            offload_folder=None if args.offload_folder is None else str(args.offload_folder),
+        )
     if model.tokenizer is None:
         raise UsageError(
             f"model {args.model} has no tokenizer: name a tokenizer folder with --tokenizer DIR"

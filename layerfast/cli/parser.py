@@ -69,6 +69,12 @@ def model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: as stored)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cpu)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def placement_options(p: argparse.ArgumentParser) -> None:
+    """A model larger than one device: the verbs that load through ``common.load_model``."""
     p.add_argument(
         "--device-map",
         default=None,
@@ -89,13 +95,12 @@ def model_options(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="with --device-map: where modules mapped to 'disk' are kept",
     )
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     """The sweep verbs' flags: the model's, then the task, utility, cache and batching."""
     model_options(p)
+    placement_options(p)
     task_options(p)
     harness_options(p)
     p.add_argument(
@@ -143,6 +148,14 @@ def worker_options(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="with --workers: join this Ray cluster (auto, host:6379 or ray://host:10001) "
         "instead of starting a local one",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        metavar="G",
+        help="with --workers on CUDA: GPUs per model replica (default: the GPUs named by "
+        "--device-map or --max-memory, else 1)",
     )
 
 
@@ -231,6 +244,7 @@ def _stats_dtype_option(p: argparse.ArgumentParser) -> None:
 def _stats_options(p: argparse.ArgumentParser, with_common: bool = True) -> None:
     if with_common:
         model_options(p)
+        placement_options(p)
     p.add_argument(
         "--texts",
         default="lee",

@@ -62,10 +62,12 @@ class Game:
             finished batch of a chunk is written to the cache at once, so a kill loses at most
             one batch of forward work per coalition of the chunk in flight).
         workers: None or 1: evaluate in this process. K > 1: on K Ray actors
-            (:mod:`layerfast.evaluation.ray_pool`, ``pip install 'layerfast[ray]'``), each
-            loading the model once (from ``model.load_spec``, or through Ray's object store for
-            a model built in memory), on one GPU each (or the GPUs of its device map) or on
-            a share of the CPU cores. The missing (coalition, batch) pairs are cut into units
+            (:mod:`layerfast.evaluation.ray_pool`, ``pip install 'layerfast[ray]'``), started
+            here, each loading the model once (as ``model.load_spec`` says, which may name
+            another device or a device map than the driver's copy; or through Ray's object
+            store for a model built in memory), on one GPU each (or the GPUs of its device
+            map) or on a share of the CPU cores. "auto" sizes are resolved on the workers
+            (the smallest kept). The missing (coalition, batch) pairs are cut into units
             that keep prefix sharing (:mod:`layerfast.evaluation.partition`); only this
             process writes the cache, as each unit arrives. Results equal the in-process ones
             (bit for bit at the same thread count). Call :meth:`close` (or use ``with``) to
@@ -74,6 +76,8 @@ class Game:
             None starts a local one (or uses the one this process already started).
         threads_per_worker: with ``workers`` on the CPU: torch threads per actor (None: the
             cores here shared out).
+        gpus_per_worker: with ``workers`` on CUDA: GPUs per actor (None: those of the load
+            spec's device map or max_memory, else 1).
 
     Attributes set here: ``requests``, ``truncation`` ({"max_length", "limit_source",
     "n_truncated", "n_requests"}), ``sizing`` ({"batch_tokens", "memory_budget", "how"}: the
@@ -98,6 +102,7 @@ class Game:
         workers: int | None = None,
         ray_address: str | None = None,
         threads_per_worker: int | None = None,
+        gpus_per_worker: float | None = None,
     ):
         if not isinstance(model, SublayerModel):
             raise TypeError(
@@ -111,19 +116,38 @@ class Game:
             raise UsageError(f"max_length must be a whole number >= 1, got {max_length!r}")
         if chunk < 1:
             raise UsageError(f"chunk must be >= 1, got {chunk}")
-        workers = _check_workers(workers, ray_address, threads_per_worker)
+        workers = _check_workers(workers, ray_address, threads_per_worker, gpus_per_worker)
         self.model = model
         self.task = task
         self.scorer = scorer_for(task)
         self.utility = self.scorer.check(utility)
         self.requests, self.truncation = _requests(model, task, max_length)
-        batch_tokens, memory_budget, how = resolve_sizes(
-            model, batch_tokens, memory_budget, longest_row(self.requests, pack)
-        )
-        self.sizing = {"batch_tokens": batch_tokens, "memory_budget": memory_budget, "how": how}
-        budget = {"memory_budget": memory_budget} if executor == "prefix" else {}
-        self.executor_options = {"batch_tokens": batch_tokens, "pack": pack, **budget}
-        self.executor = EXECUTORS[executor](model, self.requests, **self.executor_options)
+        self.workers = workers
+        # the RayPool of `workers` (None in this process); a dict shared with with_utility()
+        self._ray = {"pool": None}
+        pool = None
+        if workers is not None:
+            from .ray_pool import RayPool
+
+            pool = self._ray["pool"] = RayPool(
+                model, workers, ray_address, threads_per_worker, gpus_per_worker
+            )
+        try:
+            seq_len = longest_row(self.requests, pack)
+            batch_tokens, memory_budget, how = (
+                resolve_sizes(model, batch_tokens, memory_budget, seq_len)
+                if pool is None
+                else pool.sizes(batch_tokens, memory_budget, seq_len)
+            )
+            self.sizing = {"batch_tokens": batch_tokens, "memory_budget": memory_budget, "how": how}
+            budget = {"memory_budget": memory_budget} if executor == "prefix" else {}
+            self.executor_options = {"batch_tokens": batch_tokens, "pack": pack, **budget}
+            self.executor = EXECUTORS[executor](model, self.requests, **self.executor_options)
+            if pool is not None:
+                pool.setup(self.requests, executor, self.executor_options, self.executor.batches)
+        except BaseException:
+            self.close()
+            raise
         self.packing_note = self.executor.packing_note
         self.progress = progress
         self.chunk = chunk
@@ -135,19 +159,17 @@ class Game:
             if cache is None or cache is False
             else UtilityCache(None if cache is True else cache)
         )
-        self.cache_key = self._key = _cache_key(self, batch_tokens)
+        device_type = model.device.type if pool is None else pool.device_type
+        self.cache_key = self._key = _cache_key(self, batch_tokens, device_type)
         if self._cache is not None:
             _warn_other_batch_tokens(self._cache, self._key, batch_tokens)
         self.n_forward = 0  # coalitions actually run by this game (not served from a cache)
         self.n_batches_run = 0  # (coalition, batch) pairs actually run by this game
-        self.workers = workers
-        # the RayPool ("pool"), started at the first evaluation that needs it; a dict shared
-        # with the games of with_utility()
-        self._ray = {"address": ray_address, "threads": threads_per_worker, "pool": None}
 
     @property
     def pool(self):
-        """The :class:`~layerfast.evaluation.ray_pool.RayPool` of ``workers``, once started."""
+        """The :class:`~layerfast.evaluation.ray_pool.RayPool` of ``workers`` (None in this
+        process, or once closed)."""
         return self._ray["pool"]
 
     def close(self) -> None:
@@ -252,7 +274,6 @@ class Game:
         unit's result is stored here as it arrives; a coalition's row is finished (memo and
         cache) once its last batch is in."""
         from .partition import plan
-        from .ray_pool import RayPool
 
         batches = self.executor.batches
         stored = self._cache.get_partials(self._key, keys) if self._cache is not None else {}
@@ -267,16 +288,7 @@ class Game:
         done = [i for i in range(len(keys)) if not need[i].any()]
         self._finish([keys[i] for i in done], rows[done])
         if self.pool is None:
-            self._ray["pool"] = RayPool(
-                self.model,
-                self.requests,
-                self.executor.name,
-                self.executor_options,
-                batches,
-                self.workers,
-                ray_address=self._ray["address"],
-                threads=self._ray["threads"],
-            )
+            raise UsageError("this game's Ray workers were stopped (close()); make a new Game")
         units = plan(masks, need, [b.n_tokens for b in batches], self.workers)
         bar = _progress(len(keys), self.progress and len(keys) > 1)
         n_batches = max(1, len(batches))
@@ -337,7 +349,7 @@ class Game:
         )
 
 
-def _check_workers(workers, ray_address, threads_per_worker) -> int | None:
+def _check_workers(workers, ray_address, threads_per_worker, gpus_per_worker) -> int | None:
     """``workers`` as None (in this process) or an int >= 2; UsageError naming the flag."""
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
@@ -346,6 +358,11 @@ def _check_workers(workers, ray_address, threads_per_worker) -> int | None:
     workers = None if workers in (None, 1) else int(workers)
     if workers is None and ray_address is not None:
         raise UsageError("ray_address (--ray-address) needs workers >= 2 (--workers)")
+    if gpus_per_worker is not None:
+        if workers is None:
+            raise UsageError("gpus_per_worker (--gpus-per-worker) needs workers >= 2 (--workers)")
+        if isinstance(gpus_per_worker, bool) or not float(gpus_per_worker) > 0:
+            raise UsageError(f"gpus_per_worker must be > 0, got {gpus_per_worker!r}")
     if threads_per_worker is not None:
         if workers is None:
             raise UsageError("threads_per_worker needs workers >= 2 (--workers)")
@@ -389,8 +406,9 @@ def _requests(model: SublayerModel, task: Task, max_length: int | None):
     return requests, record
 
 
-def _cache_key(game: Game, batch_tokens: int) -> tuple[str, str, str]:
-    """(model, requests and options, device type): every input that changes the numbers.
+def _cache_key(game: Game, batch_tokens: int, device_type: str) -> tuple[str, str, str]:
+    """(model, requests and options, device type): every input that changes the numbers;
+    ``device_type`` is where the coalitions run (the workers' with ``workers``).
 
     The executor is left out (prefix and naive are bit-identical, tested), and so is the prefix
     executor's memory budget (a state recomputed is the same state)."""
@@ -406,7 +424,7 @@ def _cache_key(game: Game, batch_tokens: int) -> tuple[str, str, str]:
         ]
     )
     requests = _short_hash(requests_fingerprint(game.requests))
-    return model.fingerprint(), f"{game.task.fingerprint()}-{requests}-{options}", model.device.type
+    return model.fingerprint(), f"{game.task.fingerprint()}-{requests}-{options}", device_type
 
 
 def _warn_other_batch_tokens(cache: UtilityCache, key: tuple[str, str, str], batch_tokens: int):

@@ -87,28 +87,26 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 class RayPool:
     """K actors holding replicas of ``model``, running the units of :meth:`run`.
 
+    Use: ``pool = RayPool(model, K)`` (the actors load the model), ``pool.sizes(...)`` (the
+    batch size every worker can take), ``pool.setup(requests, ...)`` (each builds its executor),
+    then :meth:`run` for each set of units, and :meth:`close`.
+
     Args:
-        model: the driver's :class:`~layerfast.models.SublayerModel`; workers load it again
-            from ``model.load_spec`` (a packaged name or folder) or, for a model built in
-            memory, receive its weights through Ray's object store.
-        requests, executor, options: what the driver's executor was built from (see
-            :class:`~layerfast.evaluation.worker.SweepWorker`).
-        batches: the driver's batches; every worker's must hash the same.
+        model: the driver's :class:`~layerfast.models.SublayerModel`. Workers load it again
+            from ``model.load_spec`` (a packaged name or folder, with the device or device map
+            the spec names) or, for a model built in memory, receive its weights through Ray's
+            object store and put them on the driver model's device type.
         n_workers: actors to start (K).
         ray_address: a running cluster to join ("auto", "ray://host:10001", "host:6379"), or
-            None for a local cluster.
+            None for a local cluster (or the one this process already started).
         threads: CPU threads per worker (None: the cores here shared out, at least 1).
-        gpus_per_worker: GPUs each actor reserves (None: 1 on CUDA, or the GPUs of the model's
-            device map; 0 on the CPU).
+        gpus_per_worker: GPUs each actor reserves (None: on CUDA the GPUs of the spec's device
+            map or max_memory, else 1; 0 on the CPU).
     """
 
     def __init__(
         self,
         model,
-        requests: list,
-        executor: str,
-        options: dict[str, Any],
-        batches: list,
         n_workers: int,
         ray_address: str | None = None,
         threads: int | None = None,
@@ -116,18 +114,21 @@ class RayPool:
     ):
         ray = import_ray()
         self._ray = ray
-        on_cuda = model.device.type == "cuda"
+        self.actors: list = []
+        self._owns_ray = False
+        spec = getattr(model, "load_spec", None)
+        self.spec = spec if spec and spec.get("model") is not None else None
+        self.device_type = worker_device_type(model, self.spec)
+        on_cuda = self.device_type == "cuda"
         cores = thread_count.available()
         if threads is None:
-            threads = max(1, cores // n_workers) if not on_cuda else 1
+            threads = 1 if on_cuda else max(1, cores // n_workers)
         if gpus_per_worker is None:
-            gpus_per_worker = _gpus_of(model) if on_cuda else 0
-        self.threads = threads
+            gpus_per_worker = gpus_of(model, self.spec) if on_cuda else 0
+        self.threads, self.gpus_per_worker = threads, gpus_per_worker
         self._owns_ray = start_ray(ray, ray_address, max(cores, n_workers * threads))
-        spec = getattr(model, "load_spec", None)
-        from_source = bool(spec) and spec.get("model") is not None
         # held for the pool's life: a restarted actor reads its constructor arguments again
-        self._hf_ref = hf_ref = None if from_source else ray.put(model.hf_model)
+        self._hf_ref = None if self.spec else ray.put(model.hf_model)
         actor = ray.remote(SweepWorker).options(
             num_cpus=threads,
             num_gpus=gpus_per_worker,
@@ -135,16 +136,14 @@ class RayPool:
             max_task_retries=0,  # the driver requeues a lost unit itself, and counts it
         )
         args = (
-            spec if from_source else None,
-            hf_ref,
-            None if from_source else model.tokenizer,
-            requests,
-            executor,
-            options,
-            "cuda" if on_cuda else "cpu",
+            self.spec,
+            self._hf_ref,
+            None if self.spec else model.tokenizer,
+            self.device_type,
             None if on_cuda else threads,
         )
         self.actors = [actor.remote(*args) for _ in range(n_workers)]
+        self._setup_ref = None
         self.failures = [0] * n_workers
         self.units_rerun = 0  # units lost with a dead worker and run again
         self.pairs_rerun = 0  # their (coalition, batch) pairs
@@ -156,43 +155,72 @@ class RayPool:
         # scheduling, not the wait behind the worker's previous unit), store_s (the driver's
         # on_result); timestamps are wall clock, so the overhead is exact on one host only
         self.unit_log: list[dict[str, float]] = []
-        self.workers = self._ready(model, batches, spec if from_source else None)
+        self.workers = self._ready(model)
 
     # --- start-up -----------------------------------------------------------------------------
-    def _ready(self, model, batches: list, spec) -> list[dict[str, Any]]:
-        """Wait for every actor to load its model; check it holds the driver's model and
-        batches. Errors name the worker and carry its message."""
+    def _gather(self, refs: list, what: str, timeout: float = READY_TIMEOUT) -> list:
+        """ray.get of one call per actor; errors name the worker and carry its message, and
+        stop the pool."""
         ray = self._ray
-        refs = [a.describe.remote() for a in self.actors]
-        done, pending = ray.wait(refs, num_returns=len(refs), timeout=READY_TIMEOUT)
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         if pending:
             self.close()
             raise UsageError(
-                f"only {len(done)} of {len(refs)} Ray workers started within {READY_TIMEOUT:.0f} "
-                f"s; the cluster has {ray.cluster_resources()}; each worker asks for "
-                f"{self.threads} CPU(s) and the GPUs of one replica: lower --workers"
+                f"only {len(done)} of {len(refs)} Ray workers {what} within {timeout:.0f} s; the "
+                f"cluster has {ray.cluster_resources()}; each worker asks for {self.threads} "
+                f"CPU(s) and {self.gpus_per_worker} GPU(s): lower --workers"
             )
-        info = []
+        out = []
         for i, ref in enumerate(refs):
             try:
-                info.append(ray.get(ref))
-            except Exception as e:  # noqa: BLE001  (RayActorError or the constructor's error)
+                out.append(ray.get(ref))
+            except Exception as e:  # noqa: BLE001  (RayActorError or the worker's own error)
                 self.close()
-                raise RuntimeError(
-                    f"Ray worker {i} could not load the model: {_reason(e)}"
-                ) from None
-        want = (model.fingerprint(), batches_digest(batches))
+                raise RuntimeError(f"Ray worker {i} could not {what}: {_reason(e)}") from None
+        return out
+
+    def _ready(self, model) -> list[dict[str, Any]]:
+        """Wait for every actor to load its model; check it holds the driver's weights."""
+        info = self._gather([a.describe.remote() for a in self.actors], "load the model")
+        want = model.fingerprint()
         for i, w in enumerate(info):
-            if (w["fingerprint"], w["batches"]) != want:
+            if w["fingerprint"] != want:
                 self.close()
-                what = "weights" if w["fingerprint"] != want[0] else "batches"
-                source = f" loaded from {spec['model']!r}" if spec else ""
+                source = f" loaded from {self.spec['model']!r}" if self.spec else ""
                 raise RuntimeError(
                     f"Ray worker {i} (pid {w['pid']} on {w['host']}){source} holds other "
-                    f"{what} than the driver's model; was the model changed after lf.load, or "
+                    "weights than the driver's model; was the model changed after lf.load, or "
                     "does that host have another layerfast or transformers version?"
                 )
         return info
+
+    def sizes(self, batch_tokens: Any, memory_budget: Any, seq_len: int) -> tuple[int, int, str]:
+        """(batch_tokens, memory_budget, how) that every worker can take: "auto" resolved on
+        each worker's device, the smallest kept (all must run the same batches)."""
+        found = self._gather(
+            [a.sizes.remote(batch_tokens, memory_budget, seq_len) for a in self.actors],
+            "size its batches",
+        )
+        tokens, budget, how = min(found, key=lambda f: (f[0], f[1]))
+        budget = min(f[1] for f in found)
+        return tokens, budget, f"{how} (the smallest of {len(found)} Ray workers)"
+
+    def setup(self, requests: list, executor: str, options: dict[str, Any], batches: list) -> None:
+        """Every worker builds its executor; its batches must hash as the driver's do."""
+        self._setup_ref = self._ray.put((requests, executor, options))
+        info = self._gather(
+            [a.setup.remote(self._setup_ref) for a in self.actors], "build its batches"
+        )
+        want = batches_digest(batches)
+        for i, w in enumerate(info):
+            if w["batches"] != want:
+                self.close()
+                raise RuntimeError(
+                    f"Ray worker {i} (pid {w['pid']} on {w['host']}) built other batches than "
+                    "the driver from the same requests: does that host have another layerfast, "
+                    "torch or transformers version?"
+                )
+        self.workers = info
 
     # --- the sweep ----------------------------------------------------------------------------
     def run(
@@ -215,7 +243,7 @@ class RayPool:
 
         def submit(a: int) -> None:
             unit = queue.popleft()
-            ref = self.actors[a].run.remote(unit.batch, masks[unit.rows])
+            ref = self.actors[a].run.remote(unit.batch, masks[unit.rows], [self._setup_ref])
             in_flight[ref] = (a, unit, time.time())
 
         for _ in range(IN_FLIGHT):
@@ -309,11 +337,48 @@ class RayPool:
         self._owns_ray = False
 
 
-def _gpus_of(model) -> float:
-    """GPUs one replica of ``model`` spans: those named in its device map, else 1."""
-    device_map = getattr(model.hf_model, "hf_device_map", None) or {}
-    gpus = {str(d) for d in device_map.values() if str(d) not in ("cpu", "disk", "meta")}
-    return float(max(1, len(gpus)))
+def worker_device_type(model, spec: dict | None) -> str:
+    """ "cuda" or "cpu": where the workers run ``model``. With a load spec, where the spec puts
+    it (a device map with a GPU, or "auto" where this process sees CUDA); else where the
+    driver's model is."""
+    if spec is None:
+        return model.device.type
+    device_map = spec.get("device_map")
+    if device_map is not None:
+        if isinstance(device_map, dict):
+            return "cuda" if any(_is_gpu(d) for d in device_map.values()) else "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.get("device"):
+        import torch
+
+        return torch.device(spec["device"]).type
+    return model.device.type
+
+
+def gpus_of(model, spec: dict | None) -> float:
+    """GPUs one replica spans: the GPUs of the spec's device map or max_memory, or of the
+    driver model's device map, else 1."""
+    for mapping in (
+        (spec or {}).get("device_map"),
+        (spec or {}).get("max_memory"),
+        getattr(model.hf_model, "hf_device_map", None),
+    ):
+        if isinstance(mapping, dict):
+            values = mapping.values() if mapping is not (spec or {}).get("max_memory") else mapping
+            gpus = {str(d) for d in values if _is_gpu(d)}
+            if gpus:
+                return float(len(gpus))
+    return 1.0
+
+
+def _is_gpu(where: Any) -> bool:
+    return (
+        (isinstance(where, int) and not isinstance(where, bool))
+        or str(where).startswith("cuda")
+        or str(where).isdigit()
+    )
 
 
 def _reason(error: BaseException) -> str:

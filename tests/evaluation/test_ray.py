@@ -39,8 +39,8 @@ LOG_ENV = "LAYERFAST_TEST_WORKER_LOG"
 class LoggingWorker(SweepWorker):
     """A SweepWorker that appends one JSON line per unit it computed: batch and coalitions."""
 
-    def run(self, batch, masks):
-        values, info = super().run(batch, masks)
+    def run(self, batch, masks, setup=None):
+        values, info = super().run(batch, masks, setup)
         path = os.environ.get(LOG_ENV)
         if path:
             keys = ["".join("1" if x else "0" for x in m) for m in np.asarray(masks)]
@@ -313,10 +313,8 @@ with lf.Game(model, make_task(), batch_tokens=48, progress=False, cache={cache!r
 def test_worker_that_cannot_load_the_model_says_why(cluster, tmp_path):
     model = tiny("llama")
     model.load_spec = {"model": str(tmp_path / "gone"), "dtype": None}
-    game = lf.Game(model, make_task(), progress=False, workers=2)
     with pytest.raises(RuntimeError, match=r"Ray worker \d could not load the model.*gone"):
-        game.loglik(model.block_mask([0]))
-    game.close()
+        lf.Game(model, make_task(), progress=False, workers=2)
 
 
 def test_worker_with_other_weights_is_refused(cluster, tmp_path):
@@ -326,10 +324,8 @@ def test_worker_with_other_weights_is_refused(cluster, tmp_path):
     other.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     model.load_spec = {"model": str(folder), "dtype": None}
-    game = lf.Game(model, make_task(), progress=False, workers=2)
     with pytest.raises(RuntimeError, match="holds other weights than the driver's model"):
-        game.loglik(model.block_mask([0]))
-    game.close()
+        lf.Game(model, make_task(), progress=False, workers=2)
 
 
 def test_option_errors(tiny_llama, tiny_task, monkeypatch):
@@ -340,10 +336,11 @@ def test_option_errors(tiny_llama, tiny_task, monkeypatch):
         lf.Game(tiny_llama, tiny_task, ray_address="auto")
     with pytest.raises(UsageError, match="threads_per_worker"):
         lf.Game(tiny_llama, tiny_task, workers=2, threads_per_worker=0)
+    with pytest.raises(UsageError, match="gpus_per_worker.*needs workers"):
+        lf.Game(tiny_llama, tiny_task, gpus_per_worker=1)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
-    game = lf.Game(tiny_llama, tiny_task, workers=2, progress=False)
     with pytest.raises(UsageError, match=r"pip install 'layerfast\[ray\]'"):
-        game.loglik(tiny_llama.block_mask([0]))
+        lf.Game(tiny_llama, tiny_task, workers=2, progress=False)
 
 
 def test_unreachable_address_fails_fast():
@@ -355,3 +352,29 @@ def test_unreachable_address_fails_fast():
     with pytest.raises(UsageError, match="expected host:port"):
         ray_pool.check_reachable("nowhere")
     assert time.time() - start < 10
+
+
+def test_workers_load_a_folder_as_the_spec_says_offloaded_to_disk(cluster, tmp_path):
+    """A model loaded from a folder is loaded again by each worker from its load spec; here the
+    spec names a device map that keeps block 0 in memory and offloads the rest to disk, so every
+    worker holds a disk-offloaded replica, and the results still equal the in-memory model."""
+    from tests.models.test_offload import offload_map
+
+    tok = tiny_tokenizer()
+    hf = tiny_model("llama", vocab_size=len(tok))
+    hf.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    model = lf.load(tmp_path / "model")
+    assert model.load_spec["model"] == str((tmp_path / "model").resolve())
+    masks = sweeps(model.n_players, seed=4)["random"]
+    want = lf.Game(model, make_task(), batch_tokens=96, progress=False).loglik(masks)
+    model.load_spec.update(
+        device_map=offload_map(model.hf_model, tied=False), offload_folder=str(tmp_path / "off")
+    )
+    with lf.Game(
+        model, make_task(), batch_tokens=96, progress=False, workers=2, threads_per_worker=1
+    ) as game:
+        assert game.pool.spec is not None  # loaded from the folder, not sent by object store
+        got = game.loglik(masks)
+    assert np.array_equal(got, want)
+    assert sorted(p.name for p in (tmp_path / "off").iterdir())[0].startswith("worker-")

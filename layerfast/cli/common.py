@@ -152,8 +152,7 @@ def load_model(args):
         dtype=args.dtype,
         tokenizer=tokenizer,
         trust_remote_code=trust,
-        # with --workers the GPUs are the workers': this process keeps its copy on the CPU
-        **({"device": "cpu"} if workers > 1 else where),
+        **(driver_placement(args) if workers > 1 else where),
     )
     if workers > 1:  # the workers load the model where the flags say
         model.load_spec.update(
@@ -167,6 +166,19 @@ def load_model(args):
             f"model {args.model} has no tokenizer: name a tokenizer folder with --tokenizer DIR"
         )
     return model
+
+
+SWEEP_ONLY = ("ablate", "shapley", "report")  # verbs whose driver never runs the model
+
+
+def driver_placement(args) -> dict:
+    """Where this process keeps its copy of the model when ``--workers`` run it: left on disk
+    (``device_map={"": "disk"}``: no weights in memory; the tokenizer, config and fingerprint
+    are all it reads) for the verbs that only sweep, else on the CPU (prune and eavss also run
+    the model here)."""
+    if getattr(args, "verb", None) in SWEEP_ONLY:
+        return {"device_map": {"": "disk"}}
+    return {"device": "cpu"}
 
 
 def placement(args) -> dict:

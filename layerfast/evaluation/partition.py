@@ -7,7 +7,9 @@ coalition of a unit would have shared with the coalition before it, run again fr
 embeddings. Batches are independent, so cutting between batches costs nothing: the plan uses
 one unit per batch when there are enough batches to keep every worker busy, and otherwise cuts
 each batch's coalitions where they share the least (a subtree boundary of the trie), near the
-points that balance the estimated work.
+points that balance the estimated work. How many units per worker is chosen by simulating the
+pool (largest unit first to the first free worker): more units balance better, more cuts
+repeat more prefixes.
 
 Costs are counted as the prefix executor counts them (:attr:`NaiveExecutor.sublayer_evaluations`):
 one per kept sublayer run on one batch, weighted by the batch's real tokens for balancing.
@@ -21,7 +23,6 @@ import numpy as np
 
 from .prefix_executor import trie_order
 
-UNITS_PER_WORKER = 4  # units queued per worker: enough for the fast ones to take the slack
 SEARCH = 0.25  # a cut may move this fraction of a chunk's cost to find a shallower branch
 
 
@@ -101,7 +102,7 @@ def plan(
     need: np.ndarray,
     batch_tokens: list[int],
     n_workers: int,
-    units_per_worker: int = UNITS_PER_WORKER,
+    units_per_worker: int | None = None,
 ) -> list[Unit]:
     """The units that cover every needed (coalition, batch) pair once, largest first.
 
@@ -109,6 +110,9 @@ def plan(
     need: bool [m, n_batches] which pairs to compute (pairs already stored are False).
     batch_tokens: real tokens per batch, len n_batches.
     n_workers: workers that will share the units.
+    units_per_worker: units to aim for per worker; None tries 1, 2, 4, 8 and 16 and keeps the
+        plan whose simulated finish (:func:`balance`: the busiest worker's token-sublayer
+        runs) is earliest: more units balance better, more cuts repeat more prefixes.
     """
     masks = np.asarray(masks, dtype=bool)
     work = []  # (batch, rows in trie order, steps per row)
@@ -119,7 +123,17 @@ def plan(
             work.append((b, rows, prefix_steps(masks[rows])))
     if not work:
         return []
-    target = n_workers * units_per_worker if n_workers > 1 else 1  # one worker: never cut
+    if n_workers <= 1:  # one worker: never cut
+        return _units(masks, work, batch_tokens, 1)
+    if units_per_worker is not None:
+        return _units(masks, work, batch_tokens, n_workers * units_per_worker)
+    plans = [_units(masks, work, batch_tokens, n_workers * k) for k in (1, 2, 4, 8, 16)]
+    return min(plans, key=lambda units: balance(units, n_workers)["finish"])
+
+
+def _units(masks: np.ndarray, work: list, batch_tokens: list[int], target: int) -> list[Unit]:
+    """About ``target`` units: whole batches when there are that many, else each batch cut in
+    proportion to its work."""
     total = sum(int(s.sum()) * batch_tokens[b] for b, _, s in work)
     units = []
     for b, rows, steps in work:
@@ -135,8 +149,9 @@ def plan(
 
 def balance(units: list[Unit], n_workers: int) -> dict[str, float]:
     """Greedy list scheduling of ``units`` in order onto ``n_workers`` identical workers (each
-    takes the next unit when it is free, as the pool does): the total steps and the load
-    imbalance ``max / mean`` of the workers' costs."""
+    takes the next unit when it is free, as the pool does): the total steps, the load
+    imbalance ``max / mean`` of the workers' costs and ``finish``, the busiest worker's cost
+    (token-sublayer runs)."""
     loads = np.zeros(max(1, n_workers))
     for u in units:
         loads[np.argmin(loads)] += u.cost
@@ -144,4 +159,5 @@ def balance(units: list[Unit], n_workers: int) -> dict[str, float]:
     return {
         "steps": float(sum(u.steps for u in units)),
         "imbalance": float(loads.max() / mean) if mean > 0 else 1.0,
+        "finish": float(loads.max()),
     }

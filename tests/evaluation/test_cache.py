@@ -121,7 +121,7 @@ def test_every_option_that_changes_the_numbers_is_in_the_key(tiny_llama, tiny_ta
     # vocabulary chunk of the LM head: a different running log-sum-exp
     g = make_game(tiny_llama, tiny_task, batch_tokens=64)
     g.executor.vocab_chunk = 16
-    keys.add(_cache_key(g, 64))
+    keys.add(_cache_key(g, 64, "cpu"))
     assert not np.array_equal(g.loglik(np.ones(N, bool)), base.loglik(np.ones(N, bool)))
 
     # device: the key's third part; rows stored for the CPU are not served for another device

@@ -128,7 +128,8 @@ def test_prefix_sharing_is_kept_across_workers(cluster):
     model = lf.load(cls(config).eval(), tokenizer=tiny_tokenizer())
     assert model.n_players == 60
     masks = proximity_masks(model.n_players, 3)[0]
-    local = lf.Game(model, make_task(), batch_tokens=10_000, progress=False)
+    # one process, every coalition in one trie (chunk: all of them)
+    local = lf.Game(model, make_task(), batch_tokens=10_000, progress=False, chunk=len(masks))
     local.loglik(masks)
     one = local.executor.sublayer_evaluations
     assert len(local.executor.batches) == 1  # one batch: only coalition cuts can split it

@@ -17,12 +17,15 @@ one per kept sublayer run on one batch, weighted by the batch's real tokens for 
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from .prefix_executor import trie_order
 
+IN_FLIGHT = 2  # units the pool keeps queued per worker, so the next starts while a result travels
 SEARCH = 0.25  # a cut may move this fraction of a chunk's cost to find a shallower branch
 
 
@@ -147,14 +150,30 @@ def _units(masks: np.ndarray, work: list, batch_tokens: list[int], target: int) 
     return units
 
 
-def balance(units: list[Unit], n_workers: int) -> dict[str, float]:
-    """Greedy list scheduling of ``units`` in order onto ``n_workers`` identical workers (each
-    takes the next unit when it is free, as the pool does): the total steps, the load
+def balance(units: list[Unit], n_workers: int, in_flight: int = IN_FLIGHT) -> dict[str, float]:
+    """Simulate the pool on ``units`` in order with ``n_workers`` identical workers: each is
+    first handed ``in_flight`` units in turn, then the next unit whenever it finishes one (as
+    :class:`~layerfast.evaluation.ray_pool.RayPool` does). Returns the total steps, the load
     imbalance ``max / mean`` of the workers' costs and ``finish``, the busiest worker's cost
     (token-sublayer runs)."""
-    loads = np.zeros(max(1, n_workers))
-    for u in units:
-        loads[np.argmin(loads)] += u.cost
+    k = max(1, n_workers)
+    waiting = deque(units)
+    queues: list[deque] = [deque() for _ in range(k)]
+    for _ in range(in_flight):
+        for a in range(k):
+            if waiting:
+                queues[a].append(waiting.popleft())
+    loads = np.zeros(k)
+    events = [(float(queues[a][0].cost), a) for a in range(k) if queues[a]]
+    heapq.heapify(events)
+    while events:
+        t, a = heapq.heappop(events)
+        queues[a].popleft()
+        loads[a] = t
+        if waiting:
+            queues[a].append(waiting.popleft())
+        if queues[a]:
+            heapq.heappush(events, (t + queues[a][0].cost, a))
     mean = loads.mean()
     return {
         "steps": float(sum(u.steps for u in units)),

@@ -15,7 +15,7 @@ code in a worker is not retried: it is raised in the driver with the worker's tr
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +23,9 @@ import numpy as np
 
 from .. import threads as thread_count
 from ..errors import UsageError
-from .partition import Unit
+from .partition import IN_FLIGHT, Unit
 from .worker import SweepWorker, batches_digest
 
-IN_FLIGHT = 2  # units queued per actor, so the next starts while the last result travels
 MAX_RESTARTS = 3  # per actor
 READY_TIMEOUT = 600.0  # seconds for every actor to load its model
 INSTALL_HINT = "pip install 'layerfast[ray]'"
@@ -246,10 +245,16 @@ class RayPool:
             ref = self.actors[a].run.remote(unit.batch, masks[unit.rows], [self._setup_ref])
             in_flight[ref] = (a, unit, time.time())
 
-        for _ in range(IN_FLIGHT):
-            for a in sorted(alive):
-                if queue:
-                    submit(a)
+        def top_up() -> None:
+            """Give every live actor units until it has IN_FLIGHT or the queue is empty."""
+            busy = Counter(a for a, _, _ in in_flight.values())
+            for _ in range(IN_FLIGHT):
+                for a in sorted(alive):
+                    if queue and busy[a] < IN_FLIGHT:
+                        submit(a)
+                        busy[a] += 1
+
+        top_up()
         errors: list[str] = []
         while in_flight:
             [ref], _ = ray.wait(list(in_flight), num_returns=1)
@@ -274,8 +279,7 @@ class RayPool:
                     raise RuntimeError(
                         "every Ray worker died more often than it may restart: " + "; ".join(errors)
                     ) from None
-                if a in alive:
-                    submit(a)  # Ray restarts it; the call waits for the new process
+                top_up()  # Ray restarts the actor; a call to it waits for the new process
                 continue
             stats = self.stats[a]
             stats["units"] += 1
@@ -298,8 +302,7 @@ class RayPool:
                     "store_s": time.perf_counter() - began,
                 }
             )
-            if queue:
-                submit(a)
+            top_up()
             if on_progress is not None:
                 on_progress(self.postfix())
 

@@ -379,3 +379,35 @@ def test_workers_load_a_folder_as_the_spec_says_offloaded_to_disk(cluster, tmp_p
         got = game.loglik(masks)
     assert np.array_equal(got, want)
     assert sorted(p.name for p in (tmp_path / "off").iterdir())[0].startswith("worker-")
+
+
+def test_a_worker_that_stays_dead_leaves_its_units_to_the_others(cluster, monkeypatch):
+    """With no restarts allowed, a killed worker is dropped after its calls fail; the live one
+    takes its units and the sweep completes with the same results."""
+    monkeypatch.setattr(ray_pool, "MAX_RESTARTS", 0)
+    model = tiny("llama")
+    masks = sweeps(model.n_players, seed=5)["proximity"]
+    want = lf.Game(model, make_task(), batch_tokens=48, progress=False).loglik(masks)
+    game = lf.Game(
+        model, make_task(), batch_tokens=48, progress=False, workers=2, threads_per_worker=1
+    )
+    pool = game.pool
+    victim = pool.pids()[0]
+    run, killed = pool.run, []
+
+    def run_and_kill(units, m, on_result, on_progress=None):
+        def hooked(unit, values, worker):
+            on_result(unit, values, worker)
+            if worker == 0 and not killed:
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        return run(units, m, hooked, on_progress)
+
+    pool.run = run_and_kill
+    try:
+        got = game.loglik(masks)
+    finally:
+        game.close()
+    assert killed and np.array_equal(got, want)
+    assert pool.stats[1]["units"] > pool.stats[0]["units"] >= 1

@@ -9,6 +9,10 @@ max/mean over workers when each takes the next unit as it becomes free (goal <= 
 the CPU's batches (2,048 padded tokens), a GPU's (32,768), and everything in one batch (the
 worst case: only cuts inside the trie can spread the work).
 
+Part 1b (``--players 160``): the same counts for the Llama-3-70B shape (160 players, 478
+coalitions) over 1, 8 and 25 batches of equal size, with the attention / MLP split of one
+process's sublayer runs, for the cost model in ``docs/scale.md``.
+
 Part 2 (a real run): the same sweep on ``--run-items`` items with ``workers=2`` (one torch thread
 each) next to the in-process prefix executor (one thread): equal log-likelihoods, the sublayer
 runs the workers reported against the plan, and per unit the Ray overhead (scheduling and
@@ -16,6 +20,7 @@ transfer, measured from wall-clock stamps in the driver and the worker) against 
 
     python benchmarks/bench_scale.py            # both parts
     python benchmarks/bench_scale.py --counts   # part 1 only (no Ray run)
+    python benchmarks/bench_scale.py --players 160   # part 1b only
 """
 
 from __future__ import annotations
@@ -64,6 +69,38 @@ def counts(model, masks: np.ndarray, requests: list, batch_tokens: int) -> list[
     return out
 
 
+def shape_counts(n_players: int) -> None:
+    """Part 1b: plan counts for ``n_players`` over 1, 8 and 25 equal batches."""
+    masks = proximity_masks(n_players, 3)[0]
+    ordered = masks[trie_order(masks)]
+    steps = prefix_steps(ordered)
+    kinds = np.arange(n_players) % 2  # attn0, mlp0, attn1, ...
+    attn = mlp = 0
+    for k in range(len(ordered)):
+        diff = np.flatnonzero(ordered[k] != ordered[k - 1]) if k else np.array([0])
+        start = int(diff[0]) if len(diff) else n_players
+        kept = ordered[k, start:]
+        attn += int((kept & (kinds[start:] == 0)).sum())
+        mlp += int((kept & (kinds[start:] == 1)).sum())
+    print(
+        f"{n_players} players, proximity window 3 = {len(masks)} coalitions: one process runs "
+        f"{int(steps.sum())} sublayers per batch ({attn} attention, {mlp} MLP); the seed's way "
+        f"{len(masks) * n_players}"
+    )
+    for n_batches in (1, 8, 25):
+        need = np.ones((len(masks), n_batches), dtype=bool)
+        tokens = [8192] * n_batches
+        for k in (2, 4, 8):
+            units = plan(masks, need, tokens, k)
+            b = balance(units, k)
+            one = int(steps.sum()) * n_batches
+            print(
+                f"  {n_batches:2d} batches K={k}: {len(units):3d} units, sublayer runs "
+                f"{b['steps'] / one:.3f}x one process, imbalance {b['imbalance']:.3f}, busiest "
+                f"worker's finish {b['finish'] * k / (one * 8192):.3f}x a perfect split"
+            )
+
+
 def real_run(model, task, masks: np.ndarray) -> dict:
     import torch
 
@@ -109,7 +146,11 @@ def main() -> None:
     p.add_argument("--items", type=int, default=None, help="items of part 1 (default all)")
     p.add_argument("--run-items", type=int, default=24, help="capitals items for part 2")
     p.add_argument("--counts", action="store_true", help="part 1 only")
+    p.add_argument("--players", type=int, default=None, help="part 1b only, for this shape")
     args = p.parse_args()
+    if args.players:
+        shape_counts(args.players)
+        return
     model = lf.load(args.model)
     masks = proximity_masks(model.n_players, 3)[0]
     task = lf.tasks.load(args.task, limit=args.items)

@@ -296,6 +296,34 @@ CASES = [
         lambda w: ["--tokenizer", str(w.tmp)],
         before_load=False,
     ),
+    # --- scale-out and placement (issue 16) ----------------------------------------------------
+    flag_case("shapley", "--workers", "0"),
+    flag_case("ablate", "--gpus-per-worker", "0", "--workers", "2"),
+    Case(
+        "ray-address-without-workers",
+        lambda w: w.sweep("shapley", "--ray-address", "auto"),
+        lambda w: ["--ray-address", "needs --workers >= 2"],
+    ),
+    Case(
+        "device-and-device-map",
+        lambda w: w.sweep("ablate", "--device", "cpu", "--device-map", "auto"),
+        lambda w: ["--device", "--device-map"],
+    ),
+    Case(
+        "max-memory-without-device-map",
+        lambda w: w.sweep("ablate", "--max-memory", "cpu=1GiB"),
+        lambda w: ["--max-memory", "need device_map= (--device-map)"],
+    ),
+    Case(
+        "max-memory-malformed",
+        lambda w: w.sweep("ablate", "--device-map", "auto", "--max-memory", "lots"),
+        lambda w: ["--max-memory", "'lots'", "DEVICE=SIZE"],
+    ),
+    Case(
+        "device-map-json-not-an-object",
+        lambda w: w.sweep("ablate", "--device-map", w.file("map.json", "[1, 2]")),
+        lambda w: ["--device-map", "map.json", "object"],
+    ),
     # --- argparse's own errors are exit 2 with the flag named too --------------------------------
     Case(
         "argparse-type", lambda w: w.sweep("ablate", "--limit", "ten"), lambda w: ["--limit", "ten"]

@@ -50,6 +50,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "temperature": _finite(lambda v: v > 0, "a number > 0"),
     "n_random": _int_at_least(0),
     "num_fewshot": _int_at_least(0),
+    "workers": _int_at_least(1),
+    "gpus_per_worker": _finite(lambda v: v > 0, "a number > 0"),
 }
 
 
@@ -70,6 +72,7 @@ def check_flags(args: Any) -> None:
     harness_flags(args)
     text_task_flags(args)
     utility(args)
+    scale_flags(args)
     if getattr(args, "budgets", None):
         bad = [b for b in numbers("--budgets", args.budgets, int) if b < 1]
         if bad:
@@ -82,6 +85,27 @@ def check_flags(args: Any) -> None:
                 f"got {args.split!r}"
             )
     _check_names(args)
+
+
+def scale_flags(args: Any) -> None:
+    """``--ray-address`` and ``--gpus-per-worker`` need ``--workers`` >= 2; the placement flags
+    parse and agree with ``--device``."""
+    workers = getattr(args, "workers", None) or 1
+    for dest in ("ray_address", "gpus_per_worker"):
+        if getattr(args, dest, None) is not None and workers < 2:
+            raise UsageError(f"{flag(dest)} needs --workers >= 2 (got --workers {workers})")
+    if not hasattr(args, "device_map"):
+        return
+    from ..models.loading import check_placement
+    from .common import placement
+
+    where = placement(args)
+    check_placement(
+        getattr(args, "device", None),
+        where.get("device_map"),
+        where.get("max_memory"),
+        where.get("offload_folder"),
+    )
 
 
 HARNESS_PREFIX = "lm_eval:"

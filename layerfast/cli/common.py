@@ -51,9 +51,7 @@ def setup(args):
     batch_tokens = flag_batch_tokens(args)  # None: auto
     # threads are set before the Game is built; "auto" resolved as the Game does it (exactly on
     # the CPU, where threads matter; on CUDA without the task's longest row)
-    workers = getattr(args, "workers", 1)
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
+    workers = getattr(args, "workers", 1)  # checked with the other flags (checks.py)
     distributed = workers is not None and workers > 1
     if distributed:  # --threads is then each worker's (None: the cores shared out)
         n_threads = flag_threads(args)
@@ -138,15 +136,6 @@ def load_model(args):
     tokenizer = load_tokenizer(args.tokenizer, trust) if args.tokenizer is not None else None
     where = {"device": args.device, **placement(args)}
     workers = getattr(args, "workers", 1) or 1
-    if workers > 1:  # checked here: only the workers load with these flags
-        from ..models.loading import check_placement
-
-        check_placement(
-            where["device"],
-            where.get("device_map"),
-            where.get("max_memory"),
-            where.get("offload_folder"),
-        )
     model = load(
         args.model,
         dtype=args.dtype,

@@ -72,6 +72,8 @@ def setup(args):
         ray_address=getattr(args, "ray_address", None),
         threads_per_worker=n_threads if distributed else None,
         gpus_per_worker=getattr(args, "gpus_per_worker", None),
+        players=getattr(args, "players", None),
+        unit=getattr(args, "unit", "sublayer"),
     )
     _GAMES.append(game)
     meta = {
@@ -88,6 +90,8 @@ def setup(args):
     meta["threads"] = n_threads
     if distributed:
         meta["workers"] = workers
+    if not game.player_set.is_every_sublayer:
+        meta["player_choice"] = {"unit": args.unit, "names": game.players}
     meta["truncation"] = game.truncation
     meta["sizing"] = game.sizing
     if isinstance(task, tasks.HarnessTask):

@@ -131,6 +131,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def player_options(p: argparse.ArgumentParser) -> None:
+    """Who the players are: the verbs that only sweep (ablate, shapley, report)."""
+    p.add_argument(
+        "--unit",
+        default="sublayer",
+        choices=["sublayer", "block"],
+        help="what a player is: one sublayer (attn0, mlp0, ...; default) or a whole block "
+        "(block0, block1, ...: both its sublayers)",
+    )
+    p.add_argument(
+        "--players",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated players of the game, e.g. attn0,mlp0,attn1 (or block3,block4 with "
+        "--unit block); the other sublayers are always kept (default: every one)",
+    )
+
+
 def worker_options(p: argparse.ArgumentParser) -> None:
     """Ray scale-out: the sweep verbs'."""
     p.add_argument(
@@ -287,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="single-sublayer ablation sweep")
     _common(p)
+    player_options(p)
     run_options(p)
     p.add_argument(
         "--margin",
@@ -297,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shapley", help="layer Shapley values")
     _common(p)
+    player_options(p)
     run_options(p)
     p.add_argument("--method", default="proximity", choices=list(ESTIMATORS))
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
@@ -316,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="ablation sweep + proximity Shapley (window 3), with figures")
     _common(p)
+    player_options(p)
     run_options(p)
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     p.add_argument(

@@ -11,6 +11,7 @@ having lost at most one batch per coalition in flight.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..progress import progress as progress_bar
 from ..tasks import Task
 from .cache import UtilityCache
 from .naive_executor import NaiveExecutor
+from .players import choose_players
 from .prefix_executor import PrefixExecutor, trie_order
 from .requests import build_requests, model_max_length, requests_fingerprint
 from .sizing import AUTO, longest_row, resolve_sizes
@@ -78,6 +80,13 @@ class Game:
             cores here shared out).
         gpus_per_worker: with ``workers`` on CUDA: GPUs per actor (None: those of the load
             spec's device map or max_memory, else 1).
+        players: the players, a subset of the unit's names (``attn0, mlp0, ...``, or
+            ``block0, ...`` with ``unit="block"``), as a list or a comma-separated string; the
+            other sublayers are always kept. None: every one.
+        unit: "sublayer" (a player is one sublayer) or "block" (both sublayers of a block).
+            Masks given to the game are over its players; a coalition is evaluated as the model
+            keep-mask with the absent players' sublayers off
+            (:mod:`layerfast.evaluation.players`), so sub-games share the full game's cache.
 
     Attributes set here: ``requests``, ``truncation`` ({"max_length", "limit_source",
     "n_truncated", "n_requests"}), ``sizing`` ({"batch_tokens", "memory_budget", "how"}: the
@@ -103,6 +112,8 @@ class Game:
         ray_address: str | None = None,
         threads_per_worker: int | None = None,
         gpus_per_worker: float | None = None,
+        players: Sequence[str] | str | None = None,
+        unit: str = "sublayer",
     ):
         if not isinstance(model, SublayerModel):
             raise TypeError(
@@ -117,6 +128,7 @@ class Game:
         if chunk < 1:
             raise UsageError(f"chunk must be >= 1, got {chunk}")
         workers = _check_workers(workers, ray_address, threads_per_worker, gpus_per_worker)
+        self.player_set = choose_players(model, players, unit)
         self.model = model
         self.task = task
         self.scorer = scorer_for(task)
@@ -151,8 +163,8 @@ class Game:
         self.packing_note = self.executor.packing_note
         self.progress = progress
         self.chunk = chunk
-        self.players = list(model.players)
-        self.n_players = model.n_players
+        self.players = list(self.player_set.names)
+        self.n_players = len(self.players)
         self._memo: dict[str, np.ndarray] = {}
         self._cache = (
             None
@@ -198,12 +210,13 @@ class Game:
 
     # --- evaluation ----------------------------------------------------------------------------
     def check_masks(self, masks) -> np.ndarray:
-        """``masks`` as bool [m, n_players]; see :func:`layerfast.coalitions.as_masks`."""
+        """``masks`` as bool [m, n_players] (the game's players); see
+        :func:`layerfast.coalitions.as_masks`."""
         return as_masks(masks, self.n_players, players=self.players)
 
     def loglik(self, masks) -> np.ndarray:
         """Per-request summed log-likelihoods, float64 [m, n_requests]."""
-        arr = self.check_masks(masks)
+        arr = self.player_set.expand(self.check_masks(masks))  # model keep-masks
         keys = coalition_keys(arr)
         missing = [k for k in dict.fromkeys(keys) if k not in self._memo]
         if missing and self._cache is not None:
@@ -223,7 +236,7 @@ class Game:
         from the per-batch pieces the cache holds."""
         n_batches = max(1, len(self.executor.batches))
         stored = self._cache.get_partials(self._key, keys) if self._cache is not None else {}
-        masks = masks_from_keys(keys, self.n_players)
+        masks = masks_from_keys(keys, self.model.n_players)
         order = trie_order(masks)  # neighbours share prefixes
         masks, keys = masks[order], [keys[i] for i in order]
         bar = _progress(len(keys), self.progress and len(keys) > 1)
@@ -277,7 +290,7 @@ class Game:
 
         batches = self.executor.batches
         stored = self._cache.get_partials(self._key, keys) if self._cache is not None else {}
-        masks = masks_from_keys(keys, self.n_players)
+        masks = masks_from_keys(keys, self.model.n_players)
         rows = np.full((len(keys), len(self.requests)), np.nan, dtype=np.float64)
         need = np.ones((len(keys), len(batches)), dtype=bool)
         for i, key in enumerate(keys):
@@ -345,8 +358,13 @@ class Game:
         return (
             f"Game({self.model.name!r}, task={self.task.name!r} ({len(self.task)} items), "
             f"utility={self.utility!r}, executor={self.executor.name!r}, "
-            f"packed={self.executor.pack})"
+            f"packed={self.executor.pack}{self._players_note()})"
         )
+
+    def _players_note(self) -> str:
+        if self.player_set.is_every_sublayer:
+            return ""
+        return f", players={self.players[0]}..{self.players[-1]} ({self.n_players})"
 
 
 def _check_workers(workers, ray_address, threads_per_worker, gpus_per_worker) -> int | None:

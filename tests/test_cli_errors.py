@@ -298,6 +298,7 @@ CASES = [
     ),
     # --- scale-out and placement (issue 16) ----------------------------------------------------
     flag_case("shapley", "--workers", "0"),
+    flag_case("report", "--item-bootstrap", "1"),
     flag_case("ablate", "--gpus-per-worker", "0", "--workers", "2"),
     Case(
         "ray-address-without-workers",

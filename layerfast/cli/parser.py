@@ -149,6 +149,19 @@ def player_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def item_bootstrap_option(p: argparse.ArgumentParser) -> None:
+    """``--item-bootstrap``: shapley's and report's."""
+    p.add_argument(
+        "--item-bootstrap",
+        type=int,
+        default=200,
+        metavar="B",
+        help="error bars that include the item sample: resample the items B times (paired across "
+        "coalitions, free: from the cached log-likelihoods) and rerun the estimator; adds "
+        "stderr_items, stderr_total and rank stability (default 200; 0: coalition sampling only)",
+    )
+
+
 def worker_options(p: argparse.ArgumentParser) -> None:
     """Ray scale-out: the sweep verbs'."""
     p.add_argument(
@@ -317,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shapley", help="layer Shapley values")
     _common(p)
     player_options(p)
+    item_bootstrap_option(p)
     run_options(p)
     p.add_argument("--method", default="proximity", choices=list(ESTIMATORS))
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
@@ -337,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="ablation sweep + proximity Shapley (window 3), with figures")
     _common(p)
     player_options(p)
+    item_bootstrap_option(p)
     run_options(p)
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     p.add_argument(

@@ -51,6 +51,7 @@ def cmd_shapley(args) -> int:
         budget=args.budget,
         seed=args.seed,
         progress=not args.no_progress,
+        item_bootstrap=args.item_bootstrap,
         **options,
     )
     meta["wall_s"] = time.time() - t0
@@ -77,7 +78,13 @@ def report_pair(args):
     t0 = time.time()
     abl = ablate(game)
     window = REPORT_WINDOW if args.window is None else args.window
-    res = shapley(game, method="proximity", window=window, progress=not args.no_progress)
+    res = shapley(
+        game,
+        method="proximity",
+        window=window,
+        progress=not args.no_progress,
+        item_bootstrap=args.item_bootstrap,
+    )
     meta["wall_s"] = wall = time.time() - t0
     written = outputs.save_ablation(args.out, abl, meta)
     written += outputs.save_shapley(args.out, res, meta)

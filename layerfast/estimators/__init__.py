@@ -10,12 +10,14 @@ float array [m], with an integer attribute ``n_players`` (optional: ``players`` 
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
+from .bootstrap import bootstrap_shapley, check_item_bootstrap
 from .budget import BudgetedGame, BudgetExceeded
 from .estimator import Estimator
 from .exact import ExactEstimator
@@ -37,6 +39,7 @@ def shapley(
     *,
     eval_empty: bool | None = None,
     memo: dict | None = None,
+    item_bootstrap: int = 0,
     **method_options: Any,
 ) -> ShapleyResult:
     """Estimate the Shapley value of every player of ``game``.
@@ -58,6 +61,12 @@ def shapley(
         **method_options: options of the method (e.g. ``window=3`` for proximity); unknown
             names raise :class:`~layerfast.estimators.options.OptionTypeError` (a
             ``UsageError`` and a ``TypeError``) listing the valid ones.
+        item_bootstrap: B > 0 adds the error due to the item sample: the items are resampled
+            B times (paired across coalitions, seeded by ``seed``) and the same method is re-run
+            with the same seed on each reweighted game (:mod:`.bootstrap`; 200 is a good
+            choice). Sets ``stderr_items``, ``stderr_total`` and ``rank_stability``; the
+            per-item terms come from ``game.per_item`` (a game without it gets NaN and a note
+            in ``info["item_bootstrap"]``). 0 (default): off.
 
     Raises:
         UsageError: an unknown method, a bad option value or budget (a budget that is not an
@@ -66,10 +75,12 @@ def shapley(
     """
     est = get_estimator(method, **method_options)
     budget = check_budget_value(budget)
+    item_bootstrap = check_item_bootstrap(item_bootstrap)
     if eval_empty not in (None, True, False):
         raise UsageError("eval_empty must be None, True or False")
     g = BudgetedGame(game, budget=None, memo=memo, progress=progress)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng0 = copy.deepcopy(rng)  # the replicates of the item bootstrap start from the same state
     try:
         res = est.estimate(g, budget, rng)
         if not math.isfinite(res.empty) and eval_empty is not False:
@@ -89,6 +100,14 @@ def shapley(
     res.info.setdefault("seed", seed if isinstance(seed, (int, type(None))) else "generator")
     res.info["n_game_evaluations"] = g.n_game_evaluations
     res.info["n_game_calls"] = g.n_calls
+    if item_bootstrap:
+
+        def run(replicate: BudgetedGame, replicate_rng: np.random.Generator) -> ShapleyResult:
+            return get_estimator(method, **method_options).estimate(
+                replicate, budget, replicate_rng
+            )
+
+        bootstrap_shapley(res, game, run, rng0, item_bootstrap)
     return res
 
 

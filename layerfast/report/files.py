@@ -121,6 +121,9 @@ def save_shapley(out: Path, res: Any, meta: dict, stem: str = "shapley") -> list
         {"player": p, "value": float(v), "stderr": float(s)}
         for p, v, s in zip(res.players, res.values, res.stderr, strict=True)
     ]
+    if getattr(res, "stderr_items", None) is not None:  # the item bootstrap's columns
+        for row, si, st in zip(rows, res.stderr_items, res.stderr_total, strict=True):
+            row.update(stderr_items=float(si), stderr_total=float(st))
     title = f"{meta.get('model', '')} on {meta.get('task', '')}: {res.method} Shapley"
     return [
         write_json(out / f"{stem}.json", {**meta, **res.to_dict()}),

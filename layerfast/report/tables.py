@@ -10,22 +10,39 @@ import numpy as np
 
 from ..estimators.ablation import NOT_ENOUGH_ITEMS, AblationResult
 
+TOP_K = 5  # the rank-stability column: how often a player is among the top 5 Shapley values
+
 
 def ablation_table(abl: AblationResult, res: Any = None, top: int | None = None) -> str:
-    """A plain-text table: one row per player (optionally with Shapley values)."""
+    """A plain-text table: one row per player (optionally with Shapley values); with the item
+    bootstrap, the drop's item-level standard error, the Shapley value's total standard error
+    (coalition sampling and items) and how often the player is in the top 5 across the item
+    resamples."""
     without = "v(N\\{l})"
-    head = f"{'player':>8} {without:>9} {'drop':>8}"
+    items = getattr(abl, "item_bootstrap", 0) > 0
+    head = f"{'player':>8} {without:>9} {'drop':>8}" + (f" {'± items':>8}" if items else "")
+    boot = res is not None and getattr(res, "item_rank_counts", None) is not None
+    top_k = min(TOP_K, len(abl.players))
     if res is not None:
-        head += f" {'shapley':>9} {'± s.e.':>8}"
+        head += f" {'shapley':>9} {'± total' if boot else '± s.e.':>8}"
+        if boot:
+            head += f" {f'P(top{top_k})':>8}"
     lines = [head, "-" * len(head)]
+    stability = res.rank_stability(top_k) if boot else None
     order = range(len(abl.players))
     if top is not None:
         order = np.argsort(-abl.drops, kind="stable")[:top]
     cornerstones = set(abl.cornerstones)
+    drop_se = abl.drop_stderr_items if items else None
     for i in order:
         line = f"{abl.players[i]:>8} {abl.values[i]:9.3f} {abl.drops[i]:8.3f}"
+        if drop_se is not None:
+            line += f" {drop_se[i]:8.3f}"
         if res is not None:
-            line += f" {res.values[i]:9.4f} {res.stderr[i]:8.4f}"
+            se = res.stderr_total if boot else res.stderr
+            line += f" {res.values[i]:9.4f} {se[i]:8.4f}"
+            if stability is not None:
+                line += f" {stability[i]:8.2f}"
         lines.append(line + ("  <- cornerstone" if abl.players[i] in cornerstones else ""))
     return "\n".join(lines)
 
@@ -65,6 +82,7 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         f"- cornerstone test: {abl.cornerstone_note}",
         f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
         f"{res.n_evaluations} coalitions; efficiency gap {efficiency_gap_text(res)}",
+        f"- {error_bars_text(abl, res)}",
         f"- wall time {wall_s:.0f} s on {meta.get('threads', '?')} CPU threads; "
         f"{env['machine']}, {env['date']}",
         "",
@@ -78,6 +96,24 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         "",
     ]
     return "\n".join(lines)
+
+
+def error_bars_text(abl: AblationResult, res: Any) -> str:
+    """What the table's error bars include: the item sample (bootstrap) or not."""
+    b_abl = getattr(abl, "item_bootstrap", 0)
+    b_res = (res.info.get("item_bootstrap") or {}).get("replicates") if res is not None else None
+    if not b_abl and not b_res:
+        return "error bars: coalition sampling only (no item bootstrap)"
+    parts = []
+    if b_abl:
+        parts.append(f"drops ± the item sample (bootstrap over items, B={b_abl})")
+    if b_res:
+        k = min(TOP_K, len(abl.players))
+        parts.append(
+            f"Shapley ± total = coalition sampling and the item sample (B={b_res}); P(top{k})"
+            f" = share of item resamples in which the player is among the top {k}"
+        )
+    return "error bars: " + "; ".join(parts)
 
 
 def _note(meta: dict) -> str:

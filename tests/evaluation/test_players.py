@@ -144,4 +144,8 @@ def test_report_on_chosen_players(flags, tmp_path, model_factory, tiny_tokenizer
     }
     abl = json.loads((out / "ablation.json").read_text())
     assert abl["players"] == want
-    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    md = (out / "report.md").read_text()
+    assert "Shapley ± total = coalition sampling and the item sample (B=200)" in md
+    assert "drops ± the item sample" in md and "P(top3)" in md
+    assert shap["stderr_items"] and all(s is not None for s in shap["stderr_items"])
+    assert (out / "report.html").is_file()

@@ -1,0 +1,240 @@
+"""Bootstrap over the items of a game: the error a Shapley estimate owes to the item sample.
+
+A game with per-item data (``game.per_item(mask)``, float64 [n_items], whose mean is v(S)) is an
+average over a sample of items, so its Shapley values carry item-sampling error on top of the
+coalition-sampling error of the estimator. The bootstrap draws ``B`` resamples of the item
+indices (with replacement, seeded) and, for resample b, the reweighted game
+
+    v_b(S) = sum_i w_bi * per_item(S)_i,   w_bi = (times item i was drawn) / n_items,
+
+paired across coalitions (the same resample for every coalition). The same estimator is run on
+each v_b with the same seed and options: the non-adaptive estimators sample the same coalitions,
+an adaptive one (``truncated``) may take other paths, which is part of the bootstrap. Per-item
+terms are fetched once per distinct coalition and memoised (for an :class:`~layerfast.Game` they
+come from its memo/cache: no forward pass unless a replicate asks for a new coalition), and each
+coalition's B replicate utilities are computed together, so a replicate costs only the
+estimator's own bookkeeping.
+
+``stderr_items`` = the standard deviation (ddof 1) of the B replicate values, per player.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..coalitions import as_masks, coalition_keys
+from ..errors import UsageError, warn
+from .budget import BudgetedGame, player_names
+from .result import ShapleyResult
+
+__all__ = [
+    "DEFAULT_ITEM_BOOTSTRAP",
+    "check_item_bootstrap",
+    "has_per_item",
+    "resample_indices",
+    "index_weights",
+    "ItemTerms",
+    "ReweightedGames",
+    "bootstrap_shapley",
+]
+
+DEFAULT_ITEM_BOOTSTRAP = 200
+NO_PER_ITEM = "the game has no per_item(mask): item-level error not estimated (stderr_items NaN)"
+
+
+def check_item_bootstrap(n_boot: Any) -> int:
+    """``n_boot`` as an int: 0 (off) or >= 2 replicates; UsageError naming ``item_bootstrap``."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise UsageError(f"item_bootstrap must be a whole number >= 0, got {n_boot!r}")
+    if n_boot == 1:
+        raise UsageError("item_bootstrap=1 gives no spread; use 0 (off) or >= 2 (e.g. 200)")
+    return int(n_boot)
+
+
+def has_per_item(game: Any) -> bool:
+    return callable(getattr(game, "per_item", None))
+
+
+def resample_indices(n_items: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` resamples of ``range(n_items)`` with replacement: int64 [n_boot, n_items]."""
+    if n_items < 1:
+        raise ValueError(f"need at least one item to resample, got n_items={n_items}")
+    return rng.integers(0, n_items, size=(n_boot, n_items), dtype=np.int64)
+
+
+def index_weights(idx: np.ndarray, n_items: int) -> np.ndarray:
+    """Resampled indices int [B, k] -> weights float64 [B, n_items]: draws of each item / k
+    (each row sums to 1, so ``weights @ terms`` is the resample's mean)."""
+    B, k = idx.shape
+    flat = (idx + n_items * np.arange(B)[:, None]).reshape(-1)
+    counts = np.bincount(flat, minlength=B * n_items).reshape(B, n_items)
+    return counts / float(k)
+
+
+class ItemTerms:
+    """``game.per_item`` memoised per distinct coalition: masks bool [m, n] -> float64
+    [m, n_items].
+
+    A game with ``loglik`` (an :class:`~layerfast.Game`) first gets the missing coalitions in
+    one batched ``loglik`` call, so a coalition no run has evaluated yet is computed with the
+    others of its batch rather than alone.
+
+    Attributes:
+        n_fetched: distinct coalitions whose terms were fetched from the game.
+    """
+
+    def __init__(self, game: Any) -> None:
+        if not has_per_item(game):
+            raise TypeError("the game has no per_item(mask) method")
+        self.game = game
+        self.n_players = int(game.n_players)
+        self.memo: dict[str, np.ndarray] = {}
+        self.n_items: int | None = None
+
+    @property
+    def n_fetched(self) -> int:
+        return len(self.memo)
+
+    def __call__(self, masks: Any) -> np.ndarray:
+        masks = as_masks(masks, self.n_players)
+        keys = coalition_keys(masks)
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        missing = [k for k in first if k not in self.memo]
+        if len(missing) > 1 and callable(getattr(self.game, "loglik", None)):
+            self.game.loglik(masks[[first[k] for k in missing]])
+        for k in missing:
+            t = np.asarray(self.game.per_item(masks[first[k]]), dtype=np.float64).reshape(-1)
+            if self.n_items is None:
+                self.n_items = t.shape[0]
+            elif t.shape[0] != self.n_items:
+                raise ValueError(
+                    f"game.per_item returned {t.shape[0]} terms for coalition {k}, "
+                    f"{self.n_items} for an earlier one"
+                )
+            self.memo[k] = t
+        if not keys:
+            return np.zeros((0, self.n_items or 0))
+        return np.stack([self.memo[k] for k in keys])
+
+
+class ReweightedGames:
+    """The B reweighted games v_b(S) = weights[b] @ per_item(S), sharing one memo: each
+    coalition's B utilities are computed together, once.
+
+    Args:
+        terms: the game's memoised per-item terms.
+        weights: float64 [B, n_items], rows summing to 1 (see :func:`index_weights`).
+        players, chance: passed on to the replicate games.
+    """
+
+    def __init__(
+        self, terms: ItemTerms, weights: np.ndarray, players: list[str], chance: Any = None
+    ) -> None:
+        self.terms = terms
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.players = list(players)
+        self.chance = chance
+        self.n_players = terms.n_players
+        self._values: dict[str, np.ndarray] = {}
+
+    @property
+    def n_replicates(self) -> int:
+        return self.weights.shape[0]
+
+    def values(self, masks: Any) -> np.ndarray:
+        """Replicate utilities float64 [m, B] of bool masks [m, n]."""
+        masks = as_masks(masks, self.n_players)
+        keys = coalition_keys(masks)
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        missing = [k for k in first if k not in self._values]
+        if missing:
+            t = self.terms(masks[[first[k] for k in missing]])  # [k, n_items]
+            if t.shape[1] != self.weights.shape[1]:
+                raise ValueError(
+                    f"game.per_item gives {t.shape[1]} terms, the resamples have "
+                    f"{self.weights.shape[1]} items"
+                )
+            self._values.update(zip(missing, t @ self.weights.T))
+        if not keys:
+            return np.zeros((0, self.n_replicates))
+        return np.stack([self._values[k] for k in keys])
+
+    def replicate(self, b: int) -> Callable[[np.ndarray], np.ndarray]:
+        """The game v_b: a callable bool [m, n] -> float64 [m] with ``n_players``, ``players``
+        and ``chance``."""
+        return _Replicate(self, b)
+
+
+class _Replicate:
+    def __init__(self, games: ReweightedGames, b: int) -> None:
+        self.games, self.b = games, b
+        self.n_players, self.players, self.chance = games.n_players, games.players, games.chance
+
+    def __call__(self, masks: Any) -> np.ndarray:
+        return self.games.values(masks)[:, self.b]
+
+
+def bootstrap_shapley(
+    res: ShapleyResult,
+    game: Any,
+    run: Callable[[Any, np.random.Generator], ShapleyResult],
+    rng0: np.random.Generator,
+    n_boot: int,
+) -> ShapleyResult:
+    """Add the item bootstrap to ``res`` (in place; returned): ``stderr_items``,
+    ``item_replicates`` [B, n] and ``info["item_bootstrap"]``.
+
+    Args:
+        res: the estimate on ``game``.
+        game: the game ``res`` was estimated on; without ``per_item`` nothing is resampled
+            (stderr_items stays NaN and ``info["item_bootstrap"]["note"]`` says why).
+        run: ``run(replicate_game, rng)`` re-runs the estimator (same method, options, budget)
+            on a replicate game with a generator ``rng``.
+        rng0: a copy of the generator as it was before the estimate on ``game``: every
+            replicate gets a fresh copy of it (the same seed), and the item resamples are drawn
+            from a generator seeded by it (deterministic, independent of the replicates).
+        n_boot: number of replicates B (>= 2).
+    """
+    n_boot = check_item_bootstrap(n_boot)
+    record: dict = {"replicates": n_boot}
+    res.info["item_bootstrap"] = record
+    if n_boot == 0:
+        return res
+    if not has_per_item(game):
+        record.update(replicates=0, note=NO_PER_ITEM)
+        return res
+    terms = ItemTerms(game)
+    n = res.n_players
+    full_terms = terms(np.ones((1, n), dtype=bool))[0]
+    n_items = full_terms.shape[0]
+    _check_mean(full_terms, res.full)
+    item_rng = np.random.default_rng(copy.deepcopy(rng0).integers(2**63))
+    weights = index_weights(resample_indices(n_items, n_boot, item_rng), n_items)
+    games = ReweightedGames(terms, weights, player_names(game, n), getattr(game, "chance", None))
+    reps = np.empty((n_boot, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the main run already warned (e.g. no stderr)
+        for b in range(n_boot):
+            reps[b] = run(BudgetedGame(games.replicate(b)), copy.deepcopy(rng0)).values
+    res.set_item_replicates(reps)
+    record.update(n_items=n_items, n_coalitions=terms.n_fetched)
+    if n_items < 2:
+        record["note"] = "one item: no item-level spread can be estimated"
+    return res
+
+
+def _check_mean(full_terms: np.ndarray, full: float) -> None:
+    """Warn when the per-item terms of v(N) do not average to v(N) (a game whose ``per_item``
+    is not the utility's decomposition: the item bootstrap would measure something else)."""
+    mean = float(np.mean(full_terms)) if full_terms.size else math.nan
+    if math.isfinite(full) and not math.isclose(mean, full, rel_tol=1e-6, abs_tol=1e-9):
+        warn(
+            f"the per-item terms of v(N) average to {mean:.6g}, not v(N) = {full:.6g}: "
+            "stderr_items resamples a different quantity"
+        )

@@ -255,13 +255,17 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def print_table(summary, cost, exact_tokens) -> None:
+    naive = cost["naive_token_sublayer_evaluations"]
     print(
         f"\nexact: {cost['n_coalitions']} coalitions in {cost['wall_s']:.0f} s; "
         f"{cost['token_sublayer_evaluations']:,} token-sublayer evaluations run "
         f"(naive {cost['naive_token_sublayer_evaluations']:,}: "
-        f"{cost['naive_token_sublayer_evaluations'] / max(1, cost['token_sublayer_evaluations']):.1f}x)"
+        f"{naive / max(1, cost['token_sublayer_evaluations']):.1f}x)"
     )
-    head = f"{'estimator':<32} {'budget':>6} {'RMSE':>8} {'[p20, p80]':>18} {'rho':>6} {'cover':>6} {'compute':>8}"
+    head = (
+        f"{'estimator':<32} {'budget':>6} {'RMSE':>8} {'[p20, p80]':>18} {'rho':>6} "
+        f"{'cover':>6} {'compute':>8}"
+    )
     print(head + "\n" + "-" * len(head))
     for s in sorted(summary, key=lambda s: (s["family"], s["estimator"], s["budget"])):
         cover = "" if not np.isfinite(s["coverage_median"]) else f"{s['coverage_median']:.2f}"
@@ -409,7 +413,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--task", default="capitals")
-    p.add_argument("--limit", type=int, default=16, help="task items")
+    p.add_argument("--limit", type=int, default=10, help="task items")
     p.add_argument("--utility", default="acc_norm")
     p.add_argument("--players", default=PLAYERS, help="12 (or fewer) block players")
     p.add_argument("--seeds", type=int, default=10)

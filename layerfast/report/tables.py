@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..estimators.ablation import NOT_ENOUGH_ITEMS, AblationResult
+from .significance import significance_table
 
 TOP_K = 5  # the rank-stability column: how often a player is among the top 5 Shapley values
 
@@ -95,6 +96,9 @@ def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -
         "```",
         "",
     ]
+    told = significance_table(abl, res, meta.get("n_items"))
+    if told is not None:
+        lines += [told, ""]
     return "\n".join(lines)
 
 

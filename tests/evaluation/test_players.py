@@ -147,5 +147,6 @@ def test_report_on_chosen_players(flags, tmp_path, model_factory, tiny_tokenizer
     md = (out / "report.md").read_text()
     assert "Shapley ± total = coalition sampling and the item sample (B=200)" in md
     assert "drops ± the item sample" in md and "P(top3)" in md
+    assert "Told from zero at 6 items" in md and "| items for Shapley |" in md
     assert shap["stderr_items"] and all(s is not None for s in shap["stderr_items"])
     assert (out / "report.html").is_file()

@@ -51,6 +51,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n_random": _int_at_least(0),
     "num_fewshot": _int_at_least(0),
     "workers": _int_at_least(1),
+    "budget_compute": _finite(lambda v: v > 0, "a number > 0"),
     "item_bootstrap": (lambda v: v == 0 or v >= 2, "0 (off) or a whole number >= 2"),
     "gpus_per_worker": _finite(lambda v: v > 0, "a number > 0"),
 }

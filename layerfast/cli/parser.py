@@ -336,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=None, help=WINDOW_HELP)
     p.add_argument("--budget", type=int, default=None, help="max distinct coalitions evaluated")
     p.add_argument(
+        "--budget-compute",
+        type=float,
+        default=None,
+        metavar="C",
+        help="cap the compute instead (permutation, kernel): token-sublayer evaluations, a kept "
+        "sublayer run on one real token, prefix sharing counted; info['compute'] in "
+        "shapley.json reports what was spent",
+    )
+    p.add_argument(
         "--budgets",
         default=None,
         help="comma-separated budgets: also write a convergence plot (estimates vs budget)",

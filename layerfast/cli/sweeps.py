@@ -52,6 +52,7 @@ def cmd_shapley(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         item_bootstrap=args.item_bootstrap,
+        budget_compute=args.budget_compute,
         **options,
     )
     meta["wall_s"] = time.time() - t0

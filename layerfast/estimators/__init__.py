@@ -40,6 +40,7 @@ def shapley(
     eval_empty: bool | None = None,
     memo: dict | None = None,
     item_bootstrap: int = 0,
+    budget_compute: float | None = None,
     **method_options: Any,
 ) -> ShapleyResult:
     """Estimate the Shapley value of every player of ``game``.
@@ -67,6 +68,13 @@ def shapley(
             choice). Sets ``stderr_items``, ``stderr_total`` and ``rank_stability``; the
             per-item terms come from ``game.per_item`` (a game without it gets NaN and a note
             in ``info["item_bootstrap"]``). 0 (default): off.
+        budget_compute: cap on the compute the estimate may spend, in token-sublayer
+            evaluations (a kept sublayer run on one real token; ``lf.Game.cost`` prices a set
+            of coalitions as its executor runs them, prefix sharing included; coalitions
+            already in memory are free). For the sampling methods that grow their sample unit
+            by unit: permutation and kernel. With it, ``budget`` (coalitions) defaults to
+            min(2^n, 100,000). ``info["compute"]`` reports the compute spent, with or without
+            a cap, for a game that has ``cost``.
 
     Raises:
         UsageError: an unknown method, a bad option value or budget (a budget that is not an
@@ -78,11 +86,38 @@ def shapley(
     item_bootstrap = check_item_bootstrap(item_bootstrap)
     if eval_empty not in (None, True, False):
         raise UsageError("eval_empty must be None, True or False")
-    g = BudgetedGame(game, budget=None, memo=memo, progress=progress)
+    if budget_compute is not None:
+        if isinstance(budget_compute, bool) or not float(budget_compute) > 0:
+            raise UsageError(f"budget_compute must be a number > 0, got {budget_compute!r}")
+        if method not in COMPUTE_CAPPED:
+            raise UsageError(
+                f"budget_compute caps the methods that grow their sample unit by unit "
+                f"({', '.join(COMPUTE_CAPPED)}), not {method!r}; its cost is reported in "
+                "info['compute']"
+            )
+        if budget is None:
+            budget = int(min(2.0 ** int(game.n_players), 100_000))
+    g = BudgetedGame(game, budget=None, memo=memo, progress=progress, compute_cap=budget_compute)
+    priced = callable(getattr(game, "cost", None))
+    counter = getattr(getattr(game, "executor", None), "token_sublayer_evaluations", None)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     rng0 = copy.deepcopy(rng)  # the replicates of the item bootstrap start from the same state
     try:
-        res = est.estimate(g, budget, rng)
+        try:
+            res = est.estimate(g, budget, rng)
+        except (UsageError, BudgetExceeded) as e:
+            # under a compute cap the first fixed evaluations (v(N), v(empty)) or the first
+            # unit may not fit
+            if budget_compute is None or not (
+                isinstance(e, BudgetExceeded) or "leaves no room" in str(e)
+            ):
+                raise
+            res = None
+        if budget_compute is not None and (res is None or res.info.get("n_pairs", 1) == 0):
+            raise UsageError(
+                f"budget_compute={budget_compute:g} is too small for one sampled unit of "
+                f"{method!r} (two antithetic coalition sets); raise it"
+            )
         if not math.isfinite(res.empty) and eval_empty is not False:
             if eval_empty and budget is None:
                 g.budget = (g.budget or 0) + 1  # no user limit: allow the extra evaluation
@@ -100,16 +135,28 @@ def shapley(
     res.info.setdefault("seed", seed if isinstance(seed, (int, type(None))) else "generator")
     res.info["n_game_evaluations"] = g.n_game_evaluations
     res.info["n_game_calls"] = g.n_calls
+    if priced:
+        ran = getattr(game.executor, "token_sublayer_evaluations", None)
+        res.info["compute"] = {
+            "unit": "token-sublayer evaluations",
+            "priced": int(g.compute_used) if budget_compute is not None else None,
+            "run": None if counter is None or ran is None else int(ran - counter),
+            "cap": budget_compute,
+        }
     if item_bootstrap:
+        # under a compute cap the replicates may use the coalitions the estimate used, no more
+        replicate_budget = g.n_evaluations if budget_compute is not None else budget
 
         def run(replicate: BudgetedGame, replicate_rng: np.random.Generator) -> ShapleyResult:
             return get_estimator(method, **method_options).estimate(
-                replicate, budget, replicate_rng
+                replicate, replicate_budget, replicate_rng
             )
 
         bootstrap_shapley(res, game, run, rng0, item_bootstrap)
     return res
 
+
+COMPUTE_CAPPED = ("permutation", "kernel")
 
 __all__ = [
     "shapley",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..coalitions import as_masks, coalition_keys
-from ..errors import LayerfastError
+from ..errors import LayerfastError, UsageError
 from ..progress import progress as progress_bar
 
 __all__ = ["BudgetedGame", "BudgetExceeded", "player_names"]
@@ -74,6 +74,7 @@ class BudgetedGame:
         budget: int | None = None,
         memo: dict | None = None,
         progress: bool = False,
+        compute_cap: float | None = None,
     ) -> None:
         if not callable(game):
             raise TypeError("game must be callable: bool[m, n] -> float[m]")
@@ -88,6 +89,15 @@ class BudgetedGame:
         self.n_calls = 0
         self._progress = progress
         self._bar = None
+        # compute (token-sublayer evaluations, the game's ``cost``) spent by this run, and the
+        # cap on it; a game without ``cost`` cannot be capped
+        self.compute_cap = compute_cap
+        self.compute_used = 0
+        if compute_cap is not None and not callable(getattr(game, "cost", None)):
+            raise UsageError(
+                "budget_compute needs a game that can price coalitions (an lf.Game, whose "
+                "cost() counts token-sublayer evaluations)"
+            )
 
     # -- keys ---------------------------------------------------------------------------------
     def _as_masks(self, masks: Any) -> np.ndarray:
@@ -127,18 +137,34 @@ class BudgetedGame:
         ``units`` is a list of mask arrays (e.g. the coalitions of one antithetic pair).
         """
         remaining = self.remaining
-        if remaining == math.inf:
-            return len(units)
-        new: set = set()
-        k = 0
-        for u in units:
-            ks = set(self.keys(u)) - self.seen
-            cand = new | ks
-            if len(cand) > remaining:
-                break
-            new = cand
-            k += 1
-        return k
+        k = len(units)
+        if remaining != math.inf:
+            new: set = set()
+            k = 0
+            for u in units:
+                ks = set(self.keys(u)) - self.seen
+                cand = new | ks
+                if len(cand) > remaining:
+                    break
+                new = cand
+                k += 1
+        if self.compute_cap is None or k == 0:
+            return k
+        # the compute of a prefix of units grows with the prefix: the largest that fits
+        lo, hi = 0, k
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._cost(np.concatenate(units[:mid])) <= self.compute_cap - self.compute_used:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _cost(self, masks: np.ndarray) -> int:
+        """Compute the game would spend on ``masks`` now (0 for coalitions in the memo)."""
+        keys = coalition_keys(self._as_masks(masks))
+        fresh = [i for i, k in enumerate(keys) if k not in self.memo]
+        return int(self.game.cost(np.asarray(masks)[fresh])) if fresh else 0
 
     def is_seen(self, mask: Any) -> bool:
         return self.keys(mask)[0] in self.seen
@@ -170,6 +196,15 @@ class BudgetedGame:
         if to_eval:
             rows = np.array([first[k] for k in to_eval], dtype=np.int64)
             sub = np.ascontiguousarray(masks[rows])
+            if self.compute_cap is not None:
+                spend = self._cost(sub)
+                if self.compute_used + spend > self.compute_cap:
+                    raise BudgetExceeded(
+                        f"request needs {spend} token-sublayer evaluations but only "
+                        f"{self.compute_cap - self.compute_used:.0f} of budget_compute "
+                        f"{self.compute_cap:.0f} are left"
+                    )
+                self.compute_used += spend
             out = np.asarray(self.game(sub), dtype=np.float64).reshape(-1)
             if out.shape[0] != len(rows):
                 raise ValueError(

@@ -341,6 +341,27 @@ class Game:
         if self._cache is not None:
             self._cache.put_many(self._key, zip(keys, rows))
 
+    def cost(self, masks) -> int:
+        """Token-sublayer evaluations that ``loglik(masks)`` would run now (bool masks [m,
+        n_players]): the coalitions not yet in memory, in trie order, cut into chunks of
+        ``chunk`` as :meth:`loglik` runs them, each chunk sharing prefixes; kept sublayers run
+        times the real tokens of every batch. Coalitions only in the disk cache are counted
+        too (an upper bound), and so is nothing for a state the memory budget makes the
+        prefix executor recompute (``executor.recomputed_steps``)."""
+        from .partition import prefix_steps
+
+        arr = self.player_set.expand(self.check_masks(masks))
+        keys = [k for k in dict.fromkeys(coalition_keys(arr)) if k not in self._memo]
+        if not keys:
+            return 0
+        todo = masks_from_keys(keys, self.model.n_players)
+        todo = todo[trie_order(todo)]
+        steps = sum(
+            int(prefix_steps(todo[i : i + self.chunk]).sum())
+            for i in range(0, len(todo), self.chunk)
+        )
+        return steps * sum(b.n_tokens for b in self.executor.batches)
+
     def __call__(self, masks) -> np.ndarray:
         """Utilities float64 [m] for bool masks [m, n_players] (True = kept)."""
         return np.array(

@@ -345,8 +345,11 @@ def plot(summary, cost, path: Path) -> None:
         ylabel="Spearman rho with the exact ranking",
         title="ranking",
     )
+    from matplotlib.ticker import NullFormatter
+
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap
     axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(
         f"{cost['model']} on {cost['task']} x{cost['items']} ({cost['utility']}), "

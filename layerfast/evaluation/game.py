@@ -255,13 +255,7 @@ class Game:
         batches outermost; each finished batch is stored in one transaction, and the finished
         rows (assembled with the stored pieces) in one more."""
         batches = self.executor.batches
-        rows = np.full((len(keys), len(self.requests)), np.nan, dtype=np.float64)
-        need = np.ones((len(keys), len(batches)), dtype=bool)
-        for i, key in enumerate(keys):
-            for b, values in stored.get(key, {}).items():
-                if 0 <= b < len(batches) and len(values) == len(batches[b].request_index):
-                    rows[i, batches[b].request_index] = values
-                    need[i, b] = False
+        rows, need = self._assemble(keys, stored)
         run = np.flatnonzero(need.any(axis=1))
 
         def on_batch(b: int, computed: np.ndarray, values: np.ndarray) -> None:
@@ -291,13 +285,7 @@ class Game:
         batches = self.executor.batches
         stored = self._cache.get_partials(self._key, keys) if self._cache is not None else {}
         masks = masks_from_keys(keys, self.model.n_players)
-        rows = np.full((len(keys), len(self.requests)), np.nan, dtype=np.float64)
-        need = np.ones((len(keys), len(batches)), dtype=bool)
-        for i, key in enumerate(keys):
-            for b, values in stored.get(key, {}).items():
-                if 0 <= b < len(batches) and len(values) == len(batches[b].request_index):
-                    rows[i, batches[b].request_index] = values
-                    need[i, b] = False
+        rows, need = self._assemble(keys, stored)
         done = [i for i in range(len(keys)) if not need[i].any()]
         self._finish([keys[i] for i in done], rows[done])
         if self.pool is None:
@@ -332,6 +320,20 @@ class Game:
                 bar.close()
         if need.any():
             raise RuntimeError("the Ray workers left (coalition, batch) pairs unevaluated")
+
+    def _assemble(self, keys: list[str], stored: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Rows float64 [len(keys), n_requests] filled from the stored per-batch pieces
+        (``stored``: key -> {batch: values}; NaN elsewhere), and ``need`` bool [len(keys),
+        n_batches]: the (coalition, batch) pairs still to run."""
+        batches = self.executor.batches
+        rows = np.full((len(keys), len(self.requests)), np.nan, dtype=np.float64)
+        need = np.ones((len(keys), len(batches)), dtype=bool)
+        for i, key in enumerate(keys):
+            for b, values in stored.get(key, {}).items():
+                if 0 <= b < len(batches) and len(values) == len(batches[b].request_index):
+                    rows[i, batches[b].request_index] = values
+                    need[i, b] = False
+        return rows, need
 
     def _finish(self, keys: list[str], rows: np.ndarray) -> None:
         """Memoise and store finished coalitions' rows float64 [len(keys), n_requests]."""

@@ -123,12 +123,17 @@ class NaiveExecutor:
                 tick(1)
         return out
 
+    def final_hidden(self, state, batch: Batch) -> torch.Tensor:
+        """The final-normed hidden states [N, d] at the batch's scored positions, on the last
+        block's device."""
+        h = self.model.residual(state)  # [B, T, d]
+        picked = h[batch.rows.to(h.device), batch.positions.to(h.device)]  # [N, d]
+        return self.model.adapter.final_norm()(picked)
+
     def score(self, state, batch: Batch) -> np.ndarray:
         """Summed log-prob per request of the batch (``batch.request_index`` order) from the
         residual state after the last sublayer."""
-        h = self.model.residual(state)  # [B, T, d], on the last block's device
-        picked = h[batch.rows.to(h.device), batch.positions.to(h.device)]  # [N, d]
-        hidden = self.model.adapter.final_norm()(picked)
+        hidden = self.final_hidden(state, batch)
         with self.model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
             device = weight.device
             lp = token_logprobs(

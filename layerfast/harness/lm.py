@@ -319,9 +319,7 @@ class _GreedyExecutor(PrefixExecutor):
 
     def score(self, state, batch: Batch) -> np.ndarray:
         """:meth:`NaiveExecutor.score` (the same log-probs, bit for bit), plus ``greedy``."""
-        h = self.model.residual(state)  # [B, T, d], on the last block's device
-        picked = h[batch.rows.to(h.device), batch.positions.to(h.device)]  # [N, d]
-        hidden = self.model.adapter.final_norm()(picked)
+        hidden = self.final_hidden(state, batch)
         with self.model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
             device = weight.device
             lp, top = token_logprobs_greedy(

@@ -125,11 +125,15 @@ def save_shapley(out: Path, res: Any, meta: dict, stem: str = "shapley") -> list
         for row, si, st in zip(rows, res.stderr_items, res.stderr_total, strict=True):
             row.update(stderr_items=float(si), stderr_total=float(st))
     title = f"{meta.get('model', '')} on {meta.get('task', '')}: {res.method} Shapley"
+    error = res.stderr
+    if getattr(res, "item_rank_counts", None) is not None:  # the item bootstrap ran
+        error = res.stderr_total
+        title += " (error bars: coalition sampling and items)"
     return [
         write_json(out / f"{stem}.json", {**meta, **res.to_dict()}),
         write_csv(out / f"{stem}.csv", rows),
         *with_svg(
-            lambda path: plot_shapley(res.players, res.values, res.stderr, path, title=title),
+            lambda path: plot_shapley(res.players, res.values, error, path, title=title),
             out / f"{stem}.png",
         ),
     ]

@@ -301,9 +301,11 @@ class Game:
             rows[np.ix_(idx, batches[b].request_index)] = values
             need[idx, b] = False
             self.n_batches_run += len(idx)
-            if self._cache is not None:
-                self._cache.put_partials(self._key, b, [(keys[i], v) for i, v in zip(idx, values)])
             finished = [i for i in idx if not need[i].any()]
+            if self._cache is not None:  # the finished rows go whole into the cache below
+                pieces = [(keys[i], v) for i, v in zip(idx, values) if need[i].any()]
+                if pieces:
+                    self._cache.put_partials(self._key, b, pieces)
             self.n_forward += len(finished)
             self._finish([keys[i] for i in finished], rows[finished])
             if bar is not None:

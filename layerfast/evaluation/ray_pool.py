@@ -27,6 +27,8 @@ from .partition import IN_FLIGHT, Unit
 from .worker import SweepWorker, batches_digest
 
 MAX_RESTARTS = 3  # per actor
+RETRY_S = 0.5  # first wait before sending units to an actor whose call failed (doubles)
+RETRY_MAX_S = 30.0
 READY_TIMEOUT = 600.0  # seconds for every actor to load its model
 INSTALL_HINT = "pip install 'layerfast[ray]'"
 
@@ -143,7 +145,7 @@ class RayPool:
         )
         self.actors = [actor.remote(*args) for _ in range(n_workers)]
         self._setup_ref = None
-        self.failures = [0] * n_workers
+        self.failures = [0] * n_workers  # units lost per actor (its process died or restarted)
         self.units_rerun = 0  # units lost with a dead worker and run again
         self.pairs_rerun = 0  # their (coalition, batch) pairs
         self.stats: list[dict[str, float]] = [
@@ -237,8 +239,12 @@ class RayPool:
         queue = deque(units)
         alive = set(range(len(self.actors)))
         in_flight: dict[Any, tuple[int, Unit, float]] = {}
-
         last_end = [0.0] * len(self.actors)  # wall time the worker's last unit ended
+        # an actor Ray is restarting fails calls at once: wait before sending it more
+        not_before = [0.0] * len(self.actors)
+        down_since: dict[int, float] = {}  # actor -> when it first failed in a row
+        tries = [0] * len(self.actors)  # failed calls in a row, for the wait
+        errors: list[str] = []
 
         def submit(a: int) -> None:
             unit = queue.popleft()
@@ -246,41 +252,60 @@ class RayPool:
             in_flight[ref] = (a, unit, time.time())
 
         def top_up() -> None:
-            """Give every live actor units until it has IN_FLIGHT or the queue is empty."""
+            """Give every live, reachable actor units until it has IN_FLIGHT or the queue is
+            empty."""
+            now = time.time()
             busy = Counter(a for a, _, _ in in_flight.values())
             for _ in range(IN_FLIGHT):
                 for a in sorted(alive):
-                    if queue and busy[a] < IN_FLIGHT:
+                    if queue and busy[a] < IN_FLIGHT and now >= not_before[a]:
                         submit(a)
                         busy[a] += 1
 
+        def lost(a: int, unit: Unit, error: BaseException) -> None:
+            """The unit died with its actor: put it back; drop an actor Ray reports dead for
+            good, or one that stays unreachable past READY_TIMEOUT."""
+            queue.appendleft(unit)
+            self.units_rerun += 1
+            self.pairs_rerun += len(unit.rows)
+            self.failures[a] += 1
+            now = time.time()
+            first = down_since.setdefault(a, now)
+            dead = isinstance(error, ray.exceptions.ActorDiedError)
+            if a in alive and (dead or now - first > READY_TIMEOUT):
+                alive.discard(a)
+                errors.append(f"worker {a}: {_reason(error)}")
+            tries[a] += 1
+            not_before[a] = now + min(RETRY_MAX_S, RETRY_S * 2 ** min(tries[a] - 1, 10))
+
         top_up()
-        errors: list[str] = []
-        while in_flight:
-            [ref], _ = ray.wait(list(in_flight), num_returns=1)
+        while in_flight or queue:
+            if not alive:
+                self._cancel(in_flight)
+                raise RuntimeError(
+                    "every Ray worker died more often than it may restart: " + "; ".join(errors)
+                )
+            if not in_flight:  # every live actor is restarting: wait for the first to be due
+                time.sleep(max(0.0, min(not_before[a] for a in alive) - time.time()))
+                top_up()
+                continue
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=RETRY_S)
+            if not ready:
+                top_up()
+                continue
+            ref = ready[0]
             a, unit, sent = in_flight.pop(ref)
             try:
                 values, info = ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # our own code raised in the worker
                 self._cancel(in_flight)
                 raise RuntimeError(f"Ray worker {a} failed on batch {unit.batch}: {e}") from None
-            except ray.exceptions.RayActorError as e:  # the worker process died
-                queue.appendleft(unit)
-                self.units_rerun += 1
-                self.pairs_rerun += len(unit.rows)
-                self.failures[a] += 1
-                # each death fails the units it had in flight; past its restarts Ray fails
-                # every call at once
-                if self.failures[a] > (MAX_RESTARTS + 1) * IN_FLIGHT and a in alive:
-                    alive.discard(a)
-                    errors.append(f"worker {a}: {_reason(e)}")
-                if not alive:
-                    self._cancel(in_flight)
-                    raise RuntimeError(
-                        "every Ray worker died more often than it may restart: " + "; ".join(errors)
-                    ) from None
-                top_up()  # Ray restarts the actor; a call to it waits for the new process
+            except ray.exceptions.RayActorError as e:  # the worker process died or restarts
+                lost(a, unit, e)
+                top_up()
                 continue
+            down_since.pop(a, None)
+            tries[a] = 0
             stats = self.stats[a]
             stats["units"] += 1
             stats["pairs"] += len(unit.rows)
@@ -316,7 +341,15 @@ class RayPool:
 
     def pids(self) -> list[int]:
         """The actors' current process ids (a restarted actor has a new one)."""
-        return [int(p) for p in self._ray.get([a.pid.remote() for a in self.actors])]
+        ray = self._ray
+        deadline = time.time() + READY_TIMEOUT
+        while True:
+            try:
+                return [int(p) for p in ray.get([a.pid.remote() for a in self.actors])]
+            except ray.exceptions.ActorUnavailableError:  # one is restarting: ask again
+                if time.time() > deadline:
+                    raise
+                time.sleep(RETRY_S)
 
     def _cancel(self, in_flight: dict) -> None:
         for ref in in_flight:

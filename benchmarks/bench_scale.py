@@ -34,7 +34,7 @@ import rows
 import layerfast as lf
 from layerfast.estimators.proximity import proximity_masks
 from layerfast.evaluation.batching import build_rows, make_batches
-from layerfast.evaluation.partition import balance, plan, prefix_steps
+from layerfast.evaluation.partition import balance, plan, prefix_steps, shared_prefixes
 from layerfast.evaluation.prefix_executor import trie_order
 from layerfast.evaluation.requests import build_requests
 
@@ -76,10 +76,8 @@ def shape_counts(n_players: int) -> None:
     steps = prefix_steps(ordered)
     kinds = np.arange(n_players) % 2  # attn0, mlp0, attn1, ...
     attn = mlp = 0
-    for k in range(len(ordered)):
-        diff = np.flatnonzero(ordered[k] != ordered[k - 1]) if k else np.array([0])
-        start = int(diff[0]) if len(diff) else n_players
-        kept = ordered[k, start:]
+    for row, start in zip(ordered, shared_prefixes(ordered)):
+        kept = row[start:]
         attn += int((kept & (kinds[start:] == 0)).sum())
         mlp += int((kept & (kinds[start:] == 1)).sum())
     print(

@@ -92,14 +92,15 @@ def check_flags(args: Any) -> None:
 def scale_flags(args: Any) -> None:
     """``--ray-address`` and ``--gpus-per-worker`` need ``--workers`` >= 2; the placement flags
     parse and agree with ``--device``."""
-    workers = getattr(args, "workers", None) or 1
+    from .common import n_workers, placement
+
+    workers = n_workers(args)
     for dest in ("ray_address", "gpus_per_worker"):
         if getattr(args, dest, None) is not None and workers < 2:
             raise UsageError(f"{flag(dest)} needs --workers >= 2 (got --workers {workers})")
     if not hasattr(args, "device_map"):
         return
     from ..models.loading import check_placement
-    from .common import placement
 
     where = placement(args)
     check_placement(

@@ -51,8 +51,8 @@ def setup(args):
     batch_tokens = flag_batch_tokens(args)  # None: auto
     # threads are set before the Game is built; "auto" resolved as the Game does it (exactly on
     # the CPU, where threads matter; on CUDA without the task's longest row)
-    workers = getattr(args, "workers", 1)  # checked with the other flags (checks.py)
-    distributed = workers is not None and workers > 1
+    workers = n_workers(args)  # checked with the other flags (checks.py)
+    distributed = workers > 1
     if distributed:  # --threads is then each worker's (None: the cores shared out)
         n_threads = flag_threads(args)
     else:
@@ -139,7 +139,7 @@ def load_model(args):
     trust = bool(getattr(args, "trust_remote_code", False))
     tokenizer = load_tokenizer(args.tokenizer, trust) if args.tokenizer is not None else None
     where = {"device": args.device, **placement(args)}
-    workers = getattr(args, "workers", 1) or 1
+    workers = n_workers(args)
     model = load(
         args.model,
         dtype=args.dtype,
@@ -148,17 +148,23 @@ def load_model(args):
         **(driver_placement(args) if workers > 1 else where),
     )
     if workers > 1:  # the workers load the model where the flags say
+        folder = where.get("offload_folder")
         model.load_spec.update(
             device=None if args.device is None else str(args.device),
             device_map=where.get("device_map"),
             max_memory=where.get("max_memory"),
-            offload_folder=None if args.offload_folder is None else str(args.offload_folder),
+            offload_folder=None if folder is None else str(folder),
         )
     if model.tokenizer is None:
         raise UsageError(
             f"model {args.model} has no tokenizer: name a tokenizer folder with --tokenizer DIR"
         )
     return model
+
+
+def n_workers(args) -> int:
+    """``--workers`` (1 for a verb without the flag)."""
+    return getattr(args, "workers", None) or 1
 
 
 SWEEP_ONLY = ("ablate", "shapley", "report")  # verbs whose driver never runs the model

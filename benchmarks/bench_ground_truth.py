@@ -202,9 +202,12 @@ def estimator_runs(args, lf, game, exact, table, compute) -> list[dict]:
             res.stderr,
             res.n_evaluations,
         )
+    ours = [m for m in OURS if m != "truncated" or game.chance is not None]
+    if len(ours) < len(OURS):
+        print(f"  truncated left out: utility {game.utility!r} has no chance level", flush=True)
     for budget in args.budgets:
         for seed in range(args.seeds):
-            for method in OURS:
+            for method in ours:
                 try:
                     res = lf.shapley(tg, method=method, budget=budget, seed=seed)
                 except Exception as e:  # noqa: BLE001 (recorded, the sweep goes on)
@@ -486,7 +489,7 @@ def main() -> None:
     print(f"results: {out}/runs.csv, summary.csv, ground_truth.json")
     plot(summary, cost, Path(args.figure))
     if not args.no_rows:
-        size = f"{game.model.name} {args.task} x{args.limit} {game.n_players} blocks"
+        size = f"{game.model.name} {args.task} x{args.limit} {args.utility} {game.n_players} blocks"
         rows.append(result_rows(summary, runs, cost, size, dtype, str(game.model.device)))
     print(f"total wall {time.perf_counter() - t_start:.0f} s")
 

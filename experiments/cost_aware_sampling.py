@@ -40,6 +40,9 @@ from layerfast.evaluation.partition import prefix_steps
 from layerfast.evaluation.prefix_executor import trie_order
 
 ROOT = Path(__file__).resolve().parents[1]
+# Repeated coalitions are free, so a cap near the whole space's compute may never bind: stop
+# drawing units after this many.
+MAX_DRAWS = 5000
 
 
 class Table:
@@ -98,7 +101,7 @@ def kernel_fit(t: Table, z: np.ndarray, stratum: np.ndarray, weights: np.ndarray
 
 def run_kernel(t: Table, cap: int, rng) -> tuple[np.ndarray, np.ndarray]:
     z = np.zeros((0, t.n), bool)
-    while True:
+    for _ in range(MAX_DRAWS):
         new = sample_kernel_coalitions(t.n, 1, rng)
         cand = np.concatenate([z, new])
         if t.cost(np.concatenate([cand, ~cand, _ends(t.n)])) > cap:
@@ -138,7 +141,7 @@ def cluster_sampler(t: Table, h: int, J: int) -> Callable:
 def run_cluster(t: Table, cap: int, rng, h: int, J: int):
     draw = cluster_sampler(t, h, J)
     z, unit = np.zeros((0, t.n), bool), np.zeros(0, int)
-    while True:
+    for _ in range(MAX_DRAWS):
         new = draw(rng)
         cand = np.concatenate([z, new])
         if t.cost(np.concatenate([cand, ~cand, _ends(t.n)])) > cap:
@@ -191,7 +194,7 @@ def run_strata(t: Table, cap: int, rng):
     counts = np.zeros(S, int)
     z, stratum = np.zeros((0, t.n), bool), np.zeros(0, int)
     order = [s for s in range(S) for _ in range(2)]  # two pairs per stratum first
-    while True:
+    for _ in range(MAX_DRAWS):
         if order:
             s = order.pop(0)
         else:  # the stratum furthest below its allocated share
@@ -215,7 +218,7 @@ def run_border(t: Table, cap: int, rng):
     interior = p[1 : n - 2] / p[1 : n - 2].sum()
     W = np.array([p[0] + p[n - 2], 1.0 - p[0] - p[n - 2]])
     z = border
-    while True:
+    for _ in range(MAX_DRAWS):
         s = rng.choice(np.arange(2, n - 1), p=interior)
         new = np.zeros((1, n), bool)
         new[0, rng.choice(n, s, replace=False)] = True

@@ -70,10 +70,19 @@ class Table:
         return int(prefix_steps(model[trie_order(model)]).sum())
 
 
-def kernel_fit(t: Table, z: np.ndarray, stratum: np.ndarray, weights: np.ndarray):
-    """KernelSHAP on pairs (z, ~z), bool [P, n], stratum int [P] (units for the stderr: one
-    cluster or one pair), weights float [n_strata] (1 stratum: plain means). Returns
-    (values [n], stderr [n])."""
+def kernel_fit(
+    t: Table,
+    z: np.ndarray,
+    stratum: np.ndarray,
+    weights: np.ndarray,
+    cluster: np.ndarray | None = None,
+    sampled: np.ndarray | None = None,
+):
+    """KernelSHAP on pairs (z, ~z), bool [P, n], with stratum int [P] and weights float
+    [n_strata] (1 stratum: plain means). The stderr's i.i.d. units are the pairs, or the
+    clusters of ``cluster`` int [P] (equal-sized, one stratum); a stratum that ``sampled`` bool
+    [n_strata] marks False was enumerated and adds no error. stderr is NaN where a sampled
+    stratum has fewer than two units. Returns (values [n], stderr [n])."""
     n = t.n
     full, empty = t.table[-1], t.table[0]
     Z = np.stack([z, ~z], axis=1).astype(np.float64)  # [P, 2, n]
@@ -91,11 +100,18 @@ def kernel_fit(t: Table, z: np.ndarray, stratum: np.ndarray, weights: np.ndarray
     Kinv = np.linalg.pinv(K)
     beta = (Kinv @ np.r_[b, full - empty])[:n]
     psi = (np.einsum("jpa,jp->ja", Z, Y - Z @ beta) / 2) @ Kinv[:n, :n].T  # [P, n]
+    if cluster is not None:  # a cluster's pairs are one unit: their mean influence
+        per = np.zeros((cluster.max() + 1, n))
+        np.add.at(per, cluster, psi)
+        psi, stratum = per / np.bincount(cluster)[:, None], np.zeros(len(per), int)
     var = np.zeros(n)
     for s in range(S):
         ps = psi[stratum == s]
-        if len(ps) >= 2:
-            var += weights[s] ** 2 * ps.var(axis=0, ddof=1) / len(ps)
+        if sampled is not None and not sampled[s]:
+            continue
+        if len(ps) < 2:
+            return beta, np.full(n, np.nan)
+        var += weights[s] ** 2 * ps.var(axis=0, ddof=1) / len(ps)
     return beta, np.sqrt(var)
 
 
@@ -149,19 +165,7 @@ def run_cluster(t: Table, cap: int, rng, h: int, J: int):
         z, unit = cand, np.r_[unit, np.full(J, unit.max() + 1 if len(unit) else 0)]
     if len(z) == 0:
         return np.full(t.n, np.nan), np.full(t.n, np.nan)
-    # clusters are the i.i.d. units: the pair influences summed within a cluster
-    beta, _ = kernel_fit(t, z, np.zeros(len(z), int), np.ones(1))
-    n = t.n
-    Z = np.stack([z, ~z], axis=1).astype(np.float64)
-    Y = np.stack([t.v(z), t.v(~z)], axis=1) - t.table[0]
-    A = np.einsum("jpa,jpb->ab", Z, Z) / (2 * len(z))
-    K = np.zeros((n + 1, n + 1))
-    K[:n, :n], K[:n, n], K[n, :n] = A, 1.0, 1.0
-    psi = (np.einsum("jpa,jp->ja", Z, Y - Z @ beta) / 2) @ np.linalg.pinv(K)[:n, :n].T
-    per = np.zeros((unit.max() + 1, n))
-    np.add.at(per, unit, psi / J)
-    se = per.std(axis=0, ddof=1) / math.sqrt(len(per)) if len(per) >= 2 else np.full(n, np.nan)
-    return beta, se
+    return kernel_fit(t, z, np.zeros(len(z), int), np.ones(1), cluster=unit)
 
 
 def strata_sampler(t: Table):
@@ -227,7 +231,7 @@ def run_border(t: Table, cap: int, rng):
             break
         z = cand
     stratum = np.r_[np.zeros(n, int), np.ones(len(z) - n, int)]
-    return kernel_fit(t, z, stratum, W)
+    return kernel_fit(t, z, stratum, W, sampled=np.array([False, True]))
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from layerfast.estimators.exact import int_to_masks
 from layerfast.estimators.kernel import kernel_size_probs, sample_kernel_coalitions
 from layerfast.evaluation.partition import prefix_steps
 from layerfast.evaluation.prefix_executor import trie_order
@@ -120,14 +121,16 @@ def run_kernel(t: Table, cap: int, rng) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(MAX_DRAWS):
         new = sample_kernel_coalitions(t.n, 1, rng)
         cand = np.concatenate([z, new])
-        if t.cost(np.concatenate([cand, ~cand, _ends(t.n)])) > cap:
+        if not _fits(t, cand, cap):
             break
         z = cand
     return kernel_fit(t, z, np.zeros(len(z), int), np.ones(1))
 
 
-def _ends(n: int) -> np.ndarray:
-    return np.stack([np.ones(n, bool), np.zeros(n, bool)])
+def _fits(t: Table, z: np.ndarray, cap: int) -> bool:
+    """Whether pairs (z, ~z), bool [P, n], with v(N) and v(empty) cost at most ``cap``."""
+    ends = np.stack([np.ones(t.n, bool), np.zeros(t.n, bool)])
+    return t.cost(np.concatenate([z, ~z, ends])) <= cap
 
 
 def cluster_sampler(t: Table, h: int, J: int) -> Callable:
@@ -160,7 +163,7 @@ def run_cluster(t: Table, cap: int, rng, h: int, J: int):
     for _ in range(MAX_DRAWS):
         new = draw(rng)
         cand = np.concatenate([z, new])
-        if t.cost(np.concatenate([cand, ~cand, _ends(t.n)])) > cap:
+        if not _fits(t, cand, cap):
             break
         z, unit = cand, np.r_[unit, np.full(J, unit.max() + 1 if len(unit) else 0)]
     if len(z) == 0:
@@ -205,7 +208,7 @@ def run_strata(t: Table, cap: int, rng):
             s = int(np.argmax(alloc * (counts.sum() + 1) - counts))
         new = draw(s + 1, rng)[None]
         cand = np.concatenate([z, new])
-        if t.cost(np.concatenate([cand, ~cand, _ends(t.n)])) > cap:
+        if not _fits(t, cand, cap):
             break
         z, stratum = cand, np.r_[stratum, s]
         counts[s] += 1
@@ -227,7 +230,7 @@ def run_border(t: Table, cap: int, rng):
         new = np.zeros((1, n), bool)
         new[0, rng.choice(n, s, replace=False)] = True
         cand = np.concatenate([z, new])
-        if t.cost(np.concatenate([cand, ~cand, _ends(n)])) > cap:
+        if not _fits(t, cand, cap):
             break
         z = cand
     stratum = np.r_[np.zeros(n, int), np.ones(len(z) - n, int)]
@@ -244,7 +247,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="folder for cost_aware.csv")
     args = p.parse_args()
     t = Table(Path(args.truth))
-    exact_cost = t.cost(((np.arange(1 << t.n)[:, None] >> np.arange(t.n)) & 1).astype(bool))
+    exact_cost = t.cost(int_to_masks(np.arange(1 << t.n), t.n))
     schemes = {
         "kernel (i.i.d. pairs)": run_kernel,
         "first-removal strata": run_strata,

@@ -1,5 +1,5 @@
 """Build script: the optional C++ statistics extension ``layerfast._block_stats_cpp``
-(csrc/block_stats.cpp, pybind11 + OpenMP, no PyTorch headers).
+(layerfast/kernels/block_stats.cpp, pybind11 + OpenMP, no PyTorch headers).
 
 ``LAYERFAST_NO_EXT=1`` skips it, and a failed compile only warns (``optional=True``): the package
 always works without it, and ``layerfast.activations.dispatch.available()`` says which backends
@@ -38,7 +38,7 @@ def extensions() -> list:
     return [
         Extension(
             "layerfast._block_stats_cpp",
-            sources=["csrc/block_stats.cpp"],
+            sources=["layerfast/kernels/block_stats.cpp"],
             include_dirs=[pybind11.get_include()],
             language="c++",
             extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden", *arch, *openmp],

@@ -8,7 +8,7 @@ model, and every estimator's error against them at equal budget and at equal com
 2. Every estimator at every budget and seed, on the game's memoised values (a table of the
    4,096 utilities, so this part costs no forward pass): ours through ``lf.shapley``
    (``permutation``, ``truncated``, ``kernel``; ``proximity`` at windows 1-3, a fixed cost), and
-   shapiq's first-order approximators through ``layerfast.estimators.interop`` (raw values; the
+   shapiq's first-order approximators through ``layerfast.bridges.shapiq`` (raw values; the
    empty-set baseline ``iv[()]`` is left out, the first-order values ``iv[(i,)]`` are compared).
    Per run: RMSE and Spearman's rho against the exact values, the coverage of the reported
    stderr (|est - exact| <= 1.96 stderr; ours only), the distinct coalitions used, and what they
@@ -89,8 +89,8 @@ class Compute:
 
     def steps(self, masks: np.ndarray) -> tuple[int, int]:
         """(prefix-shared, naive) kept sublayer runs per batch for player masks bool [m, n]."""
-        from layerfast.evaluation.partition import prefix_steps
         from layerfast.evaluation.prefix_executor import trie_order
+        from layerfast.evaluation.ray.partition import prefix_steps
 
         model_masks = self.expand(masks)
         ordered = model_masks[trie_order(model_masks)]
@@ -155,7 +155,7 @@ def exact_pass(args, lf):
 
 def estimator_runs(args, lf, game, exact, table, compute) -> list[dict]:
     """One record per (estimator, budget, seed)."""
-    from layerfast.estimators.interop import to_shapiq_game
+    from layerfast.bridges.shapiq import to_shapiq_game
     from layerfast.estimators.ranks import spearman
 
     tg = TableGame(table, game.players, game.chance)

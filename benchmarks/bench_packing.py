@@ -26,9 +26,9 @@ import rows
 import layerfast as lf
 from layerfast.evaluation import batching
 from layerfast.evaluation.naive_executor import NaiveExecutor
-from layerfast.evaluation.requests import build_requests
-from layerfast.evaluation.utility import Scorer
 from layerfast.tasks import Item, Task
+from layerfast.tasks.requests import build_requests
+from layerfast.tasks.scoring import Scorer
 
 
 def five_shot(task: Task, limit: int) -> Task:

@@ -3,7 +3,7 @@ cost little per unit?
 
 Part 1 (machine-independent counts): the seed paper's proximity sweep (window 3) of the packaged
 SmolLM2-135M (60 players, 178 coalitions) over the capitals task, cut for K = 2, 4, 8 workers by
-:func:`layerfast.evaluation.partition.plan`. For each batch layout it prints the total sublayer
+:func:`layerfast.evaluation.ray.partition.plan`. For each batch layout it prints the total sublayer
 runs relative to one process's prefix executor (goal <= 1.10 at K = 4) and the load imbalance
 max/mean over workers when each takes the next unit as it becomes free (goal <= 1.2). Layouts:
 the CPU's batches (2,048 padded tokens), a GPU's (32,768), and everything in one batch (the
@@ -34,9 +34,9 @@ import rows
 import layerfast as lf
 from layerfast.estimators.proximity import proximity_masks
 from layerfast.evaluation.batching import build_rows, make_batches
-from layerfast.evaluation.partition import balance, plan, prefix_steps, shared_prefixes
 from layerfast.evaluation.prefix_executor import trie_order
-from layerfast.evaluation.requests import build_requests
+from layerfast.evaluation.ray.partition import balance, plan, prefix_steps, shared_prefixes
+from layerfast.tasks.requests import build_requests
 
 LAYOUTS = {"cpu batches (2048 tokens)": 2048, "gpu batches (32768 tokens)": 32768, "one batch": 0}
 

@@ -48,8 +48,8 @@ def run_path(args) -> dict:
     import layerfast as lf
     from layerfast.evaluation.naive_executor import NaiveExecutor
     from layerfast.evaluation.prefix_executor import PrefixExecutor
-    from layerfast.evaluation.requests import build_requests
-    from layerfast.evaluation.utility import Scorer
+    from layerfast.tasks.requests import build_requests
+    from layerfast.tasks.scoring import Scorer
 
     torch.manual_seed(0)
     model = load_model(args)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import layerfast as lf
-from layerfast.evaluation.utility import Scorer
+from layerfast.tasks.scoring import Scorer
 
 
 def main() -> None:

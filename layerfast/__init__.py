@@ -9,7 +9,7 @@
 
 Importing the package is cheap: the model, task and estimator modules load on first use.
 It also makes ``lm_eval.simple_evaluate(model="layerfast", ...)`` work without importing the
-harness (:mod:`layerfast.harness.registration`).
+harness (:mod:`layerfast.bridges.lm_eval_registration`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .harness import registration as _harness_registration
+from .bridges import lm_eval_registration as _harness_registration
 
 __version__ = "0.2.0"
 _harness_registration.install()
@@ -47,7 +47,7 @@ _SUBMODULES = {
     "activations": "layerfast.activations",
     "hallucination": "layerfast.hallucination",
     "report": "layerfast.report",
-    "utility": "layerfast.evaluation.utility",
+    "utility": "layerfast.tasks.scoring",
     "executor": "layerfast.evaluation.naive_executor",
     "cache": "layerfast.evaluation.cache",
 }

@@ -460,7 +460,7 @@ def test_a_bug_keeps_its_traceback(capsys, monkeypatch):
 def test_choices_come_from_the_registries():
     from layerfast.activations.dispatch import BACKENDS
     from layerfast.estimators import ESTIMATORS
-    from layerfast.evaluation.utility import UTILITIES
+    from layerfast.tasks.scoring import UTILITIES
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "verb").choices

@@ -4,7 +4,7 @@ input is checked.
 The op has one name per layer:
 
 * kernels: ``_block_stats_kernel`` (Triton, ``layerfast/kernels/block_stats.py``) and the C++/OpenMP
-  extension ``layerfast._block_stats_cpp`` (``csrc/block_stats.cpp``);
+  extension ``layerfast._block_stats_cpp`` (``layerfast/kernels/block_stats.cpp``);
 * host wrappers, returning raw :class:`~.finish.Partials` from input assumed checked:
   :func:`~.triton_block_stats.triton_block_stats`, :func:`~.cpp_block_stats.cpp_block_stats`;
 * :func:`~.finish.finish`: partials -> the fp64 accumulators, once for both kernels;
@@ -132,10 +132,10 @@ def _check_kernel_takes(backend: str, device: torch.device, dtype: torch.dtype) 
 
 def _host_wrapper(backend: str) -> Callable[..., Partials]:
     if backend == "cpp":
-        from .cpp_block_stats import cpp_block_stats
+        from .block_stats_cpp import cpp_block_stats
 
         return cpp_block_stats
-    from .triton_block_stats import triton_block_stats
+    from .block_stats_triton import triton_block_stats
 
     return triton_block_stats
 

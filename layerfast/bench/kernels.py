@@ -42,12 +42,12 @@ def providers(x_in, x_out, mask) -> dict[str, Callable[[], object]]:
     reasons = dispatch.available()
     out: dict[str, Callable[[], object]] = {}
     if device.type == "cpu" and not reasons["cpp"]:
-        from ..activations.cpp_block_stats import cpp_block_stats
+        from ..activations.block_stats_cpp import cpp_block_stats
 
         out["cpp kernel"] = lambda: cpp_block_stats(x_in, x_out, mask, 1e-5, False)
         out["cpp + finish"] = lambda: dispatch.block_stats(x_in, x_out, mask, 1e-5, False, "cpp")
     if device.type == "cuda" and not reasons["triton"]:
-        from ..activations.triton_block_stats import triton_block_stats
+        from ..activations.block_stats_triton import triton_block_stats
 
         out["triton kernel"] = lambda: triton_block_stats(x_in, x_out, mask, 1e-5, False)
         out["triton + finish"] = lambda: dispatch.block_stats(

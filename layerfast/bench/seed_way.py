@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..evaluation.batching import build_rows, make_batches
-from ..evaluation.requests import Request
 from ..models import SublayerModel
+from ..tasks.requests import Request
 
 
 class SeedWayScorer:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..evaluation.requests import Request
+from ..tasks.requests import Request
 
 # Llama-architecture shapes (transformers LlamaConfig fields); vocab as the real models'.
 RANDOM_SHAPES: dict[str, dict] = {
@@ -147,7 +147,7 @@ def load_workload(
         )
     import layerfast as lf
 
-    from ..evaluation.requests import build_requests
+    from ..tasks.requests import build_requests
 
     full = lf.tasks.load(task, delimiter=delimiter)
     sample = lf.tasks.load(full, limit=min(limit, len(full)), seed=seed)

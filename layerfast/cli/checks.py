@@ -171,7 +171,7 @@ def utility(args: Any) -> None:
     (:func:`layerfast.cli.common.setup`); for a text: task nll or ppl (:func:`text_task_flags`)."""
     if not hasattr(args, "utility") or is_harness_task(args) or is_text_task(args):
         return
-    from ..evaluation.utility import UTILITIES
+    from ..tasks.scoring import UTILITIES
 
     if args.utility is None:
         args.utility = "acc_norm"
@@ -245,7 +245,7 @@ def _check_names(args: Any) -> None:
         except UsageError as e:
             raise UsageError(f"--texts: {e}") from None
     if args.verb == "eavss":
-        from ..evaluation.utility import ACCURACY_UTILITIES
+        from ..tasks.scoring import ACCURACY_UTILITIES
 
         if args.utility not in ACCURACY_UTILITIES:
             raise UsageError(

@@ -6,10 +6,10 @@
 The verb builds the harness's command line (``--model layerfast --model_args {...} --tasks ...
 --output_path OUT``, plus whatever follows ``--``, e.g. ``-- --log_samples --seed 1``) and runs the
 harness's console entry point (``lm_eval.__main__.cli_evaluate``) in this process, where
-``import layerfast`` has registered the model (:mod:`layerfast.harness.registration`). So the
-options, the printed results table (``make_table``) and the results JSON
-(``OUT/<model>/results_<date>.json``) are the harness's own. Checked before anything loads: the
-form of the ``--remove`` names, the options after ``--`` (none that this verb sets itself), and
+``import layerfast`` has registered the model (:mod:`layerfast.bridges.lm_eval_registration`). So
+the options, the printed results table (``make_table``) and the results JSON
+(``OUT/<model>/results_<date>.json``) are the harness's own. Checked before anything loads: the form
+of the ``--remove`` names, the options after ``--`` (none that this verb sets itself), and
 ``--include-path`` (:func:`layerfast.cli.checks.harness_flags`); the harness checks the task names
 before it builds the model (an unknown one is a one-line error here), and the model checks the
 players right after it loads.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..harness.players import parse_removed
+from ..players import parse_removed
 from .checks import batch_tokens as flag_batch_tokens
 from .checks import threads as flag_threads
 from .common import done

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..estimators import ESTIMATORS
-from ..evaluation.utility import UTILITIES
+from ..tasks.scoring import UTILITIES
 
 
 class RegistryChoices(Sequence):

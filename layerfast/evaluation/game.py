@@ -21,13 +21,13 @@ from ..errors import UsageError, warn
 from ..models import SublayerModel
 from ..progress import progress as progress_bar
 from ..tasks import Task
+from ..tasks.requests import build_requests, model_max_length, requests_fingerprint
+from ..tasks.scoring import scorer_for
 from .cache import UtilityCache
 from .naive_executor import NaiveExecutor
 from .players import choose_players
 from .prefix_executor import PrefixExecutor, trie_order
-from .requests import build_requests, model_max_length, requests_fingerprint
 from .sizing import AUTO, longest_row, resolve_sizes
-from .utility import scorer_for
 
 EXECUTORS = {"prefix": PrefixExecutor, "naive": NaiveExecutor}
 
@@ -39,7 +39,7 @@ class Game:
         model: a :class:`SublayerModel` (see ``lf.load``).
         task: a :class:`Task` (see ``lf.tasks.load``), or a task that brings its own requests
             and scorer (methods ``requests(tokenizer, max_length)`` and ``scorer()``, e.g. an
-            ``lm_eval:`` task, :class:`~layerfast.tasks.harness.HarnessTask`).
+            ``lm_eval:`` task, :class:`~layerfast.bridges.lm_eval_tasks.HarnessTask`).
         utility: "acc" | "acc_norm" | "acc_bytes" | "logprob" | "margin" for a :class:`Task`;
             a metric of the task (``task.utilities``) for an ``lm_eval:`` task. None: the
             task's default (acc_norm; for an ``lm_eval:`` task acc_norm if it has it, else acc).
@@ -54,7 +54,7 @@ class Game:
             the cache key (a recomputed state is the same state).
         max_length: longest request in tokens; longer ones are left-truncated as the harness
             does, with one warning counting them (``truncation``). None: the model's own limit
-            (:func:`~layerfast.evaluation.requests.model_max_length`).
+            (:func:`~layerfast.tasks.requests.model_max_length`).
         progress: show a progress bar counting coalitions.
         pack: share each item's context across its choices (one row per item, see
             :mod:`layerfast.evaluation.batching`); turned off, with the reason in ``packing_note``,
@@ -64,13 +64,13 @@ class Game:
             finished batch of a chunk is written to the cache at once, so a kill loses at most
             one batch of forward work per coalition of the chunk in flight).
         workers: None or 1: evaluate in this process. K > 1: on K Ray actors
-            (:mod:`layerfast.evaluation.ray_pool`, ``pip install 'layerfast[ray]'``), started
+            (:mod:`layerfast.evaluation.ray.pool`, ``pip install 'layerfast[ray]'``), started
             here, each loading the model once (as ``model.load_spec`` says, which may name
             another device or a device map than the driver's copy; or through Ray's object
             store for a model built in memory), on one GPU each (or the GPUs of its device
             map) or on a share of the CPU cores. "auto" sizes are resolved on the workers
             (the smallest kept). The missing (coalition, batch) pairs are cut into units
-            that keep prefix sharing (:mod:`layerfast.evaluation.partition`); only this
+            that keep prefix sharing (:mod:`layerfast.evaluation.ray.partition`); only this
             process writes the cache, as each unit arrives. Results equal the in-process ones
             (bit for bit at the same thread count). Call :meth:`close` (or use ``with``) to
             stop the actors.
@@ -139,7 +139,7 @@ class Game:
         self._ray = {"pool": None}
         pool = None
         if workers is not None:
-            from .ray_pool import RayPool
+            from .ray.pool import RayPool
 
             pool = self._ray["pool"] = RayPool(
                 model, workers, ray_address, threads_per_worker, gpus_per_worker
@@ -180,7 +180,7 @@ class Game:
 
     @property
     def pool(self):
-        """The :class:`~layerfast.evaluation.ray_pool.RayPool` of ``workers`` (None in this
+        """The :class:`~layerfast.evaluation.ray.pool.RayPool` of ``workers`` (None in this
         process, or once closed)."""
         return self._ray["pool"]
 
@@ -277,10 +277,10 @@ class Game:
 
     def _evaluate_on_workers(self, keys: list[str]) -> None:
         """Run the coalitions ``keys`` on the Ray workers: the (coalition, batch) pairs the
-        cache lacks are cut into units (:func:`~layerfast.evaluation.partition.plan`), and each
+        cache lacks are cut into units (:func:`~layerfast.evaluation.ray.partition.plan`), and each
         unit's result is stored here as it arrives; a coalition's row is finished (memo and
         cache) once its last batch is in."""
-        from .partition import plan
+        from .ray.partition import plan
 
         batches = self.executor.batches
         stored = self._cache.get_partials(self._key, keys) if self._cache is not None else {}
@@ -352,7 +352,7 @@ class Game:
         times the real tokens of every batch. Coalitions only in the disk cache are counted
         too (an upper bound), and so is nothing for a state the memory budget makes the
         prefix executor recompute (``executor.recomputed_steps``)."""
-        from .partition import prefix_steps
+        from .ray.partition import prefix_steps
 
         arr = self.player_set.expand(self.check_masks(masks))
         keys = [k for k in dict.fromkeys(coalition_keys(arr)) if k not in self._memo]

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from ..models import SublayerModel
+from ..tasks.requests import Request
 from .batching import Batch, build_rows, make_batches
 from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
-from .requests import Request
 from .sizing import CPU_BATCH_TOKENS
 
 # on_batch(batch index, rows of the masks computed int [k], values float64 [k, R_b])

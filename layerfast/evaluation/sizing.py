@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from ..tasks.requests import Request
 from .logprobs import DEFAULT_VOCAB_CHUNK
-from .requests import Request
 
 CPU_BATCH_TOKENS = 2048  # padded tokens per batch on the CPU (the values CPU caches hold)
 CPU_MEMORY_BUDGET = 1 << 30  # bytes of kept states per batch on the CPU (1 GiB)

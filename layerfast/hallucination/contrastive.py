@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 from ..errors import UsageError
 from ..evaluation.batching import pad_right
-from ..evaluation.requests import build_requests
 from ..models import SublayerModel, load
 from ..progress import progress as progress_bar
 from ..tasks import Task
+from ..tasks.requests import build_requests
 
 
 @dataclass(frozen=True)

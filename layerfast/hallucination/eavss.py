@@ -31,9 +31,9 @@ from ..activations.collect import stats_model as model_for_stats
 from ..activations.dispatch import block_stats, resolve
 from ..errors import UsageError
 from ..evaluation.batching import pad_right
-from ..evaluation.requests import Request
 from ..models import SublayerModel
 from ..progress import progress as progress_bar
+from ..tasks.requests import Request
 
 SCOPES = ("answer", "sequence")
 SCORES = ("hsav", "hss", "eavss")
@@ -241,7 +241,7 @@ def eavss(
     game: an existing ``lf.Game`` on ``task`` to reuse its cached evaluations.
     """
     from ..evaluation.game import Game
-    from ..evaluation.utility import ACCURACY_UTILITIES
+    from ..tasks.scoring import ACCURACY_UTILITIES
 
     if utility not in ACCURACY_UTILITIES:
         raise UsageError(

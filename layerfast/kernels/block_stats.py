@@ -2,10 +2,10 @@
 and output residual streams per launch.
 
 This module holds only the ``@triton.jit`` function; its host wrapper (grid, allocation) is
-:func:`layerfast.activations.triton_block_stats.triton_block_stats`, and the input checks are done
+:func:`layerfast.activations.block_stats_triton.triton_block_stats`, and the input checks are done
 once, in :func:`layerfast.activations.dispatch.block_stats`.
 
-Same contract as the C++ kernel (``csrc/block_stats.cpp``), the
+Same contract as the C++ kernel (``layerfast/kernels/block_stats.cpp``), the
 :class:`layerfast.activations.finish.Partials`: per-row scalars ``rows`` [5, B, T] (dot product of
 output and input, |output|^2, |input|^2, count of |output| < threshold, count of NaN/inf outputs)
 and per-segment channel moments ``seg_mean``/``seg_m2`` [B, S, d] over ``SEG_LEN`` consecutive

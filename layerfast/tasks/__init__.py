@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..bridges.lm_eval_tasks import PREFIX as HARNESS_PREFIX
+from ..bridges.lm_eval_tasks import HarnessTask, load_harness
 from ..errors import UsageError
 from .builtin import BUILTIN, bigbench
-from .harness import PREFIX as HARNESS_PREFIX
-from .harness import HarnessTask, load_harness
 from .task import Item, Task, TaskFormatError, read_jsonl
 from .text_task import PREFIX as TEXT_PREFIX
 from .text_task import TextTask, load_text
@@ -52,7 +52,8 @@ def load(
     num_fewshot: int | None = None,
 ) -> Task | HarnessTask | TextTask:
     """A task by built-in name ('capitals', 'analogies', 'bigbench:<task>'), JSONL path, or
-    lm-evaluation-harness task or group ('lm_eval:<name>', :mod:`layerfast.tasks.harness`), or
+    lm-evaluation-harness task or group ('lm_eval:<name>',
+    :mod:`layerfast.bridges.lm_eval_tasks`), or
     plain text ('text:lee', 'text:pydoc', 'text:<file>', :func:`text`; limit: the first
     ``limit`` documents).
 

@@ -8,7 +8,7 @@ file (one document per line). Blank documents are skipped; ``n`` keeps the first
 Requests, as :func:`layerfast.evaluation.perplexity.perplexity` scores text: each document is
 tokenised on its own (BOS prepended where the tokenizer has one and does not add it), cut into
 windows of at most ``max_length`` tokens (the Game's ``max_length``), and every token after the
-first of a window is scored: one :class:`~layerfast.evaluation.requests.Request` per window
+first of a window is scored: one :class:`~layerfast.tasks.requests.Request` per window
 (input = window[:-1], targets = window[1:]), each with its own ``item`` (so packing never puts two
 windows in one row unless their first :data:`~layerfast.evaluation.batching.MIN_SHARED` tokens
 agree) and ``choice`` = the index of its document (the window -> document map the scorer reads).
@@ -123,7 +123,7 @@ def text_requests(
     """One Request per window of at most ``max_length`` tokens: ``item`` the window's index,
     ``choice`` its document's. Windows of one token score nothing and are left out (so a
     one-token document has none)."""
-    from ..evaluation.requests import Request
+    from .requests import Request
 
     if tokenizer is None:
         raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")

@@ -71,10 +71,10 @@ def kernel_partials(backend, x_in, x_out, mask, eps=EPS, relative=False) -> Part
     interpreter on the CPU."""
     mask8 = mask.to(torch.uint8).contiguous()
     if backend == "cpp":
-        from layerfast.activations.cpp_block_stats import cpp_block_stats
+        from layerfast.activations.block_stats_cpp import cpp_block_stats
 
         return cpp_block_stats(x_in, x_out, mask8, eps, relative)
-    from layerfast.activations.triton_block_stats import triton_block_stats
+    from layerfast.activations.block_stats_triton import triton_block_stats
 
     if CUDA:
         x_in, x_out, mask8 = x_in.cuda(), x_out.cuda(), mask8.cuda()

@@ -19,7 +19,7 @@ from layerfast.bench.sweep import (
 from layerfast.estimators.proximity import proximity_cost
 from layerfast.evaluation.naive_executor import NaiveExecutor
 from layerfast.evaluation.prefix_executor import trie_order
-from layerfast.evaluation.requests import build_requests
+from layerfast.tasks.requests import build_requests
 
 # fp32 tiny model: the seed way (full log-softmax over [B, T, V]) and the executors' chunked
 # log-probs at the continuation positions differ only by summation order

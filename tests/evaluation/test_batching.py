@@ -19,8 +19,8 @@ import layerfast as lf
 from layerfast.evaluation.batching import MIN_SHARED, build_rows, make_batches
 from layerfast.evaluation.naive_executor import NaiveExecutor, packing_supported
 from layerfast.evaluation.prefix_executor import PrefixExecutor
-from layerfast.evaluation.requests import Request, build_requests
 from layerfast.tasks import Item, Task
+from layerfast.tasks.requests import Request, build_requests
 from tests.helpers.tiny_models import tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 

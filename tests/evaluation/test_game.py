@@ -11,8 +11,8 @@ import torch
 import layerfast as lf
 from layerfast.coalitions import coalition_keys
 from layerfast.errors import UsageError
-from layerfast.evaluation.requests import build_requests
 from layerfast.tasks import Task
+from layerfast.tasks.requests import build_requests
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 
 N = 6  # players of the tiny 3-block Llama

@@ -20,8 +20,8 @@ from layerfast.evaluation.prefix_executor import (
     common_prefix,
     trie_order,
 )
-from layerfast.evaluation.requests import build_requests
 from layerfast.tasks import Item, Task
+from layerfast.tasks.requests import build_requests
 from tests.helpers.tiny_models import tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 

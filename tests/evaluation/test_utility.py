@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerfast.evaluation.utility import UTILITIES, Scorer, check_utility
 from layerfast.tasks import Item, Task
+from layerfast.tasks.scoring import UTILITIES, Scorer, check_utility
 
 
 def task_of(*items):

@@ -35,8 +35,8 @@ import torch
 import layerfast as lf
 from layerfast.evaluation.naive_executor import NaiveExecutor
 from layerfast.evaluation.prefix_executor import PrefixExecutor
-from layerfast.evaluation.requests import build_requests
-from layerfast.evaluation.utility import Scorer
+from layerfast.tasks.requests import build_requests
+from layerfast.tasks.scoring import Scorer
 from tests.evaluation.test_batching import TASK
 from tests.helpers.tiny_models import tiny_model
 

@@ -15,7 +15,6 @@ from layerfast.activations.collect import block_streams
 from layerfast.activations.reference import block_stats_ref
 from layerfast.errors import UsageError
 from layerfast.evaluation.batching import pad_right
-from layerfast.evaluation.requests import build_requests
 from layerfast.hallucination.contrastive import FinetuneConfig, finetune, trainable_parameters
 from layerfast.hallucination.eavss import (
     ItemStats,
@@ -27,6 +26,7 @@ from layerfast.hallucination.eavss import (
     split_by_outcome,
 )
 from layerfast.hallucination.experiment import compare, split_task
+from layerfast.tasks.requests import build_requests
 
 
 def synthetic(n_items: int, n_blocks: int, seed: int, av_shift=None, as_shift=None) -> ItemStats:

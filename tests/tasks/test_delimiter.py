@@ -17,8 +17,8 @@ import layerfast.models
 from layerfast import cli, tasks
 from layerfast.bench.workload import load_workload
 from layerfast.errors import LayerfastWarning, UsageError
-from layerfast.evaluation.requests import build_requests
 from layerfast.tasks import Item, Task, TaskFormatError, read_jsonl
+from layerfast.tasks.requests import build_requests
 from tests.conftest import TINY_ITEMS
 from tests.test_cli import record_games, run, save_tiny_model, sweep
 

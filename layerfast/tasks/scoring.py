@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tasks import Task
+from .task import Task
 
 ACCURACY_UTILITIES = ("acc", "acc_norm", "acc_bytes")
 SMOOTH_UTILITIES = ("logprob", "margin")

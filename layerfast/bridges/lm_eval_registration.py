@@ -22,7 +22,7 @@ import sys
 import warnings
 
 MODEL_NAME = "layerfast"
-TARGET = "layerfast.harness.lm:LayerfastLM"
+TARGET = "layerfast.bridges.lm_eval_model:LayerfastLM"
 REGISTRY_MODULE = "lm_eval.api.registry"
 
 

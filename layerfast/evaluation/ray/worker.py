@@ -1,11 +1,11 @@
-"""One sweep worker: the body of a Ray actor (:mod:`layerfast.evaluation.ray_pool`).
+"""One sweep worker: the body of a Ray actor (:mod:`layerfast.evaluation.ray.pool`).
 
 Its life: the constructor loads the model once; :meth:`SweepWorker.sizes` answers what "auto"
 batch size and memory budget come out on its device (the driver takes the smallest over its
 workers, so every worker runs the same batches); :meth:`SweepWorker.setup` builds the executor
 over the driver's requests with the driver's options (its batches checked against the driver's
 by :func:`batches_digest`); :meth:`SweepWorker.run` runs units: one batch for a run of coalitions
-(:class:`~layerfast.evaluation.partition.Unit`). A worker that Ray restarted after its process
+(:class:`~layerfast.evaluation.ray.partition.Unit`). A worker that Ray restarted after its process
 died has run only the constructor: ``run`` then builds the executor from the setup the driver
 passes with every unit (a reference into Ray's object store, read only in that case). It never
 writes the cache; the driver does.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .batching import Batch
+from ..batching import Batch
 
 
 def batches_digest(batches: list[Batch]) -> str:
@@ -57,8 +57,8 @@ class SweepWorker:
         device: str,
         threads: int | None,
     ):
-        from .. import load
-        from .. import threads as thread_count
+        from ... import load
+        from ... import threads as thread_count
 
         start = time.perf_counter()
         if threads is not None:
@@ -81,14 +81,14 @@ class SweepWorker:
 
     def sizes(self, batch_tokens: Any, memory_budget: Any, seq_len: int) -> tuple[int, int, str]:
         """:func:`~layerfast.evaluation.sizing.resolve_sizes` on this worker's device."""
-        from .sizing import resolve_sizes
+        from ..sizing import resolve_sizes
 
         return resolve_sizes(self.model, batch_tokens, memory_budget, seq_len)
 
     def setup(self, setup: tuple[list, str, dict[str, Any]]) -> dict[str, Any]:
         """Build the executor from (requests, executor name, its options); returns
         :meth:`describe`."""
-        from .game import EXECUTORS
+        from ..game import EXECUTORS
 
         requests, executor, options = setup
         self.executor = EXECUTORS[executor](self.model, requests, **options)

@@ -30,8 +30,8 @@ pytest.importorskip("lm_eval")
 
 from layerfast.errors import UsageError  # noqa: E402
 from layerfast.evaluation.logprobs import token_logprobs, token_logprobs_greedy  # noqa: E402
-from layerfast.evaluation.requests import encode_pair  # noqa: E402
-from tests.harness.local import (  # noqa: E402
+from layerfast.tasks.requests import encode_pair  # noqa: E402
+from tests.bridges.local import (  # noqa: E402
     MC_ITEMS,
     ZeroingHooks,
     evaluate,
@@ -264,7 +264,7 @@ def test_unknown_player_lists_the_valid_names(runs):
 
 
 def test_model_args_keep_commas_in_remove():
-    from layerfast.harness.lm import parse_model_args
+    from layerfast.bridges.lm_eval_model import parse_model_args
 
     assert parse_model_args("pretrained=/m,remove=attn3,mlp5,dtype=float32,max_length=64") == {
         "pretrained": "/m",
@@ -298,7 +298,7 @@ def test_shared_contexts_pack_into_one_row_and_match_unpacked(runs, lm, monkeypa
     """Requests that share their context tokens are one packed row; the results equal the
     unpacked layout and a run in slices of one item within the packing tolerance, greedy flags
     identical; an empty continuation scores (0.0, True) as in HFLM."""
-    import layerfast.harness.lm as lm_module
+    import layerfast.bridges.lm_eval_model as lm_module
     from layerfast.harness import LayerfastLM
 
     tok = lm.tokenizer
@@ -418,7 +418,7 @@ def test_import_layerfast_stays_light_and_registers_either_order():
         assert "lm_eval" not in sys.modules, "import layerfast imported the harness"
         assert "torch" not in sys.modules
         from lm_eval.api.registry import get_model
-        assert get_model("layerfast").__module__ == "layerfast.harness.lm"
+        assert get_model("layerfast").__module__ == "layerfast.bridges.lm_eval_model"
         assert get_model("hf").__name__ == "HFLM", "the harness's own names stay registered"
         """
     )

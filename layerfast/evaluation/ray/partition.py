@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .prefix_executor import common_prefix, trie_order
+from ..prefix_executor import common_prefix, trie_order
 
 IN_FLIGHT = 2  # units the pool keeps queued per worker, so the next starts while a result travels
 SEARCH = 0.25  # a cut may move this fraction of a chunk's cost to find a shallower branch
@@ -150,7 +150,7 @@ def _units(masks: np.ndarray, work: list, batch_tokens: list[int], target: int) 
 def balance(units: list[Unit], n_workers: int, in_flight: int = IN_FLIGHT) -> dict[str, float]:
     """Simulate the pool on ``units`` in order with ``n_workers`` identical workers: each is
     first handed ``in_flight`` units in turn, then the next unit whenever it finishes one (as
-    :class:`~layerfast.evaluation.ray_pool.RayPool` does). Returns the total steps, the load
+    :class:`~layerfast.evaluation.ray.pool.RayPool` does). Returns the total steps, the load
     imbalance ``max / mean`` of the workers' costs and ``finish``, the busiest worker's cost
     (token-sublayer runs)."""
     k = max(1, n_workers)

@@ -24,7 +24,7 @@ def _import_shapiq():
         import shapiq  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "shapiq is required for layerfast.estimators.interop: pip install shapiq"
+            "shapiq is required for layerfast.bridges.shapiq: pip install shapiq"
         ) from e
     return shapiq
 

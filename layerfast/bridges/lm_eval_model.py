@@ -1,7 +1,7 @@
 """``LayerfastLM``: a model of lm-evaluation-harness that runs one coalition of sublayers.
 
 The harness hands over (context, continuation) strings; they are tokenised by the harness's own
-rules (:func:`~layerfast.evaluation.requests.encode_pair`, left truncation to ``max_length``),
+rules (:func:`~layerfast.tasks.requests.encode_pair`, left truncation to ``max_length``),
 requests with the same context tokens are packed into one row (the context computed once), and
 the removed sublayers are skipped, never computed, by the prefix executor; the final norm and LM
 head run only at continuation positions, in vocabulary chunks. Each request gets ``(summed
@@ -35,18 +35,18 @@ from ..errors import UsageError, warn
 from ..evaluation.batching import Batch
 from ..evaluation.logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs_greedy
 from ..evaluation.prefix_executor import PrefixExecutor
-from ..evaluation.requests import (  # _encode: the harness's tok_encode, as encode_pair uses it
+from ..evaluation.sizing import AUTO, check_size, longest_row, resolve_sizes
+from ..models import SublayerModel
+from ..models.loading import DEFAULT_MODEL, load
+from ..players import parse_removed
+from ..progress import progress as progress_bar
+from ..tasks.requests import (  # _encode: the harness's tok_encode, as encode_pair uses it
     Request,
     _encode,
     encode_pair,
     model_max_length,
     prefix_token_id,
 )
-from ..evaluation.sizing import AUTO, check_size, longest_row, resolve_sizes
-from ..models import SublayerModel
-from ..models.loading import DEFAULT_MODEL, load
-from ..progress import progress as progress_bar
-from .players import parse_removed
 
 # TokenPair: (context token ids, continuation token ids), as the harness's _loglikelihood_tokens
 TokenPair = tuple[Sequence[int], Sequence[int]]

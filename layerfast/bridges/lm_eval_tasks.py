@@ -6,7 +6,7 @@ few-shot seed are set on every task the way ``simple_evaluate`` sets them, and e
 its own instances (``build_all_requests``: few-shot examples and description, the few-shot
 sampler, ``target_delimiter``, ``doc_to_choice``, several contexts with one continuation as in
 winogrande, the unconditional requests of ``acc_mutual_info``). Every ``loglikelihood`` instance
-becomes one :class:`~layerfast.evaluation.requests.Request`, tokenised as the harness's HFLM
+becomes one :class:`~layerfast.tasks.requests.Request`, tokenised as the harness's HFLM
 does. A coalition is scored by the task's own ``process_results`` on its per-document results
 ``[(loglik, is_greedy), ...]`` and the task's own ``aggregation()``; a group by the harness's own
 group aggregation (``Group.aggregate``), so every number is the harness's.
@@ -140,7 +140,7 @@ class HarnessTask:
     def requests(self, tokenizer: Any, max_length: int) -> list:
         """One Request per harness instance, in (task, document, instance idx) order; requests
         of one document with the same context string share a packing group (``Request.item``)."""
-        from ..evaluation.requests import encode_request
+        from ..tasks.requests import encode_request
 
         if tokenizer is None:
             raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")

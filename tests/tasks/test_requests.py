@@ -13,8 +13,8 @@ import torch
 
 import layerfast as lf
 from layerfast.errors import LayerfastWarning, UsageError
-from layerfast.evaluation.requests import DEFAULT_MAX_LENGTH, build_requests, model_max_length
 from layerfast.tasks import Item, Task
+from layerfast.tasks.requests import DEFAULT_MAX_LENGTH, build_requests, model_max_length
 from tests.helpers.tiny_models import tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 

@@ -1,8 +1,8 @@
 """Run a sweep's units on K long-lived Ray actors, each holding one model replica.
 
 The driver (the process that owns the :class:`~layerfast.evaluation.game.Game`) starts a local
-Ray cluster or joins one (``ray_address``), creates K :class:`~layerfast.evaluation.worker.
-SweepWorker` actors, hands them units (:mod:`layerfast.evaluation.partition`) as they become
+Ray cluster or joins one (``ray_address``), creates K :class:`~layerfast.evaluation.ray.worker.
+SweepWorker` actors, hands them units (:mod:`layerfast.evaluation.ray.partition`) as they become
 free and passes each result to a callback that stores it: only the driver writes the cache.
 
 Faults: an actor whose process dies is restarted by Ray (``max_restarts``) and loads the model
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import threads as thread_count
-from ..errors import UsageError
+from ... import threads as thread_count
+from ...errors import UsageError
 from .partition import IN_FLIGHT, Unit
 from .worker import SweepWorker, batches_digest
 

@@ -9,7 +9,7 @@ from layerfast.estimators.games import CornerstoneGame, random_unanimity_game
 
 shapiq = pytest.importorskip("shapiq")
 
-from layerfast.estimators.interop import from_shapiq_game, to_shapiq_game  # noqa: E402
+from layerfast.bridges.shapiq import from_shapiq_game, to_shapiq_game  # noqa: E402
 
 
 def test_wrapper_returns_raw_values():

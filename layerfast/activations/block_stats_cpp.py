@@ -1,7 +1,7 @@
 """Host wrapper of the C++/OpenMP statistics kernel, the optional extension
-``layerfast._block_stats_cpp`` (``csrc/block_stats.cpp``): NumPy views of the tensors (no copy)
-and output allocation. Importing this module fails with ImportError when the extension is not
-built; :func:`layerfast.activations.dispatch.available` says so without importing it here.
+``layerfast._block_stats_cpp`` (``layerfast/kernels/block_stats.cpp``): NumPy views of the tensors
+(no copy) and output allocation. Importing this module fails with ImportError when the extension is
+not built; :func:`layerfast.activations.dispatch.available` says so without importing it here.
 """
 
 from __future__ import annotations

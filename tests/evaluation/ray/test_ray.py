@@ -24,15 +24,15 @@ import layerfast as lf
 from layerfast.errors import UsageError
 from layerfast.estimators.ablation import ablation_masks
 from layerfast.estimators.proximity import proximity_masks
-from layerfast.evaluation import ray_pool
-from layerfast.evaluation.worker import SweepWorker
+from layerfast.evaluation.ray import pool as ray_pool
+from layerfast.evaluation.ray.worker import SweepWorker
 from tests.conftest import make_task
 from tests.helpers.tiny_models import tiny_config, tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 
 ray = pytest.importorskip("ray", reason="pip install 'layerfast[ray]'")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LOG_ENV = "LAYERFAST_TEST_WORKER_LOG"
 
 
@@ -121,7 +121,7 @@ def test_prefix_sharing_is_kept_across_workers(cluster):
     the workers run exactly the sublayers the plan counts, within 10% of one process."""
     import torch
 
-    from layerfast.evaluation.partition import plan
+    from layerfast.evaluation.ray.partition import plan
 
     cls, config = tiny_config("llama")
     config.num_hidden_layers = 30
@@ -305,7 +305,7 @@ torch.set_num_threads(1)
 import layerfast as lf
 from layerfast.estimators.proximity import proximity_masks
 from tests.conftest import make_task
-from tests.evaluation.test_ray import sweeps, tiny
+from tests.evaluation.ray.test_ray import sweeps, tiny
 model = tiny("llama")
 masks = np.random.default_rng(3).random((160, model.n_players)) < 0.7
 with lf.Game(model, make_task(), batch_tokens=48, progress=False, cache={cache!r}, workers=2,

@@ -10,11 +10,14 @@ import re
 import time
 from pathlib import Path
 
+from .. import __version__
 from ..errors import UsageError
 from ..report import files as outputs
-from ..report import html
+from ..report.document import render_markdown, write_markdown
 from ..report.grid import save_grid
-from ..report.multi import markdown
+from ..report.html import write_html
+from ..report.multi import multi_document
+from ..report.tables import provenance
 from .common import done
 
 
@@ -74,8 +77,6 @@ def cmd_multi_report(args: argparse.Namespace, run_pair) -> int:
             abl, res, meta = run_pair(pair)
             ablations[(model, task)], shapley[(model, task)] = abl, res
             folders[(model, task)], metas[(model, task)] = folder, meta
-    from .sweeps import provenance
-
     first = next(iter(metas.values()))
     written = save_grid(
         args.out,
@@ -84,9 +85,13 @@ def cmd_multi_report(args: argparse.Namespace, run_pair) -> int:
         {k: (list(r.players), r.values) for k, r in shapley.items()},
     )
     utility = first.get("utility") or "acc_norm"
-    md = markdown(models, tasks, ablations, shapley, folders, provenance(first), utility)
-    (args.out / "report.md").write_text(md, encoding="utf-8")
-    written += [args.out / "report.md", html.write_html(args.out / "report.html", md)]
+    doc = multi_document(
+        models, tasks, ablations, shapley, folders, provenance(first, __version__), utility
+    )
+    written += [
+        write_markdown(args.out / "report.md", doc),
+        write_html(args.out / "report.html", doc),
+    ]
     outputs.write_json(
         args.out / "report.json",
         {
@@ -100,6 +105,6 @@ def cmd_multi_report(args: argparse.Namespace, run_pair) -> int:
             "command": first.get("command"),
         },
     )
-    print(md)
+    print(render_markdown(doc))
     done(written, time.time() - t0)
     return 0

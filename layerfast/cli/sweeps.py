@@ -4,14 +4,15 @@ convergence runs) and ``report`` (both, with figures and ``report.md``)."""
 from __future__ import annotations
 
 import time
-from importlib import metadata
 
 from .. import __version__
 from ..estimators import get_estimator, shapley
 from ..estimators.ablation import ablate
 from ..estimators.convergence import convergence
 from ..report import files as outputs
-from ..report import html, tables
+from ..report import tables
+from ..report.document import write_markdown
+from ..report.html import write_html
 from .common import done, setup
 from .values import numbers, parse_options
 
@@ -89,11 +90,11 @@ def report_pair(args):
     meta["wall_s"] = wall = time.time() - t0
     written = outputs.save_ablation(args.out, abl, meta)
     written += outputs.save_shapley(args.out, res, meta)
-    head, gap, rest = tables.markdown_summary(meta, abl, res, wall).partition("\n\n")
-    md = f"{head}{gap}{provenance(meta)}\n{rest}"
-    (args.out / "report.md").write_text(md, encoding="utf-8")
-    rows = {tables.ablation_table(abl, res): player_rows(abl, res)}
-    written += [args.out / "report.md", html.write_html(args.out / "report.html", md, tables=rows)]
+    doc = tables.pair_document(meta, abl, res, wall, tables.provenance(meta, __version__))
+    written += [
+        write_markdown(args.out / "report.md", doc),
+        write_html(args.out / "report.html", doc),
+    ]
     print(tables.ablation_table(abl, res))
     print(
         f"\nfull model {abl.utility} = {abl.full:.4f} (chance {tables.chance_text(abl.chance)}); "
@@ -102,39 +103,3 @@ def report_pair(args):
     print(tables.top_players(res))
     done(written, wall)
     return abl, res, meta
-
-
-def provenance(meta: dict) -> str:
-    """The report header's lines on what made it: the command and the library versions."""
-    env = meta["environment"]
-    versions = ", ".join(
-        f"{name} {_version(name)}" for name in ("numpy", "matplotlib", "accelerate", "triton")
-    )
-    return (
-        f"- made by `{meta['command']}`\n"
-        f"- with layerfast {__version__}, Python {env['python']}, torch {env['torch']}, "
-        f"transformers {env['transformers']}, {versions}; device {env['device']}"
-    )
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def player_rows(abl, res) -> list[dict]:
-    """The rows of ``report.html``'s sortable player table: ablation and Shapley per player."""
-    cornerstones = set(abl.cornerstones)
-    return [
-        {
-            "player": p,
-            "v(N\\{l})": float(abl.values[i]),
-            "drop": float(abl.drops[i]),
-            "shapley": float(res.values[i]),
-            "± s.e.": float(res.stderr[i]),
-            "cornerstone": p in cornerstones,
-        }
-        for i, p in enumerate(abl.players)
-    ]

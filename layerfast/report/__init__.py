@@ -1,5 +1,7 @@
 """Stage 4, report: results written as strict JSON and CSV (files), text and Markdown tables
-(tables) and PNG figures (plots)."""
+(tables), PNG and SVG figures (plots, grid), and the reports as documents (document: blocks
+rendered to ``report.md``; html: to ``report.html``; tables.pair_document and multi: what a
+report says)."""
 
 from .files import (
     environment,

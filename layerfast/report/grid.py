@@ -2,8 +2,9 @@
 per (model, task), rows models and columns tasks.
 
 Bars, not the seed paper's pies: a model has 2 x blocks players (60 for SmolLM2), and a pie of
-60 slices shows neither the layer order nor small or negative values, while bars in execution
-order keep the depth profile readable and make a negative share visible. Each panel's title
+60 slices shows neither the layer order nor small or negative values, while bars on each
+player's block (:func:`layerfast.report.plots.bar_layout`) keep the depth profile readable and
+make a negative share visible. Each panel's title
 names its top 4 players with their shares. share_l = phi_l / sum_j |phi_j| (signed; the
 absolute values sum to 1), so panels of models with different depths and utilities compare.
 """
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..players import KINDS
+
 TOP = 4
+GRID_TICKS = 8  # at most about this many block labels under a panel
 
 
 def shares(values: Sequence[float]) -> np.ndarray:
@@ -34,18 +38,17 @@ def top_caption(players: Sequence[str], share: np.ndarray, k: int = TOP) -> str:
 def grid_figure(
     models: Sequence[str],
     tasks: Sequence[str],
-    results: dict[tuple[str, str], tuple[list[str], np.ndarray]],
+    results: dict[tuple[str, str], tuple[Sequence[str], np.ndarray]],
 ):
-    """The figure: ``results[(model, task)] = (players, Shapley values)``; a missing pair is an
-    empty panel marked "not run"."""
+    """The figure: ``results[(model, task)] = (players, Shapley values float [n_players])``
+    (players as names or :class:`~layerfast.players.Player`); a missing pair is an empty panel
+    marked "not run". Each bar sits on its player's block (x in block units)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
 
-    from .plots import ATTN_COLOR, MLP_COLOR
+    from .plots import bar_layout, kind_handles, player_ticks
 
     fig, axes = plt.subplots(
         len(models),
@@ -54,6 +57,7 @@ def grid_figure(
         squeeze=False,
         sharey=True,
     )
+    kinds: set[str] = set()
     for r, model in enumerate(models):
         for c, task in enumerate(tasks):
             ax = axes[r][c]
@@ -63,14 +67,14 @@ def grid_figure(
                 continue
             players, values = results[(model, task)]
             share = shares(values)
-            colors = [ATTN_COLOR if p.startswith("attn") else MLP_COLOR for p in players]
-            blocks = np.arange(len(players)) / 2.0  # player l sits at block l // 2 (+0.5: mlp)
-            ax.bar(blocks, share, width=0.45, color=colors)
+            layout = bar_layout(players, max_ticks=GRID_TICKS)
+            kinds.update(layout.kinds)
+            ax.bar(layout.x, share, width=layout.width, color=layout.colors)
             ax.axhline(0, color="black", lw=0.5)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            player_ticks(ax, layout)
             ax.set_title(f"top: {top_caption(players, share)}", fontsize=8)
-            if r == len(models) - 1:
-                ax.set_xlabel("block")
+            if r != len(models) - 1:
+                ax.set_xlabel("")
             if r == 0:
                 ax.annotate(
                     task,
@@ -82,12 +86,9 @@ def grid_figure(
                 )
             if c == 0:
                 ax.set_ylabel(f"{model}\nShapley share", fontsize=9)
-    fig.legend(
-        handles=[Patch(color=ATTN_COLOR, label="attention"), Patch(color=MLP_COLOR, label="MLP")],
-        loc="upper right",
-        ncol=2,
-        frameon=False,
-    )
+    handles = kind_handles(k for k in KINDS if k in kinds)
+    if handles:
+        fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 

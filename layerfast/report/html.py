@@ -1,13 +1,10 @@
-"""``report.html``: a report's Markdown as one self-contained HTML page.
+"""``report.html``: a report :class:`~layerfast.report.document.Document` as one self-contained
+HTML page.
 
 Figures are inline (``data:`` URIs of the SVG beside each PNG, else of the PNG itself), tables
 sort by a click on a header (a few lines of inline JavaScript), and the page loads nothing from
-a network: no external CSS, JavaScript or fonts. Every text taken from the Markdown or the
-tables is HTML-escaped.
-
-The Markdown read is the subset the report writers produce: ``#`` headings, ``-`` bullets,
-paragraphs, ``![alt](file.png)`` figure lines, fenced code blocks, pipe tables and inline
-``code``.
+a network: no external CSS, JavaScript or fonts. Every text of the document is HTML-escaped;
+inline ``code`` spans (backticks) become ``<code>``.
 """
 
 from __future__ import annotations
@@ -16,15 +13,12 @@ import base64
 import html
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-_FENCE = "```"
-_IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)\)$")
-_HEADING = re.compile(r"^(?P<level>#{1,6})\s+(?P<text>.*)$")
-_BULLET = re.compile(r"^[-*]\s+(?P<text>.*)$")
-_RULE_CELL = re.compile(r"^:?-{1,}:?$")
+from .document import Block, Bullets, Code, Document, Figure, Heading, Paragraph, Table
+
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 _MIME = {".svg": "image/svg+xml", ".png": "image/png"}
 
@@ -76,35 +70,27 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
 """
 
 
-def write_html(
-    path: Path,
-    markdown: str,
-    folder: Path | None = None,
-    tables: Mapping[str, Sequence[dict]] | None = None,
-) -> Path:
-    """Write :func:`render_html` of ``markdown`` to ``path`` as UTF-8; return ``path``.
+def write_html(path: Path, doc: Document, folder: Path | None = None) -> Path:
+    """Write :func:`render_html` of ``doc`` to ``path`` as UTF-8; return ``path``.
 
-    ``folder`` holds the figures the Markdown names (default: ``path``'s folder).
+    ``folder`` holds the figures the document names (default: ``path``'s folder).
     """
     path = Path(path)
-    text = render_html(markdown, path.parent if folder is None else folder, tables)
+    text = render_html(doc, path.parent if folder is None else folder)
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def render_html(
-    markdown: str, folder: Path, tables: Mapping[str, Sequence[dict]] | None = None
-) -> str:
-    """The whole page for ``markdown`` (see the module docstring for the subset read).
+def render_html(doc: Document, folder: Path) -> str:
+    """The whole page for ``doc``; its title is the first heading's text.
 
-    ``folder``: where the figures named by ``![alt](file)`` lines are; each becomes an ``<img>``
-    with a ``data:`` URI of ``file`` with the suffix ``.svg`` if that exists, else of ``file``.
-    ``tables``: a fenced code block whose text equals a key is shown as a sortable table of that
-    key's rows (dicts; the first row's keys are the columns) instead of as preformatted text.
+    ``folder``: where the figures are; each :class:`Figure` becomes an ``<img>`` with a ``data:``
+    URI of its file with the suffix ``.svg`` if that exists, else of the file itself. A
+    :class:`Table` is a sortable table of its rows (never its plain-text form).
     Raises FileNotFoundError for a figure missing from ``folder`` and ValueError for a figure
     that is not a plain file name inside it (a URL, an absolute path, ``..``).
     """
-    body, title = _blocks(markdown.splitlines(), Path(folder), tables or {})
+    body = [_html(block, Path(folder)) for block in doc.blocks]
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -112,7 +98,7 @@ def render_html(
             "<head>",
             '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{_escape(title or 'layerfast report')}</title>",
+            f"<title>{_escape(doc.title or 'layerfast report')}</title>",
             f"<style>{STYLE}</style>",
             "</head>",
             "<body>",
@@ -129,17 +115,11 @@ def sortable_table(rows: Sequence[dict]) -> str:
     """A ``<table class="sortable">`` of ``rows`` (the first row's keys are the columns).
 
     Numbers are right-aligned and carry their full value in ``data-v`` for sorting; floats show
-    4 decimals, NaN shows ``n/a`` (sorted first); booleans show ``yes`` or nothing.
+    4 decimals, NaN shows ``n/a`` (sorted first); booleans show ``yes`` or nothing; text is
+    escaped, with inline ``code`` spans.
     """
-    if not rows:
-        return "<p><em>(empty table)</em></p>"
-    columns = list(rows[0])
-    head = "".join(f'<th scope="col">{_escape(c)}</th>' for c in columns)
-    body = ["<tr>" + "".join(_cell(row.get(c)) for c in columns) + "</tr>" for row in rows]
-    return "\n".join(
-        ['<table class="sortable">', f"<thead><tr>{head}</tr></thead>", "<tbody>", *body]
-        + ["</tbody>", "</table>"]
-    )
+    table = Table.from_records(rows)
+    return _table(table.columns, table.rows)
 
 
 def figure_uri(folder: Path, src: str) -> str:
@@ -156,92 +136,35 @@ def figure_uri(folder: Path, src: str) -> str:
     return f"data:{_MIME[path.suffix]};base64,{data}"
 
 
-def _blocks(lines: list[str], folder: Path, tables: Mapping[str, Sequence[dict]]):
-    """HTML lines for the Markdown ``lines`` and the text of the first heading."""
-    out: list[str] = []
-    title = None
-    paragraph: list[str] = []
-    i = 0
-
-    def flush():
-        if paragraph:
-            out.append(f"<p>{' '.join(_inline(t) for t in paragraph)}</p>")
-            paragraph.clear()
-
-    while i < len(lines):
-        line = lines[i].rstrip()
-        if line.startswith(_FENCE):
-            flush()
-            end = i + 1
-            while end < len(lines) and not lines[end].startswith(_FENCE):
-                end += 1
-            code = "\n".join(lines[i + 1 : end])
-            if code in tables:
-                out.append(sortable_table(tables[code]))
-            else:
-                out.append(f"<pre><code>{_escape(code)}</code></pre>")
-            i = end + 1
-            continue
-        if (m := _HEADING.match(line)) is not None:
-            flush()
-            level = len(m["level"])
-            title = title or m["text"]
-            out.append(f"<h{level}>{_inline(m['text'])}</h{level}>")
-        elif (m := _IMAGE.match(line.strip())) is not None:
-            flush()
-            alt = _escape(m["alt"])
-            uri = figure_uri(folder, m["src"])
-            kind = ' class="vector"' if uri.startswith("data:image/svg") else ""
-            img = f'<img{kind} src="{uri}" alt="{alt}">'
-            out.append(f"<figure>{img}<figcaption>{alt}</figcaption></figure>")
-        elif _BULLET.match(line):
-            flush()
-            items = []
-            while i < len(lines) and (b := _BULLET.match(lines[i].rstrip())) is not None:
-                items.append(f"<li>{_inline(b['text'])}</li>")
-                i += 1
-            out.extend(["<ul>", *items, "</ul>"])
-            continue
-        elif line.startswith("|") and i + 1 < len(lines) and _is_rule(lines[i + 1]):
-            flush()
-            columns = _pipe_cells(line)
-            rows = []
-            i += 2
-            while i < len(lines) and lines[i].startswith("|"):
-                cells = _pipe_cells(lines[i])
-                rows.append(dict(zip(columns, cells + [""] * (len(columns) - len(cells)))))
-                i += 1
-            out.append(_markdown_table(columns, rows))
-            continue
-        elif not line.strip():
-            flush()
-        else:
-            paragraph.append(line.strip())
-        i += 1
-    flush()
-    return out, title
+def _html(block: Block, folder: Path) -> str:
+    """One block's HTML (one or more lines)."""
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{_inline(block.text)}</h{block.level}>"
+    if isinstance(block, Paragraph):
+        return f"<p>{' '.join(_inline(t.strip()) for t in block.text.splitlines())}</p>"
+    if isinstance(block, Bullets):
+        return "\n".join(["<ul>", *(f"<li>{_inline(t)}</li>" for t in block.items), "</ul>"])
+    if isinstance(block, Figure):
+        alt = _escape(block.alt)
+        uri = figure_uri(folder, block.src)
+        kind = ' class="vector"' if uri.startswith("data:image/svg") else ""
+        return f'<figure><img{kind} src="{uri}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
+    if isinstance(block, Code):
+        return f"<pre><code>{_escape(block.text)}</code></pre>"
+    if isinstance(block, Table):
+        return _table(block.columns, block.rows)
+    raise TypeError(f"not a document block: {block!r}")
 
 
-def _markdown_table(columns: list[str], rows: list[dict]) -> str:
-    """A sortable table of a Markdown pipe table's cells (text, with inline ``code``)."""
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return "<p><em>(empty table)</em></p>"
     head = "".join(f'<th scope="col">{_inline(c)}</th>' for c in columns)
-    body = ["<tr>" + "".join(f"<td>{_inline(r[c])}</td>" for c in columns) + "</tr>" for r in rows]
+    body = ["<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows]
     return "\n".join(
         ['<table class="sortable">', f"<thead><tr>{head}</tr></thead>", "<tbody>", *body]
         + ["</tbody>", "</table>"]
     )
-
-
-def _pipe_cells(line: str) -> list[str]:
-    text = line.strip()
-    text = text[1:] if text.startswith("|") else text
-    text = text[:-1] if text.endswith("|") else text
-    return [c.strip() for c in text.split("|")]
-
-
-def _is_rule(line: str) -> bool:
-    cells = _pipe_cells(line)
-    return line.strip().startswith("|") and all(_RULE_CELL.match(c) for c in cells)
 
 
 def _cell(value: Any) -> str:
@@ -255,7 +178,7 @@ def _cell(value: Any) -> str:
         if not math.isfinite(value):
             return '<td class="num" data-v="">n/a</td>'
         return f'<td class="num" data-v="{value!r}">{value:.4f}</td>'
-    return f"<td>{_escape('' if value is None else str(value))}</td>"
+    return f"<td>{_inline('' if value is None else str(value))}</td>"
 
 
 def _inline(text: str) -> str:

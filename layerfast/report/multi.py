@@ -1,6 +1,7 @@
-"""``report.md`` of a multi-model, multi-task report: the grid, one row per (model, task) with its
-full-model utility, chance and cornerstones with their statistical support, the ablation figures,
-and the rank agreement of the Shapley values between tasks (Spearman's rho with a 95% interval).
+"""The combined report of a multi-model, multi-task run, as a document: the grid, one row per
+(model, task) with its full-model utility, chance and cornerstones with their statistical
+support, the ablation figures, and the rank agreement of the Shapley values between tasks
+(Spearman's rho with a 95% interval).
 
 Interval: Fisher's z = atanh(rho) with the standard error sqrt(1.06 / (n - 3)) of Fieller,
 Hartley & Pearson (1957) for Spearman's rho, n the number of players; back-transformed with tanh.
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..estimators.ablation import NOT_ENOUGH_ITEMS
+from .document import Bullets, Document, Figure, Heading, Paragraph, Table
 from .tables import chance_text
 
 Z95 = 1.959963984540054
@@ -74,73 +76,86 @@ def _fmt(x: float, spec: str = ".3f") -> str:
     return "n/a" if x is None or not np.isfinite(x) else format(x, spec)
 
 
-def markdown(
+def multi_document(
     models: Sequence[str],
     tasks: Sequence[str],
     ablations: dict,
     shapley: dict,
     folders: dict,
-    provenance: str,
+    provenance: Sequence[str],
     utility: str,
-) -> str:
-    """The combined ``report.md``; ``folders[(model, task)]`` is the pair's folder relative to
-    the report."""
-    lines = [
-        f"# layerfast report: {len(models)} model(s) x {len(tasks)} task(s)",
-        "",
-        provenance,
-        "",
-        "## Shapley shares",
-        "",
-        "Per sublayer, phi / sum |phi| (proximity estimator, window 3); rows models, columns "
-        "tasks; each panel's title names its top 4.",
-        "",
-        "![Shapley shares per model and task](grid.svg)",
-        "",
-        "## Per model and task",
-        "",
-        f"| model | task | items | full {utility} | chance | cornerstones (v without it, "
-        "Holm-adjusted p of the drop) |",
-        "|---|---|---:|---:|---:|---|",
+) -> Document:
+    """The combined report's document (``report.md``, ``report.html`` in OUT).
+
+    models, tasks: the labels, in the order of rows and columns.
+    ablations, shapley: AblationResult and ShapleyResult per ``(model, task)`` (a pair missing
+        from ``ablations`` has no row).
+    folders: each pair's folder relative to the report (``"tiny-a/one.jsonl"``).
+    provenance: the header's bullet items (:func:`layerfast.report.tables.provenance`).
+    utility: the utility's name, for the full-model column.
+    """
+    blocks = [
+        Heading(f"layerfast report: {len(models)} model(s) x {len(tasks)} task(s)"),
+        Bullets(tuple(provenance)),
+        Heading("Shapley shares", 2),
+        Paragraph(
+            "Per sublayer, phi / sum |phi| (proximity estimator, window 3); rows models, columns "
+            "tasks; each panel's title names its top 4."
+        ),
+        Figure("grid.svg", "Shapley shares per model and task"),
+        Heading("Per model and task", 2),
+        Table(
+            ("model", "task", "items", f"full {utility}", "chance")
+            + ("cornerstones (v without it, Holm-adjusted p of the drop)",),
+            tuple(_pair_row(m, t, ablations[(m, t)]) for m, t in _pairs(models, tasks, ablations)),
+            align=("l", "l", "r", "r", "r", "l"),
+        ),
+        Heading("Rank agreement between tasks", 2),
     ]
-    for model in models:
-        for task in tasks:
-            abl = ablations.get((model, task))
-            if abl is None:
-                continue
-            items = abl.info.get("n_items", "") if isinstance(abl.info, dict) else ""
-            lines.append(
-                f"| {model} | {task} | {items} | {abl.full:.3f} | {chance_text(abl.chance)} | "
-                f"{cornerstone_support(abl)} |"
-            )
-    lines += ["", "## Rank agreement between tasks", ""]
     agreement = rank_agreement(models, tasks, shapley)
     if agreement:
-        lines += [
-            "Spearman's rho of the Shapley values over the players, with a 95% interval (Fisher "
-            "z, standard error sqrt(1.06 / (n - 3))).",
-            "",
-            "| model | task A | task B | rho | 95% interval | p | players |",
-            "|---|---|---|---:|---|---:|---:|",
+        blocks += [
+            Paragraph(
+                "Spearman's rho of the Shapley values over the players, with a 95% interval "
+                "(Fisher z, standard error sqrt(1.06 / (n - 3)))."
+            ),
+            Table(
+                ("model", "task A", "task B", "rho", "95% interval", "p", "players"),
+                tuple(_agreement_row(r) for r in agreement),
+                align=("l", "l", "l", "r", "l", "r", "r"),
+            ),
         ]
-        for r in agreement:
-            lines.append(
-                f"| {r['model']} | {r['task_a']} | {r['task_b']} | {_fmt(r['rho'])} | "
-                f"[{_fmt(r['lo'])}, {_fmt(r['hi'])}] | {_fmt(r['p'], '.1e')} | {r['n']} |"
-            )
     else:
-        lines.append("One task per model: nothing to compare.")
-    lines += ["", "## Ablation per model and task", ""]
-    for model in models:
-        for task in tasks:
-            if (model, task) in ablations:
-                folder = folders[(model, task)]
-                lines += [
-                    f"### {model} on {task}",
-                    "",
-                    f"![ablation of {model} on {task}]({folder}/ablation.svg)",
-                    "",
-                    f"Full report: `{folder}/report.md`.",
-                    "",
-                ]
-    return "\n".join(lines) + "\n"
+        blocks.append(Paragraph("One task per model: nothing to compare."))
+    blocks.append(Heading("Ablation per model and task", 2))
+    for model, task in _pairs(models, tasks, ablations):
+        folder = folders[(model, task)]
+        blocks += [
+            Heading(f"{model} on {task}", 3),
+            Figure(f"{folder}/ablation.svg", f"ablation of {model} on {task}"),
+            Paragraph(f"Full report: `{folder}/report.md`."),
+        ]
+    return Document(tuple(blocks), blank_end=True)
+
+
+def _pairs(models: Sequence[str], tasks: Sequence[str], ablations: dict) -> list[tuple[str, str]]:
+    """The (model, task) pairs that ran, models outer and tasks inner."""
+    return [(m, t) for m in models for t in tasks if (m, t) in ablations]
+
+
+def _pair_row(model: str, task: str, abl: Any) -> tuple[str, ...]:
+    items = abl.info.get("n_items", "") if isinstance(abl.info, dict) else ""
+    return (
+        model,
+        task,
+        str(items),
+        f"{abl.full:.3f}",
+        chance_text(abl.chance),
+        cornerstone_support(abl),
+    )
+
+
+def _agreement_row(r: dict) -> tuple[str, ...]:
+    interval = f"[{_fmt(r['lo'])}, {_fmt(r['hi'])}]"
+    p = _fmt(r["p"], ".1e")
+    return (r["model"], r["task_a"], r["task_b"], _fmt(r["rho"]), interval, p, str(r["n"]))

@@ -1,20 +1,96 @@
-"""The seed paper's figures (matplotlib, no pyplot state): attention red, MLP blue.
+"""The seed paper's figures (matplotlib, no pyplot state): attention red, MLP blue, a whole block
+(``--unit block``) purple.
 
 Each ``*_figure`` function returns a :class:`matplotlib.figure.Figure` (for tests and for
 callers that compose figures); each ``plot_*`` function draws the same figure and saves it to a
 file whose suffix picks the format (``.png``, ``.svg``, ``.pdf``). Per-block axes carry integer
-block ticks only, and legends sit above the axes, where they cannot hide a bar.
+block ticks only, and legends sit above the axes, where they cannot hide a bar. A player's bar
+sits on its block (:func:`bar_layout`, from :class:`layerfast.players.Player`'s ``block`` and
+``kind``); players whose names give no block (a closed-form game's ``p0``) sit at their list
+positions, grey, labelled by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..players import KINDS, as_players
+
 ATTN_COLOR, MLP_COLOR = "tab:red", "tab:blue"
+BLOCK_COLOR = "tab:purple"  # a whole block as one player (--unit block)
+OTHER_COLOR = "tab:gray"  # a player whose name gives no block or kind
+KIND_COLORS = {"attn": ATTN_COLOR, "mlp": MLP_COLOR, "block": BLOCK_COLOR}
+KIND_LABELS = {"attn": "attention", "mlp": "MLP", "block": "block (attention and MLP)"}
+SUBLAYER_OFFSET = 0.2  # attention this far left of its block, MLP right (both kinds drawn)
 MAX_TICKS = 40  # at most this many x tick labels; beyond it every k-th one
+
+
+@dataclass(frozen=True)
+class BarLayout:
+    """Where and how to draw one bar per player.
+
+    x: float [n_players] bar centres in block units: the player's block, -/+ SUBLAYER_OFFSET
+        for attention / MLP in a block that has both (a block player on its block); the list
+        positions 0, 1, ... when the names give no blocks.
+    width: float [n_players] bar widths (x units). colors: one per player.
+    kinds: the kinds drawn, in :data:`layerfast.players.KINDS` order (empty when the names
+        give no kinds). split: some block holds both an attention and an MLP bar.
+    ticks, labels: x tick positions and texts: whole block numbers, or player names.
+    """
+
+    x: np.ndarray
+    width: np.ndarray
+    colors: list[str]
+    kinds: tuple[str, ...]
+    split: bool
+    ticks: list[float]
+    labels: list[str]
+
+
+def bar_layout(players: Sequence[str], max_ticks: int = MAX_TICKS) -> BarLayout:
+    """The :class:`BarLayout` of ``players`` (names or :class:`~layerfast.players.Player`),
+    with at most about ``max_ticks`` tick labels."""
+    found = as_players(list(players))
+    if found is None:
+        n = len(players)
+        step = _tick_step(n, max_ticks)
+        names = [str(p) for p in players][::step]
+        x = np.arange(n, dtype=float)
+        return BarLayout(x, np.full(n, 0.8), [OTHER_COLOR] * n, (), False, list(x[::step]), names)
+    kinds = tuple(k for k in KINDS if any(p.kind == k for p in found))
+    attn, mlp = ({p.block for p in found if p.kind == k} for k in ("attn", "mlp"))
+    both = attn & mlp  # blocks drawn as two bars, attention left and MLP right
+    offset = {"attn": -SUBLAYER_OFFSET, "mlp": SUBLAYER_OFFSET, "block": 0.0}
+    x = np.array([p.block + (offset[p.kind] if p.block in both else 0.0) for p in found])
+    width = np.array([1.9 * SUBLAYER_OFFSET if p.block in both else 0.8 for p in found])
+    blocks = sorted({p.block for p in found})
+    ticks = blocks[:: _tick_step(len(blocks), max_ticks)]
+    colors = [KIND_COLORS[p.kind] for p in found]
+    labels = [str(b) for b in ticks]
+    return BarLayout(x, width, colors, kinds, bool(both), [float(b) for b in ticks], labels)
+
+
+def kind_handles(kinds: Iterable[str]) -> list:
+    """Legend patches for the player kinds ``kinds`` (attention, MLP, block)."""
+    from matplotlib.patches import Patch
+
+    return [Patch(color=KIND_COLORS[k], label=KIND_LABELS[k]) for k in kinds]
+
+
+def player_ticks(ax, layout: BarLayout, fontsize: float = 7) -> None:
+    """Tick labels and x label of a per-player axes: block numbers under the blocks, or the
+    player names (vertical) under list positions."""
+    ax.set_xticks(layout.ticks)
+    if layout.kinds:
+        ax.set_xticklabels(layout.labels, fontsize=fontsize)
+        label = "block (each: attention, then MLP)" if layout.split else "block"
+        ax.set_xlabel(label, fontsize=fontsize + 1)
+    else:
+        ax.set_xticklabels(layout.labels, rotation=90, fontsize=fontsize - 1)
 
 
 def _figure(n: int):
@@ -32,19 +108,11 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def _colors(players: Sequence[str]) -> list[str]:
-    return [ATTN_COLOR if p.startswith("attn") else MLP_COLOR for p in players]
-
-
-def _legend(ax, extra=()) -> None:
-    """The attention / MLP key (and ``extra`` handles) in one row above the axes."""
-    from matplotlib.patches import Patch
-
-    handles = [
-        Patch(color=ATTN_COLOR, label="attention"),
-        Patch(color=MLP_COLOR, label="MLP"),
-        *extra,
-    ]
+def _legend(ax, layout: BarLayout, extra=()) -> None:
+    """The key of the kinds drawn (and ``extra`` handles) in one row above the axes."""
+    handles = [*kind_handles(layout.kinds), *extra]
+    if not handles:
+        return
     ax.legend(
         handles=handles,
         fontsize=7,
@@ -60,23 +128,8 @@ def _title(fig, title: str) -> None:
     fig.suptitle(title, fontsize=9)
 
 
-def _tick_step(n: int) -> int:
-    return max(1, -(-n // MAX_TICKS))
-
-
-def _ticks(ax, players) -> None:
-    """Block numbers (integers) under each attention-MLP pair when the players are the standard
-    ``attn0, mlp0, attn1, ...``; else the player names."""
-    blocks = len(players) // 2
-    if players == [f"{k}{i}" for i in range(blocks) for k in ("attn", "mlp")]:
-        step = _tick_step(blocks)
-        ax.set_xticks([2 * i + 0.5 for i in range(0, blocks, step)])
-        ax.set_xticklabels([str(i) for i in range(0, blocks, step)], fontsize=7)
-        ax.set_xlabel("block (each: attention, then MLP)", fontsize=8)
-    else:
-        step = _tick_step(len(players))
-        ax.set_xticks(range(0, len(players), step))
-        ax.set_xticklabels(players[::step], rotation=90, fontsize=6)
+def _tick_step(n: int, max_ticks: int = MAX_TICKS) -> int:
+    return max(1, -(-n // max_ticks))
 
 
 def _block_ticks(ax, n_blocks: int) -> None:
@@ -99,14 +152,15 @@ def ablation_figure(
     """Utility with each player removed (float [n_players]), with the full-model and chance
     lines; a Figure."""
     fig, ax = _figure(len(players))
-    ax.bar(range(len(players)), values, color=_colors(players))
+    layout = bar_layout(players)
+    ax.bar(layout.x, values, width=layout.width, color=layout.colors)
     extra = [ax.axhline(full, color="black", lw=1, ls="-", label=f"full model {full:.3f}")]
     if chance is not None:
         extra.append(ax.axhline(chance, color="gray", lw=1, ls="--", label=f"chance {chance:.3f}"))
-    _ticks(ax, list(players))
+    player_ticks(ax, layout)
     ax.set_ylabel(f"{utility} without player" if utility else "utility without player")
     _title(fig, title or "single-sublayer ablation")
-    _legend(ax, extra)
+    _legend(ax, layout, extra)
     return fig
 
 
@@ -137,18 +191,20 @@ def shapley_figure(
     err = None
     if stderr is not None and not np.all(np.isnan(stderr)):
         err = np.abs(np.nan_to_num(stderr) * scale)
+    layout = bar_layout(players)
     ax.bar(
-        range(len(players)),
+        layout.x,
         values * scale,
-        color=_colors(players),
+        width=layout.width,
+        color=layout.colors,
         yerr=err,
         error_kw={"elinewidth": 0.6, "capsize": 1},
     )
     ax.axhline(0, color="black", lw=0.6)
-    _ticks(ax, list(players))
+    player_ticks(ax, layout)
     ax.set_ylabel("share of total (%)" if total != 0 else "Shapley value")
     _title(fig, title or "layer Shapley values")
-    _legend(ax)
+    _legend(ax, layout)
     return fig
 
 

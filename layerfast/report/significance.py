@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .document import Paragraph, Table, markdown_blocks
+
 Z_LEVEL = NormalDist().inv_cdf(0.975)  # two-sided 95%
 Z_POWER = NormalDist().inv_cdf(0.80)
 
@@ -43,6 +45,13 @@ def items_needed(values: np.ndarray, stderr_items: np.ndarray, n_items: int) -> 
 def significance_table(abl: Any, res: Any, n_items: int | None) -> str | None:
     """A Markdown table, one row per player: drop and Shapley value, whether each is told from
     0 at this item count, and the items each would need; None without an item bootstrap."""
+    blocks = significance_blocks(abl, res, n_items)
+    return None if blocks is None else markdown_blocks(blocks)
+
+
+def significance_blocks(abl: Any, res: Any, n_items: int | None) -> tuple[Paragraph, Table] | None:
+    """:func:`significance_table` as report blocks: the paragraph saying what the table shows
+    and the table (cells as text); None without an item bootstrap."""
     drop_se = getattr(abl, "drop_stderr_items", None)
     boot = res is not None and getattr(res, "item_rank_counts", None) is not None
     if drop_se is None or not boot or not n_items:
@@ -52,21 +61,30 @@ def significance_table(abl: Any, res: Any, n_items: int | None) -> str | None:
     phi_ok = distinguishable(res.values, res.stderr_total)
     phi_n = items_needed(res.values, res.stderr_items, n_items)
     coalition_bound = np.abs(res.values) <= Z_LEVEL * np.nan_to_num(res.coalition_stderr)
-    lines = [
+    intro = Paragraph(
         f"Told from zero at {n_items} items (95% interval excludes 0), and the items needed "
         "for 80% power at 5% (from the bootstrap's item-level error; `budget` where the "
-        "coalition sampling error alone is too large, so more items cannot help):",
-        "",
-        "| player | drop | drop ≠ 0 | items for drop | Shapley | Shapley ≠ 0 | items for Shapley |",
-        "|---|---:|:-:|---:|---:|:-:|---:|",
-    ]
+        "coalition sampling error alone is too large, so more items cannot help):"
+    )
+    rows = []
     for i, p in enumerate(abl.players):
         phi_items = "budget" if coalition_bound[i] and not phi_ok[i] else _count(phi_n[i])
-        lines.append(
-            f"| {p} | {abl.drops[i]:.3f} | {_yes(drop_ok[i])} | {_count(drop_n[i])} | "
-            f"{res.values[i]:.4f} | {_yes(phi_ok[i])} | {phi_items} |"
+        rows.append(
+            (
+                str(p),
+                f"{abl.drops[i]:.3f}",
+                _yes(drop_ok[i]),
+                _count(drop_n[i]),
+                f"{res.values[i]:.4f}",
+                _yes(phi_ok[i]),
+                phi_items,
+            )
         )
-    return "\n".join(lines)
+    columns = ("player", "drop", "drop ≠ 0", "items for drop", "Shapley", "Shapley ≠ 0")
+    table = Table(
+        (*columns, "items for Shapley"), tuple(rows), align=("l", "r", "c", "r", "r", "c", "r")
+    )
+    return intro, table
 
 
 def _yes(flag: bool) -> str:

@@ -1,17 +1,22 @@
-"""Plain-text and Markdown tables and summaries that the CLI prints or writes (``report.md``,
-``finetune.md``)."""
+"""Plain-text and Markdown tables and summaries that the CLI prints or writes (``finetune.md``),
+and the report of one model on one task as a document (:func:`pair_document`: ``report.md`` and
+``report.html``, :mod:`layerfast.report.document`) with its provenance lines and player rows."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 from ..estimators.ablation import NOT_ENOUGH_ITEMS, AblationResult
-from .significance import significance_table
+from .document import Bullets, Document, Figure, Heading, Table, render_markdown
+from .significance import significance_blocks
 
 TOP_K = 5  # the rank-stability column: how often a player is among the top 5 Shapley values
+VERSIONS = ("numpy", "matplotlib", "accelerate", "triton")  # named in the provenance line
 
 
 def ablation_table(abl: AblationResult, res: Any = None, top: int | None = None) -> str:
@@ -69,37 +74,82 @@ def chance_text(chance: float | None) -> str:
 
 
 def markdown_summary(meta: dict, abl: AblationResult, res: Any, wall_s: float) -> str:
-    """``report.md``: the run's setup, cornerstones, Shapley cost, both figures and the table."""
+    """``report.md`` without its provenance lines: the run's setup, cornerstones, Shapley cost,
+    both figures and the table (:func:`pair_document` as Markdown)."""
+    return render_markdown(pair_document(meta, abl, res, wall_s))
+
+
+def pair_document(
+    meta: dict, abl: AblationResult, res: Any, wall_s: float, provenance: Sequence[str] = ()
+) -> Document:
+    """The report of one model on one task: the run's setup, cornerstones, Shapley cost, both
+    figures, the player table (and, with the item bootstrap, which values are told from zero).
+
+    meta: the run's metadata (``model``, ``task``, ``n_items``, ``dtype``, ``environment``, ...).
+    abl, res: the ablation sweep and the Shapley result over the same players.
+    wall_s: the run's wall time in seconds.
+    provenance: bullet items put first (:func:`provenance`); none in :func:`markdown_summary`.
+    """
     chance = f"{abl.chance:.3f}" if abl.chance is not None else "n/a"
     margin = f"{abl.margin:.3f}" if abl.margin is not None else "n/a"
     env = meta["environment"]
-    lines = [
-        f"# layerfast report: {meta['model']} on {meta['task']}",
-        "",
-        f"- items: {meta['n_items']}, utility: {abl.utility}{_note(meta)}, dtype: {meta['dtype']}",
-        f"- {truncation_text(meta.get('truncation'))}",
-        f"- full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = {margin}",
-        f"- cornerstones (removal drops the utility to chance): {_cornerstone_names(abl)}",
-        f"- cornerstone test: {abl.cornerstone_note}",
-        f"- Shapley: {res.method} (window {res.info.get('window', '-')}), "
+    facts = (
+        f"items: {meta['n_items']}, utility: {abl.utility}{_note(meta)}, dtype: {meta['dtype']}",
+        truncation_text(meta.get("truncation")),
+        f"full model v(N) = {abl.full:.4f}; chance = {chance}; cornerstone margin = {margin}",
+        f"cornerstones (removal drops the utility to chance): {_cornerstone_names(abl)}",
+        f"cornerstone test: {abl.cornerstone_note}",
+        f"Shapley: {res.method} (window {res.info.get('window', '-')}), "
         f"{res.n_evaluations} coalitions; efficiency gap {efficiency_gap_text(res)}",
-        f"- {error_bars_text(abl, res)}",
-        f"- wall time {wall_s:.0f} s on {meta.get('threads', '?')} CPU threads; "
+        error_bars_text(abl, res),
+        f"wall time {wall_s:.0f} s on {meta.get('threads', '?')} CPU threads; "
         f"{env['machine']}, {env['date']}",
-        "",
-        "![ablation](ablation.png)",
-        "",
-        "![shapley](shapley.png)",
-        "",
-        "```",
-        ablation_table(abl, res),
-        "```",
-        "",
+    )
+    blocks = (
+        Heading(f"layerfast report: {meta['model']} on {meta['task']}"),
+        Bullets((*provenance, *facts)),
+        Figure("ablation.png", "ablation"),
+        Figure("shapley.png", "shapley"),
+        Table.from_records(player_rows(abl, res), plain=ablation_table(abl, res)),
+    )
+    return Document(blocks + (significance_blocks(abl, res, meta.get("n_items")) or ()))
+
+
+def provenance(meta: dict, version: str) -> tuple[str, str]:
+    """The report header's bullet items on what made it: the command (``meta["command"]``), the
+    layerfast ``version`` and the other versions (``meta["environment"]``, installed packages)."""
+    env = meta["environment"]
+    versions = ", ".join(f"{name} {_version(name)}" for name in VERSIONS)
+    return (
+        f"made by `{meta['command']}`",
+        f"with layerfast {version}, Python {env['python']}, torch {env['torch']}, "
+        f"transformers {env['transformers']}, {versions}; device {env['device']}",
+    )
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def player_rows(abl: AblationResult, res: Any) -> list[dict]:
+    """The rows of ``report.html``'s sortable player table, one dict per player: ``player``,
+    ``v(N\\{l})``, ``drop``, ``shapley``, ``± s.e.`` (floats, utility units) and
+    ``cornerstone`` (bool)."""
+    cornerstones = set(abl.cornerstones)
+    return [
+        {
+            "player": p,
+            "v(N\\{l})": float(abl.values[i]),
+            "drop": float(abl.drops[i]),
+            "shapley": float(res.values[i]),
+            "± s.e.": float(res.stderr[i]),
+            "cornerstone": p in cornerstones,
+        }
+        for i, p in enumerate(abl.players)
     ]
-    told = significance_table(abl, res, meta.get("n_items"))
-    if told is not None:
-        lines += [told, ""]
-    return "\n".join(lines)
 
 
 def error_bars_text(abl: AblationResult, res: Any) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from layerfast import cli
+from layerfast.report.document import Bullets, Code, Document, Figure, Heading, Paragraph, Table
 from layerfast.report.html import render_html, sortable_table, write_html
 from tests.test_cli import save_tiny_model, sweep, write_task_file
 
@@ -67,36 +68,23 @@ def assert_self_contained(text: str) -> None:
     assert not tags.named("link") and all("src" not in a for a in tags.named("script"))
 
 
-# --- the page from Markdown -------------------------------------------------------------------
-def test_markdown_subset_escaped_and_figures_inline(tmp_path):
+# --- the page from a document -----------------------------------------------------------------
+def test_document_escaped_and_figures_inline(tmp_path):
     (tmp_path / "fig.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (tmp_path / "fig.svg").write_text(SVG)
     (tmp_path / "only.png").write_bytes(b"\x89PNG\r\n\x1a\nraster")
-    md = "\n".join(
-        [
-            "# report: <b>m</b> & `t`",
-            "",
-            '- made by `layerfast report --task "a<b"`',
-            "- a & b",
-            "",
-            '![shares "x" <y>](fig.png)',
-            "",
-            "![raster](only.png)",
-            "",
-            "```",
-            "</pre><script>alert(1)</script>",
-            "```",
-            "",
-            "| name | score |",
-            "|---|---:|",
-            "| <i>a</i> | 0.5 |",
-            "| b | 10 |",
-            "",
-            "text <one>",
-            "continued",
-        ]
+    doc = Document(
+        (
+            Heading("report: <b>m</b> & `t`"),
+            Bullets(('made by `layerfast report --task "a<b"`', "a & b")),
+            Figure("fig.png", 'shares "x" <y>'),
+            Figure("only.png", "raster"),
+            Code("</pre><script>alert(1)</script>"),
+            Table(("name", "score"), (("<i>a</i>", "0.5"), ("b", "10")), align=("l", "r")),
+            Paragraph("text <one>\ncontinued"),
+        )
     )
-    text = render_html(md, tmp_path)
+    text = render_html(doc, tmp_path)
     assert_self_contained(text)
     tags = Tags(text)
     assert tags.title == "report: <b>m</b> & `t`"  # the heading as text, never as markup
@@ -113,14 +101,14 @@ def test_markdown_subset_escaped_and_figures_inline(tmp_path):
     assert "<script>" in text and "aria-sort" in text  # the sort script, inline
 
 
-def test_code_block_matching_a_table_becomes_a_sortable_table(tmp_path):
+def test_table_with_a_plain_text_form_is_a_sortable_table(tmp_path):
     block = "player  value\n------\nattn0   0.5"
-    md = f"# r\n\n```\n{block}\n```\n\n```\nother\n```\n"
     rows = [
         {"player": "attn0", "value": np.float64(0.5), "n": np.int64(3), "top": np.bool_(True)},
         {"player": "mlp0", "value": float("nan"), "n": 12, "top": False},
     ]
-    text = render_html(md, tmp_path, tables={block: rows})
+    doc = Document((Heading("r"), Table.from_records(rows, plain=block), Code("other")))
+    text = render_html(doc, tmp_path)
     assert "player  value" not in text and "<pre><code>other</code></pre>" in text
     assert '<td class="num" data-v="0.5">0.5000</td>' in text
     assert '<td class="num" data-v="">n/a</td>' in text and '<td class="num" data-v="12">' in text
@@ -131,16 +119,16 @@ def test_code_block_matching_a_table_becomes_a_sortable_table(tmp_path):
 @pytest.mark.parametrize("src", ["https://example.org/a.png", "/etc/a.png", "../a.png", "a.gif"])
 def test_figure_outside_the_folder_is_refused(tmp_path, src):
     with pytest.raises(ValueError, match="expected a .png or .svg file name"):
-        render_html(f"![x]({src})", tmp_path)
+        render_html(Document((Figure(src, "x"),)), tmp_path)
 
 
 def test_missing_figure_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="gone.png"):
-        render_html("![x](gone.png)", tmp_path)
+        render_html(Document((Figure("gone.png", "x"),)), tmp_path)
 
 
 def test_write_html_is_utf8(tmp_path):
-    path = write_html(tmp_path / "r.html", "# ± s.e. – ü\n")
+    path = write_html(tmp_path / "r.html", Document((Heading("± s.e. – ü"),)))
     assert "<h1>± s.e. – ü</h1>" in path.read_bytes().decode("utf-8")
 
 

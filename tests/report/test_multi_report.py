@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from layerfast.cli.multi_report import slug
+from layerfast.players import block_players
 from layerfast.report.grid import grid_figure, shares, top_caption
 from layerfast.report.multi import spearman_interval
 from tests.test_cli import record_games, run, save_tiny_model, write_task_file
@@ -45,6 +46,25 @@ def test_grid_figure_has_a_panel_per_pair_with_integer_ticks():
         assert labels and all("." not in lab for lab in labels), labels
         assert ax.get_title().startswith("top: ")
     assert any(t.get_text() == "not run" for t in axes[5].texts)
+
+
+@pytest.mark.parametrize(
+    "players,want",
+    [
+        ([f"block{b}" for b in range(5)], [0, 1, 2, 3, 4]),  # --unit block
+        (block_players(5), [0, 1, 2, 3, 4]),
+        (["attn3", "mlp5", "attn7"], [3, 5, 7]),
+    ],
+)
+def test_grid_puts_each_bar_on_its_block(players, want):
+    """Bar x centres are the players' blocks (integers): no "two players per block" positions."""
+    values = np.linspace(-0.5, 1.0, len(players))
+    fig = grid_figure(["a"], ["x", "y"], {("a", t): (players, values) for t in ("x", "y")})
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert np.allclose([p.get_x() + p.get_width() / 2 for p in ax.patches], want)
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels and {int(t) for t in labels} <= set(want), labels
 
 
 def test_two_models_two_tasks(tmp_path, capsys, monkeypatch, model_factory, tiny_tokenizer_fixture):

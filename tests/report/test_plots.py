@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import matplotlib.colors
 import numpy as np
 import pytest
 
+from layerfast.players import block_players, sublayer_players
 from layerfast.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -112,3 +114,70 @@ def test_figures_save_as_svg_too(tmp_path):
     players = standard_players(2)
     path = plots.plot_ablation(players, np.ones(4), 1.0, 0.5, tmp_path / "a.svg")
     assert b"<svg" in path.read_bytes()[:1000]
+
+
+def bar_centres(ax) -> list[float]:
+    """The x centre of every bar of ``ax`` (its Rectangle patches), in drawing order."""
+    return [p.get_x() + p.get_width() / 2 for p in ax.patches]
+
+
+def player_figures(players):
+    """The ablation and Shapley figures of ``players`` on fixed values."""
+    n = len(players)
+    values = np.linspace(0.2, 0.8, n)
+    return [
+        plots.ablation_figure(players, values, 0.9, 0.25, utility="acc"),
+        plots.shapley_figure(players, values, np.full(n, 0.01)),
+    ]
+
+
+@pytest.mark.parametrize("as_objects", [True, False])
+def test_block_players_sit_on_their_blocks(as_objects):
+    """``--unit block``: block b's bar is centred at x = b, labelled b, in the block colour."""
+    players = block_players(6) if as_objects else [f"block{b}" for b in range(6)]
+    for fig in player_figures(players):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        assert np.allclose(bar_centres(ax), range(6))
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(b) for b in range(6)]
+        assert np.allclose(ax.get_xticks(), range(6))
+        assert {matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches} == {
+            matplotlib.colors.to_hex(plots.BLOCK_COLOR)
+        }
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend[0] == plots.KIND_LABELS["block"] and "attention" not in legend
+
+
+def test_a_subset_of_sublayers_lands_on_its_blocks():
+    for fig in player_figures(["attn3", "mlp5", "attn7"]):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        assert np.allclose(bar_centres(ax), [3, 5, 7])
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "5", "7"]
+        colors = [matplotlib.colors.to_hex(p.get_facecolor()) for p in ax.patches]
+        red, blue = (matplotlib.colors.to_hex(c) for c in (plots.ATTN_COLOR, plots.MLP_COLOR))
+        assert colors == [red, blue, red]
+
+
+def test_attention_and_mlp_share_their_block():
+    """Both sublayers of block b: attention just left of b, MLP just right, within the block;
+    Player objects and plain names place the same."""
+    for players in (sublayer_players(4), standard_players(4)):
+        for fig in player_figures(players):
+            x = np.array(bar_centres(fig.axes[0]))
+            assert np.allclose(x[0::2], np.arange(4) - plots.SUBLAYER_OFFSET)
+            assert np.allclose(x[1::2], np.arange(4) + plots.SUBLAYER_OFFSET)
+            widths = [p.get_width() for p in fig.axes[0].patches]
+            assert max(widths) < 2 * plots.SUBLAYER_OFFSET  # the two bars do not overlap
+
+
+def test_names_without_blocks_fall_back_to_list_positions():
+    """A closed-form game's p0, p1, ...: bars at 0, 1, ..., labelled by name, no kind legend."""
+    for fig in player_figures(["p0", "p1", "p2"]):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        assert np.allclose(bar_centres(ax), [0, 1, 2])
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["p0", "p1", "p2"]
+        legend = ax.get_legend()
+        texts = [] if legend is None else [t.get_text() for t in legend.get_texts()]
+        assert "attention" not in texts and "MLP" not in texts

@@ -46,6 +46,15 @@ def check_folder(folder: Path, trust_remote_code: bool, own_tokenizer: bool) -> 
 
     own_tokenizer: the tokenizer will be loaded from this folder (check its ``auto_map`` too).
     """
+    config = check_config(folder, trust_remote_code, own_tokenizer)
+    check_weights(folder)
+    return config
+
+
+def check_config(folder: Path, trust_remote_code: bool, own_tokenizer: bool) -> dict[str, Any]:
+    """The checks of :func:`check_folder` that read only ``config.json`` and
+    ``tokenizer_config.json`` (no weight file needs to be there yet: a model hub snapshot is
+    checked so before its weights are downloaded); return the config dict."""
     config = read_json(folder / "config.json")
     model_type = config.get("model_type")
     if model_type not in supported_model_types():
@@ -59,7 +68,6 @@ def check_folder(folder: Path, trust_remote_code: bool, own_tokenizer: bool) -> 
         tokenizer_config = folder / "tokenizer_config.json"
         if own_tokenizer and tokenizer_config.is_file():
             _refuse_own_code(folder, tokenizer_config.name, read_json(tokenizer_config))
-    check_weights(folder)
     return config
 
 

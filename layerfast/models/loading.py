@@ -1,18 +1,21 @@
-"""``lf.load``: a packaged model name, a local HF folder or an HF model object -> SublayerModel.
+"""``lf.load``: a packaged model name, a local HF folder, a model hub id or an HF model object
+-> SublayerModel.
 
 Packaged models (``PACKAGED_NAMES``: SmolLM2-135M-Instruct, Gemma-3-270M) come from pip archives
 (see :mod:`layerfast.assets`), are de-quantised from GGUF once (about 20-90 s) and cached as
 safetensors under ``<cache>/models/<name>``, so later loads take seconds (SmolLM2 about one;
-Gemma-3 a few, most of it its 262k-token tokenizer).
-Nothing is fetched from a model hub.
+Gemma-3 a few, most of it its 262k-token tokenizer). They are the offline default and win over a
+hub id of the same spelling unless a ``revision`` is given.
+A model hub id (``org/name``) is found in the Hugging Face cache, or downloaded into it, as
+``from_pretrained`` does (:mod:`layerfast.models.hub`); its snapshot folder is then loaded as a
+local folder.
 
 Models larger than one device: ``device_map`` (with ``max_memory`` and ``offload_folder``) splits
 a model over devices and offloads the rest to CPU or disk through ``accelerate``: a folder or
-packaged model is loaded by ``AutoModelForCausalLM.from_pretrained`` with these arguments; a
-model object is cast to ``dtype`` first, then placed by ``accelerate.dispatch_model`` (a string
-map such as "auto" is worked out by ``infer_auto_device_map`` within ``max_memory``; modules
-mapped to "disk" are written to ``offload_folder``). The forward loop follows the placement
-(:mod:`layerfast.models.placement`).
+packaged model is loaded by ``AutoModelForCausalLM.from_pretrained`` with these arguments (a dict
+map's names checked first on a weightless skeleton); a model object is cast to ``dtype`` first,
+then placed by accelerate. All of it lives in :mod:`layerfast.models.placement`, which the
+forward loop follows too.
 
 Safety: a folder is checked first (:mod:`layerfast.models.folders`); ``transformers`` is always
 called with ``trust_remote_code`` given explicitly (False unless the caller opts in) and
@@ -31,8 +34,9 @@ from torch import nn
 
 from .. import assets
 from ..errors import UsageError
-from . import digest, placement
+from . import digest, hub, placement
 from .folders import check_folder
+from .placement import check_placement  # noqa: F401  (still imported from here by the CLI)
 from .saving import save_pretrained_checked
 from .sublayer_model import SublayerModel
 
@@ -79,12 +83,15 @@ def load(
     device_map: str | dict[str, Any] | None = None,
     max_memory: dict[Any, Any] | None = None,
     offload_folder: str | os.PathLike | None = None,
+    revision: str | None = None,
 ) -> SublayerModel:
     """Load a causal LM as a :class:`SublayerModel`.
 
     Args:
         model: a packaged name (``"smollm2-135m"``, ``"gemma3-270m"``), a local Hugging Face
-            model folder, or a ``transformers`` model object (its weights are shared, not copied).
+            model folder, a model hub id (``"org/name"``: the HF cache first, then a download
+            unless ``HF_HUB_OFFLINE=1``), or a ``transformers`` model object (its weights are
+            shared, not copied).
         dtype: torch dtype or one of "fp32", "bf16", "fp16"; None keeps the stored dtype (fp32
             for the packaged models).
         device: e.g. "cpu" or "cuda"; None keeps the model where it is (CPU for loaded ones).
@@ -98,26 +105,35 @@ def load(
         max_memory: with device_map, the most each device may hold, e.g. ``{0: "20GiB",
             "cpu": "60GiB"}``.
         offload_folder: with device_map, where modules mapped to "disk" are kept.
+        revision: with a model hub id, the branch, tag or commit (default "main"); a packaged
+            name with a revision is read from the hub.
 
-    The result's ``load_spec`` records these arguments (plain values), so that another process
-    can load the same model.
+    The result's ``load_spec`` records these arguments (plain values; a hub id's revision as the
+    commit it resolved to), so that another process can load the same model.
 
     Raises:
-        UsageError: an unknown name, a folder that is not a supported model with safetensors
-            weights, a folder asking to run its own code, an unknown dtype or unusable device,
-            ``device`` with ``device_map``, ``max_memory`` or ``offload_folder`` without
-            ``device_map``, or a device map that cannot be used.
+        UsageError: an unknown name, a hub id neither cached nor downloadable, a folder that is
+            not a supported model with safetensors weights, a folder asking to run its own code,
+            an unknown dtype or unusable device, ``device`` with ``device_map``, ``max_memory``
+            or ``offload_folder`` without ``device_map``, a device map naming modules the model
+            lacks or leaving some out, or ``revision`` without a hub id.
     """
     torch_dtype = parse_dtype(dtype)
-    placing = check_placement(device, device_map, max_memory, offload_folder)
+    placing = placement.check_placement(device, device_map, max_memory, offload_folder)
     target = check_device(device)
-    folder = None
+    folder = spec = None
+    if isinstance(model, nn.Module) and revision is not None:
+        raise UsageError(
+            f"revision= {revision!r} names a model hub commit; a model object has none"
+        )
     if isinstance(model, SublayerModel):
         hf_model, name, tokenizer = model.hf_model, model.name, tokenizer or model.tokenizer
     elif isinstance(model, nn.Module):
         hf_model, name = model, None
     else:
-        folder, name = _resolve_folder(str(model))
+        folder, name, spec, revision = _resolve(
+            str(model), revision, trust_remote_code, own_tokenizer=tokenizer is None
+        )
         hf_model, tokenizer = _load_folder(
             folder, torch_dtype, tokenizer, trust_remote_code, placing
         )
@@ -126,111 +142,21 @@ def load(
     if target is not None:
         hf_model = hf_model.to(target)
     if folder is None and placing:
-        hf_model = _dispatch(hf_model, **placing)
+        hf_model = placement.dispatch(hf_model, **placing)
     loaded = SublayerModel(hf_model, tokenizer, name=name)
     loaded.load_spec = {
-        "model": None if folder is None else _model_spec(str(model), folder),
+        "model": spec,
         "dtype": None if torch_dtype is None else str(torch_dtype).removeprefix("torch."),
         "device": None if target is None else str(target),
-        "device_map": _plain(device_map),
-        "max_memory": _plain(max_memory),
+        "device_map": placement.plain(device_map),
+        "max_memory": placement.plain(max_memory),
         "offload_folder": None if offload_folder is None else str(offload_folder),
         "trust_remote_code": bool(trust_remote_code),
+        "revision": revision,
     }
     if folder is not None:
         digest.remember_folder(loaded, folder)
     return loaded
-
-
-def check_placement(
-    device: Any, device_map: Any, max_memory: Any, offload_folder: Any
-) -> dict[str, Any]:
-    """The ``from_pretrained`` placement arguments given ({} when none); UsageError for a
-    combination that cannot work."""
-    if device_map is None:
-        given = [
-            flag
-            for flag, value in (
-                ("max_memory= (--max-memory)", max_memory),
-                ("offload_folder= (--offload-folder)", offload_folder),
-            )
-            if value is not None
-        ]
-        if given:
-            raise UsageError(f"{' and '.join(given)} need device_map= (--device-map)")
-        return {}
-    if device is not None:
-        raise UsageError(
-            f"device= (--device) {str(device)!r} and device_map= (--device-map) both place the "
-            "model: give one (the device map names a device per module)"
-        )
-    if not isinstance(device_map, (str, dict)):
-        raise UsageError(
-            f"device_map= (--device-map) must be a string such as 'auto' or a dict of module "
-            f"name -> device, got {type(device_map).__name__}"
-        )
-    if max_memory is not None and not isinstance(max_memory, dict):
-        raise UsageError(
-            "max_memory= (--max-memory) must be a dict of device -> size such as "
-            f"{{0: '20GiB', 'cpu': '60GiB'}}, got {type(max_memory).__name__}"
-        )
-    placing: dict[str, Any] = {"device_map": device_map}
-    if max_memory is not None:
-        placing["max_memory"] = max_memory
-    if offload_folder is not None:
-        placing["offload_folder"] = str(offload_folder)
-    return placing
-
-
-def _plain(value: Any) -> Any:
-    """A device map or memory map as plain picklable values (torch devices as strings)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, torch.device):
-        return str(value)
-    return value
-
-
-def _model_spec(spec: str, folder: Path) -> str:
-    """What reloads the same model elsewhere: a packaged name as given, a folder's full path."""
-    if not Path(spec).expanduser().is_dir() and spec.lower() in PACKAGED:
-        return spec
-    return str(folder.expanduser().absolute())
-
-
-def _dispatch(
-    hf_model: nn.Module,
-    device_map: str | dict[str, Any],
-    max_memory: dict | None = None,
-    offload_folder: str | None = None,
-) -> nn.Module:
-    """Place a model object by ``device_map`` with accelerate (a string map inferred first)."""
-    from accelerate import dispatch_model, infer_auto_device_map
-    from accelerate.utils import get_balanced_memory
-
-    if isinstance(device_map, str):
-        no_split = getattr(hf_model, "_no_split_modules", None) or []
-        if device_map in ("auto", "balanced", "balanced_low_0"):
-            max_memory = get_balanced_memory(
-                hf_model,
-                max_memory=max_memory,
-                no_split_module_classes=no_split,
-                low_zero=device_map == "balanced_low_0",
-            )
-        elif device_map != "sequential":
-            raise UsageError(
-                f"device_map= (--device-map) {device_map!r}: use 'auto', 'balanced', "
-                "'balanced_low_0', 'sequential' or a dict of module name -> device"
-            )
-        device_map = infer_auto_device_map(
-            hf_model, max_memory=max_memory, no_split_module_classes=no_split
-        )
-    try:
-        hf_model = dispatch_model(hf_model, device_map=device_map, offload_dir=offload_folder)
-    except (ValueError, KeyError, RuntimeError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UsageError(f"device_map= (--device-map) cannot place the model: {reason}") from None
-    return hf_model
 
 
 def check_device(device: str | torch.device | None) -> torch.device | None:
@@ -269,32 +195,56 @@ def copy_as(model: SublayerModel, dtype: str | torch.dtype) -> SublayerModel:
     return load(copy.deepcopy(model.hf_model), dtype=dtype, tokenizer=model.tokenizer)
 
 
-def _resolve_folder(spec: str) -> tuple[Path, str]:
+def _resolve(
+    spec: str, revision: str | None, trust: bool, own_tokenizer: bool
+) -> tuple[Path, str, str, str | None]:
+    """(folder to load, model name, what reloads it elsewhere, hub commit or None) for a local
+    folder, a packaged name or a model hub id, in that order of precedence."""
     path = Path(spec).expanduser()
     if path.is_file():
         raise UsageError(f"model {spec!r} is a file; give the folder that holds config.json")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"{path} has no config.json: not a Hugging Face model folder")
-        return path, path.name
+        if revision is not None:
+            raise UsageError(
+                f"revision= {revision!r} names a model hub commit; {spec!r} is a local folder"
+            )
+        return path, path.name, str(path.absolute()), None
     key = spec.lower()
-    if key in PACKAGED:
+    if key in PACKAGED and (revision is None or "/" not in spec):  # org/name: the hub's
+        if revision is not None:
+            raise UsageError(
+                f"revision= {revision!r} names a model hub commit; {spec!r} is a packaged model "
+                "(give its hub id, org/name, to read that revision from the hub)"
+            )
         asset, folder_name = PACKAGED[key]
-        return packaged_model_folder(asset, folder_name), folder_name
+        return packaged_model_folder(asset, folder_name), folder_name, spec, None
     aliases = sorted(set(PACKAGED) - set(PACKAGED_NAMES))
-    raise UsageError(
+    neither = (
         f"{spec!r} is neither a local model folder nor a packaged model "
-        f"({', '.join(PACKAGED_NAMES)}; also spelled {', '.join(aliases)}); "
-        "layerfast does not download from a model hub"
+        f"({', '.join(PACKAGED_NAMES)}; also spelled {', '.join(aliases)})"
     )
+    if not hub.is_hub_id(spec):
+        raise UsageError(
+            f"{neither}, nor a model hub id (org/name: letters, digits, '-', '_', '.')"
+        )
+    try:
+        folder = hub.snapshot(spec, revision, trust, own_tokenizer)
+    except hub.NotAvailable as e:
+        raise UsageError(
+            f"{neither}, and model hub id {spec!r} {e}; a local folder or a packaged name "
+            "works offline"
+        ) from None
+    return folder, spec, spec, folder.name
 
 
-def fetch_model(spec: str, trust_remote_code: bool = False) -> Path:
-    """The folder of model ``spec`` ready to load: a packaged model is converted now; a local
-    folder is checked (without reading weights). Anything else is refused: layerfast never
-    downloads from a model hub."""
-    folder, _ = _resolve_folder(spec)
-    if Path(spec).expanduser().is_dir():
+def fetch_model(spec: str, trust_remote_code: bool = False, revision: str | None = None) -> Path:
+    """The folder of model ``spec`` ready to load: a packaged model is converted now; a model
+    hub id is downloaded into the HF cache (unless cached); a local folder or hub snapshot is
+    checked (without reading weights)."""
+    folder, _, _, commit = _resolve(spec, revision, trust_remote_code, own_tokenizer=True)
+    if commit is not None or Path(spec).expanduser().is_dir():
         check_folder(folder, trust_remote_code=trust_remote_code, own_tokenizer=True)
     return folder
 
@@ -346,16 +296,21 @@ def _load_folder(
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    placing = placing or {}
     check_folder(folder, trust_remote_code=trust, own_tokenizer=tokenizer is None)
+    device_map = placing.get("device_map")
+    if isinstance(device_map, dict):  # its names, before any weight is read
+        placement.check_device_map(placement.skeleton(folder, trust), device_map, str(folder))
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            dtype=dtype or "auto",
-            local_files_only=True,
-            trust_remote_code=trust,
-            use_safetensors=True,
-            **(placing or {}),
-        )
+        with placement.quiet_whole_disk(device_map):
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                folder,
+                dtype=dtype or "auto",
+                local_files_only=True,
+                trust_remote_code=trust,
+                use_safetensors=True,
+                **placing,
+            )
     except (OSError, SafetensorError) as e:  # unreadable or truncated files in the folder
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"{folder}: cannot load the model: {reason}") from None

@@ -9,12 +9,19 @@ directly, so it only needs to know (1) where a module runs, to move the residual
 and (2) how to hold a module's weights in memory while reading them directly (``lm_head.weight``
 for the chunked log-softmax). This module answers both; nothing else in layerfast knows about
 accelerate's hooks. On a model that is not dispatched every function here is a no-op.
+
+Placing a model is here too, so that no other module imports accelerate or knows a device map's
+structure: the arguments (:func:`check_placement`), the map's names (:func:`check_device_map`, on a
+``meta`` skeleton before any weight is read), accelerate's dispatch, and where Ray workers run.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -155,3 +162,234 @@ def tensor_value(model: nn.Module, name: str, tensor: torch.Tensor) -> torch.Ten
             except KeyError:
                 continue
     raise RuntimeError(f"{name} is on the meta device and no offload store holds it")
+
+
+# --- placing a model: the arguments, the map's names, accelerate's dispatch --------------------
+FLAG = "device_map= (--device-map)"
+STRING_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+WHOLE_ON_DISK = {"": "disk"}  # the CLI driver's copy of a model the Ray workers run
+SHOWN = 5  # names listed in an error before "and N more"
+
+
+def check_placement(
+    device: Any, device_map: Any, max_memory: Any, offload_folder: Any
+) -> dict[str, Any]:
+    """The ``from_pretrained`` placement arguments given ({} when none); UsageError for a
+    combination that cannot work, or an ``offload_folder`` that exists and is not a folder."""
+    if device_map is None:
+        flags = ("max_memory= (--max-memory)", "offload_folder= (--offload-folder)")
+        given = [f for f, v in zip(flags, (max_memory, offload_folder)) if v is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} need {FLAG}")
+        return {}
+    if device is not None:
+        raise UsageError(
+            f"device= (--device) {str(device)!r} and {FLAG} both place the "
+            "model: give one (the device map names a device per module)"
+        )
+    if not isinstance(device_map, (str, dict)):
+        raise UsageError(
+            f"{FLAG} must be a string such as 'auto' or a dict of module "
+            f"name -> device, got {type(device_map).__name__}"
+        )
+    if max_memory is not None and not isinstance(max_memory, dict):
+        raise UsageError(
+            "max_memory= (--max-memory) must be a dict of device -> size such as "
+            f"{{0: '20GiB', 'cpu': '60GiB'}}, got {type(max_memory).__name__}"
+        )
+    placing: dict[str, Any] = {"device_map": device_map}
+    if max_memory is not None:
+        placing["max_memory"] = max_memory
+    if offload_folder is not None:
+        if Path(offload_folder).exists() and not Path(offload_folder).is_dir():
+            raise UsageError(
+                f"offload_folder= (--offload-folder) {str(offload_folder)!r} is a file, not a "
+                "folder: name a folder (it is created when missing)"
+            )
+        placing["offload_folder"] = str(offload_folder)
+    return placing
+
+
+def plain(value: Any) -> Any:
+    """A device map or memory map as plain picklable values (torch devices as strings)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, torch.device):
+        return str(value)
+    return value
+
+
+def skeleton(folder: Path, trust: bool) -> nn.Module:
+    """The model of ``folder`` built from its config on the ``meta`` device: its module and
+    tensor names, no weight read and no memory (about 1 ms per block)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust)
+    with init_empty_weights():
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
+
+
+def check_device_map(model: nn.Module, device_map: dict[str, Any], where: str = "") -> None:
+    """UsageError unless every key of ``device_map`` names a module of ``model`` ("" is the
+    whole model) and every tensor of its state dict falls under a key (accelerate's rules). The
+    message lists the culprits and what valid names look like; ``where`` (e.g. the folder)
+    prefixes it."""
+    tensors = list(model.state_dict(keep_vars=True))
+    names = {n for n, _ in model.named_modules(remove_duplicate=False)}
+    unknown = [str(k) for k in device_map if k not in names]
+    keys = [str(k) for k in device_map if k in names]
+    uncovered = [t for t in tensors if not any(k in ("", t) or t.startswith(k + ".") for k in keys)]
+    if not unknown and not uncovered:
+        return
+    problems = [f"no module of the model is called {_few(unknown)}"] if unknown else []
+    if uncovered:
+        problems.append(f"no key gives a device to {_few(_summarise(uncovered, tensors))}")
+    raise UsageError(
+        f"{where + ': ' if where else ''}{FLAG}: {'; '.join(problems)}. Keys are module names "
+        f'of the model such as {", ".join(_outline(model))}, or "" for the whole model'
+    )
+
+
+def _few(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:SHOWN])
+    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+def _summarise(uncovered: list[str], tensors: list[str]) -> list[str]:
+    """The uncovered tensors as the largest modules none of whose tensors is covered."""
+    total: Counter[str] = Counter(p for t in tensors for p in _prefixes(t))
+    missing: Counter[str] = Counter(p for t in uncovered for p in _prefixes(t))
+    out = (next((p for p in _prefixes(t) if missing[p] == total[p]), t) for t in uncovered)
+    return list(dict.fromkeys(out))
+
+
+def _prefixes(name: str) -> list[str]:
+    """The modules above tensor ``name``, outermost first: "a.b.w" -> ["a", "a.b"]."""
+    parts = name.split(".")
+    return [".".join(parts[:cut]) for cut in range(1, len(parts))]
+
+
+def _outline(model: nn.Module) -> list[str]:
+    """The names a typical map uses: each decoder block (the longest ModuleList; first and
+    last) and every other module beside the path down to it."""
+    lists = [(len(m), n) for n, m in model.named_modules() if isinstance(m, nn.ModuleList)]
+    blocks = max(lists)[1] if lists else None
+    out: list[str] = []
+
+    def cover(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if full == blocks:
+                last = len(child) - 1
+                out.append(f'"{full}.0"' + (f' ... "{full}.{last}"' if last > 0 else ""))
+            elif blocks is not None and blocks.startswith(full + "."):
+                cover(child, full)
+            else:
+                out.append(f'"{full}"')
+
+    cover(model, "")
+    return out
+
+
+def dispatch(
+    hf_model: nn.Module,
+    device_map: str | dict[str, Any],
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
+) -> nn.Module:
+    """Place a model object by ``device_map`` with accelerate (a string map inferred first
+    within ``max_memory``, sizes as accelerate takes them, e.g. "20GiB"); modules mapped to
+    "disk" are written to ``offload_folder``."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if isinstance(device_map, str):
+        no_split = getattr(hf_model, "_no_split_modules", None) or []
+        if device_map in ("auto", "balanced", "balanced_low_0"):
+            max_memory = get_balanced_memory(
+                hf_model,
+                max_memory=max_memory,
+                no_split_module_classes=no_split,
+                low_zero=device_map == "balanced_low_0",
+            )
+        elif device_map != "sequential":
+            raise UsageError(
+                f"{FLAG} {device_map!r}: use {', '.join(map(repr, STRING_MAPS))} or a dict of "
+                "module name -> device"
+            )
+        device_map = infer_auto_device_map(
+            hf_model, max_memory=max_memory, no_split_module_classes=no_split
+        )
+    else:
+        check_device_map(hf_model, device_map)
+    try:
+        with quiet_whole_disk(device_map):
+            hf_model = dispatch_model(hf_model, device_map=device_map, offload_dir=offload_folder)
+    except (ValueError, KeyError, RuntimeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"{FLAG} cannot place the model: {reason}") from None
+    return hf_model
+
+
+def _no_meta_notice(record: logging.LogRecord) -> bool:
+    return "are on the meta device because they were offloaded" not in record.getMessage()
+
+
+@contextmanager
+def quiet_whole_disk(device_map: Any) -> Iterator[None]:
+    """With the whole model on disk (``{"": "disk"}``, the CLI driver's copy when Ray workers
+    run the model), silence accelerate's notice that parameters are on the meta device: that
+    is the point of the map, not news. Any other map keeps the notice."""
+    if not (isinstance(device_map, dict) and plain(device_map) == WHOLE_ON_DISK):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("accelerate.big_modeling", "transformers")]
+    for logger in loggers:
+        logger.addFilter(_no_meta_notice)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(_no_meta_notice)
+
+
+# --- where Ray workers run a model made from a load spec ----------------------------------------
+def worker_device_type(model: Any, spec: dict | None) -> str:
+    """ "cuda" or "cpu": where the workers run ``model``. With a load spec, where the spec puts
+    it (a device map with a GPU, or "auto" where this process sees CUDA); else where the
+    driver's model is."""
+    if spec is None:
+        return model.device.type
+    device_map = spec.get("device_map")
+    if device_map is not None:
+        if isinstance(device_map, dict):
+            return "cuda" if any(_is_gpu(d) for d in device_map.values()) else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.get("device"):
+        return torch.device(spec["device"]).type
+    return model.device.type
+
+
+def gpus_of(model: Any, spec: dict | None) -> float:
+    """GPUs one replica spans: the GPUs of the spec's device map or max_memory, or of the
+    driver model's device map, else 1."""
+    for mapping in (
+        (spec or {}).get("device_map"),
+        (spec or {}).get("max_memory"),
+        getattr(model.hf_model, "hf_device_map", None),
+    ):
+        if isinstance(mapping, dict):
+            values = mapping.values() if mapping is not (spec or {}).get("max_memory") else mapping
+            gpus = {str(d) for d in values if _is_gpu(d)}
+            if gpus:
+                return float(len(gpus))
+    return 1.0
+
+
+def _is_gpu(where: Any) -> bool:
+    return (
+        (isinstance(where, int) and not isinstance(where, bool))
+        or str(where).startswith("cuda")
+        or str(where).isdigit()
+    )

@@ -34,14 +34,17 @@ def test_gemma_names_resolve_to_the_split_asset(name):
     assert asset.license_url == "https://ai.google.dev/gemma/terms"
 
 
-def test_unknown_packaged_name_lists_both_models():
+def test_unknown_packaged_name_lists_both_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as a hub id it is not there either
     assert PACKAGED_NAMES == ("smollm2-135m", "gemma3-270m")
     with pytest.raises(UsageError) as info:
         lf.load("gemma3-1b")
     message = str(info.value)
     assert "'gemma3-1b' is neither a local model folder nor a packaged model" in message
     assert "smollm2-135m" in message and "gemma3-270m" in message
-    assert "does not download from a model hub" in message
+    assert "'gemma3-1b' at revision 'main' is not in the HF cache" in message
+    assert "a local folder or a packaged name works offline" in message
 
 
 def test_cli_fetch_names_the_gemma_licence(monkeypatch, capsys, tmp_path):

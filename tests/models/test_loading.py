@@ -27,7 +27,15 @@ def test_parse_dtype():
         parse_dtype("int3")
 
 
-def test_unknown_model_name():
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty HF cache with the hub off: a hub id that is not there fails without a network
+    call."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_unknown_model_name(offline_hub):
     with pytest.raises(UsageError, match="'no-such-model' is neither a local model folder"):
         lf.load("no-such-model")
 
@@ -247,9 +255,9 @@ def test_cuda_on_a_cpu_build(saved_folder):
         lf.load(saved_folder, device="cuda")
 
 
-def test_fetch_refuses_what_it_cannot_fetch(saved_folder, capsys):
+def test_fetch_refuses_what_it_cannot_fetch(saved_folder, capsys, offline_hub):
     assert fetch_model(str(saved_folder)) == saved_folder  # a local folder: checked only
-    with pytest.raises(UsageError, match="'meta-llama/Llama-3-8B' is neither.*does not download"):
+    with pytest.raises(UsageError, match="'meta-llama/Llama-3-8B' is neither.*not in the HF cache"):
         fetch_model("meta-llama/Llama-3-8B")
     assert cli.main(["fetch", "--model", "meta-llama/Llama-3-8B", "--task", "capitals"]) == 2
     err = capsys.readouterr().err

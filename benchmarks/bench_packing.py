@@ -27,7 +27,6 @@ import layerfast as lf
 from layerfast.evaluation import batching
 from layerfast.evaluation.naive_executor import NaiveExecutor
 from layerfast.tasks import Item, Task
-from layerfast.tasks.requests import build_requests
 from layerfast.tasks.scoring import Scorer
 
 
@@ -68,7 +67,7 @@ def main() -> None:
     args = p.parse_args()
     model = lf.load(args.model)
     task = five_shot(lf.tasks.load("capitals"), args.limit)
-    requests = build_requests(task, model.tokenizer)
+    requests = task.requests(model.tokenizer)
     n = model.n_players
     masks = np.ones((3, n), dtype=bool)
     masks[1, n // 2] = False

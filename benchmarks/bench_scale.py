@@ -36,7 +36,6 @@ from layerfast.estimators.proximity import proximity_masks
 from layerfast.evaluation.batching import build_rows, make_batches
 from layerfast.evaluation.prefix_executor import trie_order
 from layerfast.evaluation.ray.partition import balance, plan, prefix_steps, shared_prefixes
-from layerfast.tasks.requests import build_requests
 
 LAYOUTS = {"cpu batches (2048 tokens)": 2048, "gpu batches (32768 tokens)": 32768, "one batch": 0}
 
@@ -152,7 +151,7 @@ def main() -> None:
     model = lf.load(args.model)
     masks = proximity_masks(model.n_players, 3)[0]
     task = lf.tasks.load(args.task, limit=args.items)
-    requests = build_requests(task, model.tokenizer)
+    requests = task.requests(model.tokenizer)
     print(
         f"{model.name}: {model.n_players} players, proximity window 3 = {len(masks)} coalitions; "
         f"{task.name} {len(task)} items, {len(requests)} requests"

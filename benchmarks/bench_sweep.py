@@ -48,13 +48,12 @@ def run_path(args) -> dict:
     import layerfast as lf
     from layerfast.evaluation.naive_executor import NaiveExecutor
     from layerfast.evaluation.prefix_executor import PrefixExecutor
-    from layerfast.tasks.requests import build_requests
     from layerfast.tasks.scoring import Scorer
 
     torch.manual_seed(0)
     model = load_model(args)
     task = lf.tasks.load(args.task, limit=args.limit, seed=args.seed)
-    requests = build_requests(task, model.tokenizer)
+    requests = task.requests(model.tokenizer)
     masks = sweep_masks(model.n_players, args.sweep)
     if args.path == "seed":
         from layerfast.bench.seed_way import SeedWayScorer

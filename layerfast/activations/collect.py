@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import UsageError, warn
-from ..evaluation.batching import pad_right
 from ..models import SublayerModel, copy_as, parse_dtype
+from ..models.inputs import pad_right
 from ..progress import progress as progress_bar
 from .dispatch import block_stats, resolve
 from .reference import empty, merge

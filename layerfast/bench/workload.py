@@ -70,10 +70,10 @@ def load_model(
 ):
     """A :class:`~layerfast.models.SublayerModel` for ``spec`` (see the module docstring), with
     ``tokenizer`` attached when given."""
-    import layerfast as lf
+    from ..models import load
 
     if not spec.startswith(RANDOM_PREFIX):
-        return lf.load(
+        return load(
             spec,
             dtype=dtype,
             device=device,
@@ -145,13 +145,11 @@ def load_workload(
             f"--task {task}: bench samples multiple-choice items from a built-in or JSONL task; "
             "lm_eval: and text: tasks are not sampled yet (use --task capitals or a JSONL file)"
         )
-    import layerfast as lf
+    from .. import tasks
 
-    from ..tasks.requests import build_requests
-
-    full = lf.tasks.load(task, delimiter=delimiter)
-    sample = lf.tasks.load(full, limit=min(limit, len(full)), seed=seed)
-    requests = build_requests(sample, model.tokenizer)
+    full = tasks.load(task, delimiter=delimiter)
+    sample = tasks.load(full, limit=min(limit, len(full)), seed=seed)
+    requests = sample.requests(model.tokenizer)
     return Workload(requests, len(sample), project_items or len(full), sample.name, sample)
 
 

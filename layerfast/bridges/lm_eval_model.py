@@ -21,14 +21,13 @@ A comma-separated value may continue after a comma (``remove=attn3,mlp5``): a pi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from lm_eval.api.model import LM
-from lm_eval.utils import get_rolling_token_windows, handle_arg_string, make_disjoint_window
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from .. import threads as thread_count
 from ..errors import UsageError, warn
@@ -36,17 +35,19 @@ from ..evaluation.batching import Batch
 from ..evaluation.logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs_greedy
 from ..evaluation.prefix_executor import PrefixExecutor
 from ..evaluation.sizing import AUTO, check_size, longest_row, resolve_sizes
-from ..models import SublayerModel
-from ..models.loading import DEFAULT_MODEL, load
+from ..models.loading import DEFAULT_MODEL
 from ..players import parse_removed
 from ..progress import progress as progress_bar
-from ..tasks.requests import (  # _encode: the harness's tok_encode, as encode_pair uses it
+from ..tasks.requests import (  # encode: the harness's tok_encode, as encode_pair uses it
     Request,
-    _encode,
+    encode,
     encode_pair,
     model_max_length,
     prefix_token_id,
+    truncate,
 )
+from .lm_eval_args import as_bool, load_model, parse_model_args
+from .lm_eval_args import thread_count as thread_count_arg
 
 # TokenPair: (context token ids, continuation token ids), as the harness's _loglikelihood_tokens
 TokenPair = tuple[Sequence[int], Sequence[int]]
@@ -111,12 +112,12 @@ class LayerfastLM(LM):
             raise UsageError(f"max_length must be a whole number >= 1, got {max_length!r}")
         self.batch_tokens = check_size("batch_tokens", batch_tokens, 1)  # None: auto per call
         self.vocab_chunk = check_size("vocab_chunk", vocab_chunk, 1) or DEFAULT_VOCAB_CHUNK
-        self.pack = _bool("pack", pack)
-        self.progress = _bool("progress", progress)
-        trust = _bool("trust_remote_code", trust_remote_code)
-        n_threads = None if threads is None else _thread_count(threads)  # None: auto or untouched
+        self.pack = as_bool("pack", pack)
+        self.progress = as_bool("progress", progress)
+        trust = as_bool("trust_remote_code", trust_remote_code)
+        n_threads = None if threads is None else thread_count_arg(threads)  # None: auto
 
-        self.model = _model(pretrained, dtype, device, tokenizer, trust)
+        self.model = load_model(pretrained, dtype, device, tokenizer, trust)
         self.removed = parse_removed(removed, self.model.players)
         self.keep = np.ones(self.model.n_players, dtype=bool)
         self.keep[[self.model.players.index(p) for p in self.removed]] = False
@@ -202,7 +203,7 @@ class LayerfastLM(LM):
         pairs, owner = [], []
         for i, (text,) in enumerate(_args(requests)):
             windows = get_rolling_token_windows(
-                token_list=_encode(tok, text),
+                token_list=encode(tok, text),
                 prefix_token=prefix,
                 max_seq_len=self.max_length,
                 context_len=1,
@@ -273,32 +274,29 @@ class LayerfastLM(LM):
 
     def _requests(self, pairs: Sequence[TokenPair]) -> tuple[list[Request], list[int], int]:
         """(requests, the pair index of each, how many were truncated). Requests with the same
-        context tokens are consecutive and share an ``item``, so packing gives them one row; a
-        row is cut when it would grow past ``max_length`` tokens."""
+        context tokens are consecutive and share a packing ``group``, so packing gives them one
+        row; a row is cut when it would grow past ``max_length`` tokens. ``unit``: the request's
+        place in its group."""
         limit = self.max_length
         groups: dict[tuple[int, ...], list[int]] = {}
         made: dict[int, tuple[tuple[int, ...], tuple[int, ...], int]] = {}
         for i, (context, continuation) in enumerate(pairs):
-            context, continuation = list(context), list(continuation)
             if not continuation:
                 continue
-            whole = (context + continuation)[-(limit + 1) :]
-            n_scored = min(len(continuation), len(whole) - 1)
-            dropped = len(context) + len(continuation) - len(whole)
-            made[i] = (tuple(whole[:-1]), tuple(continuation[-n_scored:]), dropped)
-            key = made[i][0][: len(whole) - n_scored]
+            made[i] = truncate(context, continuation, limit)  # (input_ids, targets, dropped)
+            key = made[i][0][: len(made[i][0]) + 1 - len(made[i][1])]  # the context tokens
             groups.setdefault(key, []).append(i)
-        requests, where, item, choice = [], [], -1, 0
+        requests, where, group, unit = [], [], -1, 0
         for key, members in groups.items():
-            length = limit + 1  # start a new item with the first member
+            length = limit + 1  # start a new group with the first member
             for i in members:
                 input_ids, targets, dropped = made[i]
                 grows = len(targets) - 1
                 if length + grows > max(limit, len(input_ids)):
-                    item, choice, length = item + 1, 0, len(key)
-                requests.append(Request(item, choice, input_ids, targets, dropped))
+                    group, unit, length = group + 1, 0, len(key)
+                requests.append(Request(group, unit, input_ids, targets, dropped))
                 where.append(i)
-                choice, length = choice + 1, length + grows
+                unit, length = unit + 1, length + grows
         return requests, where, sum(r.n_dropped > 0 for r in requests)
 
     def _tokenizer(self) -> Any:
@@ -327,7 +325,7 @@ class _GreedyExecutor(PrefixExecutor):
                 weight,
                 batch.targets.to(device),
                 bias,
-                getattr(self.model.config, "final_logit_softcapping", None),
+                self.model.adapter.logit_softcap,
                 self.vocab_chunk,
             )
         owner = batch.owner.to(device)
@@ -339,31 +337,12 @@ class _GreedyExecutor(PrefixExecutor):
         return sums.cpu().numpy()
 
 
-def parse_model_args(arg_string: str | None) -> dict[str, Any]:
-    """``"pretrained=x,remove=attn3,mlp5,dtype=fp32"`` -> ``{"pretrained": "x", "remove":
-    "attn3,mlp5", "dtype": "fp32"}``: the harness's ``key=value`` list, where a piece without
-    ``=`` continues the value before it. Values are typed as the harness types them
-    (``handle_arg_string``: ints, floats, true/false, none); ``remove`` stays a string."""
-    raw: dict[str, str] = {}
-    key = None
-    for piece in (arg_string or "").strip().split(","):
-        if "=" in piece:
-            key, value = piece.split("=", 1)
-            key = key.strip()
-            raw[key] = value
-        elif key is not None:
-            raw[key] += "," + piece
-        elif piece.strip():
-            raise UsageError(f"model_args: {piece!r} is not key=value (in {arg_string!r})")
-    return {k: v if k == "remove" else handle_arg_string(v) for k, v in raw.items()}
-
-
 def _item_slices(requests: list[Request], size: int) -> list[tuple[int, int]]:
     """[start, stop) ranges of ``requests`` holding ``size`` items each (the last fewer); a
     slice never splits an item."""
     bounds, start, seen = [], 0, 0
     for k in range(1, len(requests) + 1):
-        if k == len(requests) or requests[k].item != requests[k - 1].item:
+        if k == len(requests) or requests[k].group != requests[k - 1].group:
             seen += 1
             if seen == size or k == len(requests):
                 bounds.append((start, k))
@@ -373,60 +352,3 @@ def _item_slices(requests: list[Request], size: int) -> list[tuple[int, int]]:
 
 def _args(requests) -> list[tuple]:
     return [tuple(getattr(r, "args", r)) for r in requests]
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise UsageError(f"{name} must be true or false, got {value!r}")
-
-
-def _model(pretrained: Any, dtype: Any, device: Any, tokenizer: Any, trust: bool) -> SublayerModel:
-    if isinstance(dtype, str) and dtype.lower() == "auto":
-        dtype = None
-    if isinstance(pretrained, SublayerModel):
-        if dtype is not None or device is not None or tokenizer is not None:
-            raise UsageError(
-                "pretrained is an already loaded SublayerModel: dtype, device and tokenizer "
-                "must not be given (convert or move it before)"
-            )
-        model = pretrained
-    else:
-        if isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            try:  # trust_remote_code given explicitly: transformers never asks
-                tokenizer = AutoTokenizer.from_pretrained(
-                    tokenizer, local_files_only=True, trust_remote_code=trust
-                )
-            except (OSError, ValueError) as e:
-                reason = str(e).strip().split("\n")[0][:200]
-                raise UsageError(
-                    f"tokenizer {tokenizer}: no tokenizer could be loaded ({reason})"
-                ) from None
-        model = load(
-            pretrained, dtype=dtype, device=device, tokenizer=tokenizer, trust_remote_code=trust
-        )
-    if model.tokenizer is None:
-        raise UsageError(
-            f"model {model.name} has no tokenizer: pass tokenizer=<folder> in model_args"
-        )
-    return model
-
-
-def _thread_count(value: int | str) -> int | None:
-    """``threads``: None for "auto", else the count >= 1 (UsageError otherwise)."""
-    if str(value).strip().lower() == AUTO:
-        return None
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        n = 0
-    if isinstance(value, bool) or n < 1 or (isinstance(value, float) and value != n):
-        raise UsageError(f"threads must be 'auto' or a whole number >= 1, got {value!r}")
-    return n

@@ -24,19 +24,18 @@ lm_eval is imported only when a harness task is loaded.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
+from ..tasks.kinds import HARNESS_PREFIX as PREFIX
+from ..tasks.requests import Request, check_tokenizer, encode_request
 
-PREFIX = "lm_eval:"
 DEFAULT_FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED: simple_evaluate's default
 ACCURACY_METRICS = ("acc", "acc_norm", "acc_bytes", "acc_mutual_info")  # 0/1 per document
 GREEDY_METRICS = ("exact_match",)  # read is_greedy, which layerfast does not compute
@@ -48,7 +47,7 @@ LIST_TASKS_HINT = (
 
 
 @dataclass
-class _Leaf:
+class Leaf:
     """One harness task of a (possibly one-task) layerfast task."""
 
     name: str
@@ -73,7 +72,7 @@ class HarnessTask:
     def __init__(
         self,
         spec: str,
-        leaves: list[_Leaf],
+        leaves: list[Leaf],
         group: Any,
         options: dict,
     ):
@@ -115,7 +114,8 @@ class HarnessTask:
             for inst in insts
         ]
 
-    def check_utility(self, name: str) -> str:
+    def check_utility(self, name: str | None) -> str:
+        name = self.default_utility if name is None else name
         if name not in self.utilities:
             raise UsageError(
                 f"utility {name!r} is not a metric of task {self.name}; choose one of "
@@ -137,13 +137,11 @@ class HarnessTask:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def requests(self, tokenizer: Any, max_length: int) -> list:
+    def requests(self, tokenizer: Any, max_length: int) -> list[Request]:
         """One Request per harness instance, in (task, document, instance idx) order; requests
-        of one document with the same context string share a packing group (``Request.item``)."""
-        from ..tasks.requests import encode_request
-
-        if tokenizer is None:
-            raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
+        of one document with the same context string share a packing ``group``; ``unit`` is the
+        instance's index within its document."""
+        check_tokenizer(tokenizer)
         out, group, previous = [], -1, None
         for leaf in self.leaves:
             for (doc_id, _), insts in zip(leaf.docs, leaf.instances):
@@ -163,8 +161,9 @@ class HarnessTask:
                         ) from None
         return out
 
-    def scorer(self) -> HarnessScorer:
-        return HarnessScorer(self)
+    def scorer(self, requests: list[Request]) -> HarnessScorer:
+        """The :class:`HarnessScorer` of ``requests`` (one per harness instance)."""
+        return HarnessScorer(self, requests)
 
     def __repr__(self) -> str:
         return f"HarnessTask({self.name!r}, {len(self)} docs, chance={self.chance:.3f})"
@@ -181,7 +180,10 @@ class HarnessScorer:
 
     MEMO = 64  # coalitions whose per-document metrics are kept
 
-    def __init__(self, task: HarnessTask):
+    def __init__(self, task: HarnessTask, requests: list[Request] | None = None):
+        n_requests = sum(leaf.n_requests for leaf in task.leaves)
+        if requests is not None and len(requests) != n_requests:
+            raise ValueError(f"{len(requests)} requests for the {n_requests} of task {task.name}")
         self.task = task
         self.utilities = task.utilities
         self.accuracy_utilities = task.accuracy_utilities
@@ -189,7 +191,11 @@ class HarnessScorer:
         self._memo: OrderedDict[bytes, tuple[dict, dict]] = OrderedDict()
 
     def check(self, utility: str | None) -> str:
-        return self.task.check_utility(self.default_utility if utility is None else utility)
+        return self.task.check_utility(utility)
+
+    def describe(self, utility: str) -> None:
+        """None: the harness's metric names say what they are."""
+        return None
 
     def chance(self, utility: str) -> float | None:
         """Utility of a uniform random guess (accuracy metrics only)."""
@@ -262,7 +268,7 @@ class HarnessScorer:
         return result
 
 
-def _process(leaf: _Leaf, ll: np.ndarray, metrics: tuple[str, ...]) -> dict[str, list]:
+def _process(leaf: Leaf, ll: np.ndarray, metrics: tuple[str, ...]) -> dict[str, list]:
     """The task's per-document metric values for one coalition's log-likelihoods of its
     requests, through its filters and ``process_results`` as ``evaluate`` runs them."""
     flat = [inst for insts in leaf.instances for inst in insts]
@@ -287,7 +293,7 @@ def _weight_by_size(group: Any, metric: str) -> bool:
     return True
 
 
-def _utilities(spec: str, leaves: list[_Leaf], group: Any) -> tuple[str, ...]:
+def _utilities(spec: str, leaves: list[Leaf], group: Any) -> tuple[str, ...]:
     """The metrics every subtask gives as a number per document and averages (and that the
     group aggregates, if it has an aggregation), in the first subtask's order."""
     from lm_eval.api.metrics import mean
@@ -320,177 +326,3 @@ def _utilities(spec: str, leaves: list[_Leaf], group: Any) -> tuple[str, ...]:
             + (" and that the group aggregates" if group is not None else "")
         )
     return tuple(usable)
-
-
-# --- loading ---------------------------------------------------------------------------------
-def load_harness(
-    spec: str,
-    include_path: str | Path | list[str | Path] | None = None,
-    num_fewshot: int | None = None,
-    limit: int | None = None,
-    fewshot_seed: int | None = DEFAULT_FEWSHOT_SEED,
-) -> HarnessTask:
-    """The harness task or group ``spec`` (a name, or a YAML path) as a :class:`HarnessTask`.
-
-    include_path: folder(s) of task YAMLs searched besides the built-in tasks (the harness's
-        ``--include_path``). num_fewshot: few-shot examples per prompt; as in the harness, a
-        task whose config sets 0 keeps 0, and None keeps each task's own (0 when unset).
-    limit: the first ``limit`` documents of each task (the harness's ``--limit``).
-    fewshot_seed: the few-shot sampler's seed (the harness's ``--seed``'s fourth value,
-        1234 by default).
-    """
-    spec = spec.strip()
-    if not spec or "," in spec:
-        raise UsageError(
-            f"lm_eval task {spec!r}: give one task or group name after 'lm_eval:' "
-            "(a group YAML combines several)"
-        )
-    limit = _check_count("limit", limit, 1)
-    num_fewshot = _check_count("num_fewshot", num_fewshot, 0)
-    paths = _include_paths(include_path)
-    try:
-        import lm_eval  # noqa: F401
-        from lm_eval.api.group import Group  # noqa: F401
-        from lm_eval.tasks import TaskManager
-    except ImportError as e:
-        raise UsageError(
-            f"task lm_eval:{spec} needs lm-evaluation-harness: pip install lm_eval ({e})"
-        ) from None
-    if not hasattr(TaskManager, "load"):
-        raise UsageError(
-            f"lm-evaluation-harness {lm_eval.__version__} is too old for lm_eval: tasks "
-            "(TaskManager.load is missing); pip install 'lm_eval>=0.4.13'"
-        )
-    manager = _manager(TaskManager, spec, paths)
-    try:
-        loaded = manager.load([spec])
-    except (OSError, ConnectionError) as e:
-        raise UsageError(
-            f"task lm_eval:{spec}: the harness could not load its data ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); with no network, point the task at "
-            "local files (an include: YAML in --include-path, see README) or fill the HF "
-            "datasets cache first"
-        ) from None
-    tasks = loaded["tasks"]
-    for name, task in tasks.items():
-        output_type = getattr(task, "OUTPUT_TYPE", None) or task.get_config("output_type")
-        if output_type != "multiple_choice":
-            raise UsageError(
-                f"task {name} (of lm_eval:{spec}) has output_type {output_type!r}; layerfast "
-                "scores multiple_choice tasks only (loglikelihood, loglikelihood_rolling and "
-                "generate_until are not supported yet)"
-            )
-        if getattr(task, "MULTIMODAL", False):
-            raise UsageError(f"task {name} (of lm_eval:{spec}) is multimodal; not supported")
-    leaves, start = [], 0
-    for name, task in tasks.items():
-        leaf = _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start)
-        leaves.append(leaf)
-        start += leaf.n_requests
-    options = {
-        "include_path": [str(p) for p in paths] or None,
-        "num_fewshot": num_fewshot,
-        "limit": limit,
-        "fewshot_seed": fewshot_seed,
-        "lm_eval": lm_eval.__version__,
-    }
-    return HarnessTask(spec, leaves, _root_group(loaded.get("groups") or {}), options)
-
-
-def _check_count(what: str, value: Any, lowest: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
-        raise UsageError(f"{what} must be an integer >= {lowest}, got {value!r}")
-    return int(value)
-
-
-def _include_paths(include_path) -> list[Path]:
-    if include_path is None:
-        return []
-    items = include_path if isinstance(include_path, (list, tuple)) else [include_path]
-    paths = []
-    for item in items:
-        path = Path(item).expanduser()
-        if not path.exists():
-            raise UsageError(f"include path {item} does not exist (a folder of task YAMLs)")
-        if not path.is_dir():
-            raise UsageError(f"include path {item} is a file, not a folder of task YAMLs")
-        paths.append(path)
-    return paths
-
-
-def _manager(TaskManager, spec: str, paths: list[Path]):
-    """The harness's TaskManager that knows ``spec``. A task defined in the include path alone
-    is loaded from an index of that path (the built-in tasks take seconds to index, and such a
-    task is built from its YAML alone); anything else from the full index, as the harness does."""
-    if paths:
-        local = TaskManager(include_path=[str(p) for p in paths], include_defaults=False)
-        entry = local.task_index.get(spec)
-        from lm_eval.tasks._index import Kind
-
-        if entry is not None and entry.kind in (Kind.TASK, Kind.PY_TASK):
-            return local
-    manager = TaskManager(include_path=[str(p) for p in paths] or None)
-    if spec in manager.task_index:
-        return manager
-    from lm_eval.tasks._index import TaskIndex
-
-    try:
-        if TaskIndex.entry_from_path(Path(spec)) is not None:
-            return manager
-    except (OSError, ValueError) as e:
-        raise UsageError(f"task lm_eval:{spec}: the YAML file cannot be read ({e})") from None
-    close = difflib.get_close_matches(spec, manager.all_tasks, n=3, cutoff=0.75)
-    where = f" (include path {', '.join(map(str, paths))})" if paths else ""
-    raise UsageError(
-        f"unknown lm-evaluation-harness task or group {spec!r}{where}"
-        + (f"; close names: {', '.join(close)}" if close else "")
-        + f"; {LIST_TASKS_HINT}; the harness skips a YAML it cannot parse without saying so"
-    )
-
-
-def _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start) -> _Leaf:
-    """Configure ``task`` as simple_evaluate does, build its instances as evaluate does."""
-    if num_fewshot is not None:
-        if task.get_config("num_fewshot") != 0:  # the harness never overrides a set 0
-            task.set_config(key="num_fewshot", value=num_fewshot)
-    elif task.get_config("num_fewshot") is None:
-        task.set_config(key="num_fewshot", value=0)
-    task.set_fewshot_seed(seed=fewshot_seed)
-    filters = getattr(task, "_filters", None)
-    if not filters or len(filters) != 1:
-        raise UsageError(
-            f"task {name} has {len(filters or [])} filter pipelines; layerfast scores tasks "
-            "with exactly one (the default 'none')"
-        )
-    task.build_all_requests(limit=limit, rank=0, world_size=1)
-    by_doc = defaultdict(list)
-    for inst in task.instances:
-        if inst.request_type != "loglikelihood":
-            raise UsageError(
-                f"task {name} asks for {inst.request_type!r} requests; only loglikelihood ones "
-                "are supported"
-            )
-        by_doc[inst.doc_id].append(inst)
-    docs = list(task.doc_iterator(rank=0, limit=limit, world_size=1))
-    instances = [sorted(by_doc[doc_id], key=lambda i: i.idx) for doc_id, _ in docs]
-    n_choices = np.array([len(task.doc_to_choice(doc)) for _, doc in docs], dtype=np.int64)
-    return _Leaf(
-        name=name,
-        task=task,
-        docs=docs,
-        instances=instances,
-        start=start,
-        n_requests=sum(len(insts) for insts in instances),
-        n_choices=n_choices,
-        num_fewshot=int(task.get_config("num_fewshot") or 0),
-        filter_key=filters[0].name,
-    )
-
-
-def _root_group(groups: dict) -> Any:
-    """The group no other group contains (None for a task or a tag)."""
-    children = {g.name for group in groups.values() for g in group.get_all_groups(recursive=False)}
-    roots = [g for name, g in groups.items() if name not in children]
-    return roots[0] if len(roots) == 1 else None

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..paths import check_writable_folder
+from ..tasks.kinds import LM_EVAL, TEXT, kind
 from .values import byte_size, numbers
 
 
@@ -100,7 +101,7 @@ def scale_flags(args: Any) -> None:
             raise UsageError(f"{flag(dest)} needs --workers >= 2 (got --workers {workers})")
     if not hasattr(args, "device_map"):
         return
-    from ..models.loading import check_placement
+    from ..models.placement import check_placement
 
     where = placement(args)
     check_placement(
@@ -111,12 +112,9 @@ def scale_flags(args: Any) -> None:
     )
 
 
-HARNESS_PREFIX = "lm_eval:"
-
-
 def is_harness_task(args: Any) -> bool:
     """``--task lm_eval:<name>``: an lm-evaluation-harness task or group."""
-    return str(getattr(args, "task", "") or "").startswith(HARNESS_PREFIX)
+    return kind(str(getattr(args, "task", "") or "")) == LM_EVAL
 
 
 def harness_flags(args: Any) -> None:
@@ -138,12 +136,9 @@ def harness_flags(args: Any) -> None:
         )
 
 
-TEXT_PREFIX = "text:"
-
-
 def is_text_task(args: Any) -> bool:
     """``--task text:<lee|pydoc|file>``: plain text scored token by token (nll, ppl)."""
-    return str(getattr(args, "task", "") or "").startswith(TEXT_PREFIX)
+    return kind(str(getattr(args, "task", "") or "")) == TEXT
 
 
 def text_task_flags(args: Any) -> None:

@@ -41,11 +41,10 @@ def setup(args):
         )
     except FileNotFoundError as e:  # a --task path that is not there
         raise UsageError(f"--task: {e}") from e
-    if isinstance(task, (tasks.HarnessTask, tasks.TextTask)):  # known now, before the model
-        try:
-            args.utility = task.check_utility(args.utility or task.default_utility)
-        except UsageError as e:
-            raise UsageError(f"--utility: {e}") from None
+    try:  # every kind knows its utilities now, before the model loads
+        args.utility = task.check_utility(args.utility)
+    except UsageError as e:
+        raise UsageError(f"--utility: {e}") from None
     model = load_model(args)
     check_model(args, model.n_blocks)  # the checks that need the block count, before any pass
     batch_tokens = flag_batch_tokens(args)  # None: auto
@@ -94,11 +93,11 @@ def setup(args):
         meta["player_choice"] = {"unit": args.unit, "names": game.players}
     meta["truncation"] = game.truncation
     meta["sizing"] = game.sizing
-    if isinstance(task, tasks.HarnessTask):
+    if tasks.kind(args.task) == tasks.kinds.LM_EVAL:
         meta["harness"] = task.notes
-    describe = getattr(game.scorer, "describe", None)  # a text task's sign: nll is -NLL
-    if callable(describe):
-        meta["utility_note"] = describe(args.utility)
+    note = game.scorer.describe(args.utility)  # a text task's sign: nll is -NLL
+    if note is not None:
+        meta["utility_note"] = note
     note = f" ({meta['utility_note']})" if "utility_note" in meta else ""
     print(
         f"model {model} | task {task} | utility {args.utility}{note} | "

@@ -25,19 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..models.inputs import pad_right
 from ..tasks.requests import Request
-
-
-def pad_right(sequences: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists -> (input_ids [B, T], attention_mask [B, T]), right-padded with ``pad_id``."""
-    t_max = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), t_max), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), t_max), dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[b, : len(seq)] = 1
-    return ids, mask
-
 
 MIN_SHARED = 32  # leading tokens two items' prompts must share to go into one packed row
 ROW_TOKENS = 2048  # most tokens of a packed row holding more than one item (attention is T^2)
@@ -126,7 +115,7 @@ def packed_rows(requests: list[Request], row_tokens: int = ROW_TOKENS) -> list[R
     row stays within ``row_tokens`` tokens."""
     groups: list[list[int]] = []
     for i, r in enumerate(requests):
-        if groups and requests[groups[-1][0]].item == r.item:
+        if groups and requests[groups[-1][0]].group == r.group:
             groups[-1].append(i)
         else:
             groups.append([i])

@@ -11,24 +11,106 @@ as soon as that batch is done for every coalition in flight, so a kill loses at 
 forward work per coalition in flight. Once all of a coalition's batches are there its row is
 assembled into ``coalitions`` and its partials are deleted, in one transaction.
 
-Keys: the model fingerprint, a string naming the requests and every option that changes the
-numbers (see :meth:`layerfast.evaluation.game.Game.cache_key`), the device type, and the mask's
+Keys: a :class:`CacheKey` (every input that changes the numbers), stored as three columns
+(model fingerprint; one string of the task, requests and options; device type), and the mask's
 :func:`layerfast.coalitions.coalition_key` (a '0'/'1' string in player order, the one key
 encoding of the package); partials add the batch index.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import assets
+from ..errors import warn
 
-Key = tuple[str, str, str]  # (model, requests and options, device type)
+Columns = tuple[str, str, str]  # (model, requests and options, device type): how a key is stored
 _WHERE = "model=? AND requests=? AND device=?"
+_OPTIONS = re.compile(
+    r"^(?P<task>[^-]+)-(?P<requests>[^-]+)-(?P<layout>trie-packed|unpacked)-L(?P<max_length>\d+)"
+    r"-B(?P<batch_tokens>\d+)-V(?P<vocab_chunk>\d+)-(?P<dtype>[^-]+)-(?P<attention>.+)$"
+)
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Every input that changes a coalition's per-request log-likelihoods.
+
+    model: the weights' fingerprint (:meth:`~layerfast.models.SublayerModel.fingerprint`).
+    task: the task's fingerprint; requests: a hash of the tokenised requests.
+    layout: "trie-packed" or "unpacked". max_length, batch_tokens: in tokens. vocab_chunk: the
+    LM head's vocabulary rows per step. dtype, attention: the model's. device: "cpu" or "cuda",
+    where the coalitions run.
+
+    Two options are left out on purpose: the executor (prefix and naive are bit-identical,
+    tested) and the prefix executor's memory budget (a recomputed state is the same state).
+    """
+
+    model: str
+    task: str
+    requests: str
+    layout: str
+    max_length: int
+    batch_tokens: int
+    vocab_chunk: int
+    dtype: str
+    attention: str
+    device: str
+
+    def columns(self) -> Columns:
+        """The three stored columns; the middle one joins the task, the requests and the
+        options with dashes, as every cache since version 0.1 has stored them."""
+        options = "-".join(
+            [
+                self.layout,
+                f"L{self.max_length}",
+                f"B{self.batch_tokens}",
+                f"V{self.vocab_chunk}",
+                self.dtype,
+                self.attention,
+            ]
+        )
+        return self.model, f"{self.task}-{self.requests}-{options}", self.device
+
+    @classmethod
+    def parse(cls, columns: Columns) -> CacheKey | None:
+        """The key stored as ``columns``; None for a string of another form."""
+        model, middle, device = columns
+        m = _OPTIONS.match(middle)
+        if m is None:
+            return None
+        parts = m.groupdict()
+        ints = {k: int(parts.pop(k)) for k in ("max_length", "batch_tokens", "vocab_chunk")}
+        return cls(model=model, device=device, **parts, **ints)
+
+
+Key = CacheKey | Columns  # a cache method takes either
+
+
+def _columns(key: Key) -> Columns:
+    return key.columns() if isinstance(key, CacheKey) else tuple(key)
+
+
+def warn_unfinished_elsewhere(cache: UtilityCache, key: CacheKey) -> None:
+    """Warn when ``cache`` holds unfinished coalitions under a key that differs from ``key`` only
+    in batch_tokens (a killed run whose automatic batch size came out differently): they are
+    not reused unless that batch_tokens is passed again."""
+    found = cache.unfinished_elsewhere(key)
+    if found:
+        other, n = max(found.items(), key=lambda kv: kv[1])
+        warn(
+            f"the cache {cache.path} holds {n} unfinished coalition(s) of this model and task "
+            f"evaluated with batch_tokens={other}, but this game uses batch_tokens="
+            f"{key.batch_tokens}, so they will be evaluated again; to resume them pass "
+            f"--batch-tokens {other} (batch_tokens={other})"
+        )
 
 
 def default_path() -> Path:
@@ -64,7 +146,7 @@ class UtilityCache:
             yield from self._db.execute(
                 f"SELECT {columns} FROM {table} WHERE {_WHERE} "
                 f"AND mask IN ({','.join('?' * len(chunk))})",
-                (*key, *chunk),
+                (*_columns(key), *chunk),
             )
 
     def get(self, key: Key, masks: list[str]) -> dict[str, np.ndarray]:
@@ -86,6 +168,7 @@ class UtilityCache:
     def put_many(self, key: Key, rows: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store finished coalitions and drop their partials, in one transaction."""
         rows = [(mask, _blob(ll)) for mask, ll in rows]
+        key = _columns(key)
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO coalitions VALUES (?, ?, ?, ?, ?)",
@@ -98,6 +181,7 @@ class UtilityCache:
 
     def put_partials(self, key: Key, batch: int, rows: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store one batch's log-likelihoods for several coalitions, in one transaction."""
+        key = _columns(key)
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO partials VALUES (?, ?, ?, ?, ?, ?)",
@@ -114,7 +198,28 @@ class UtilityCache:
 
     def _count(self, table: str, key: Key | None) -> int:
         where = "" if key is None else f" WHERE {_WHERE}"
-        return self._db.execute(f"SELECT COUNT(*) FROM {table}{where}", key or ()).fetchone()[0]
+        args = () if key is None else _columns(key)
+        return self._db.execute(f"SELECT COUNT(*) FROM {table}{where}", args).fetchone()[0]
+
+    def unfinished_elsewhere(self, key: CacheKey) -> dict[int, int]:
+        """Unfinished coalitions stored under keys equal to ``key`` but for ``batch_tokens``
+        (a killed run whose automatic batch size came out differently): {batch_tokens:
+        coalitions}."""
+        model, _, device = key.columns()
+        found: dict[int, int] = {}
+        for middle, n in self._db.execute(
+            "SELECT requests, COUNT(DISTINCT mask) FROM partials WHERE model=? AND device=? "
+            "GROUP BY requests",
+            (model, device),
+        ):
+            other = CacheKey.parse((model, middle, device))
+            if (
+                other is not None
+                and other.batch_tokens != key.batch_tokens
+                and dataclasses.replace(other, batch_tokens=key.batch_tokens) == key
+            ):
+                found[other.batch_tokens] = found.get(other.batch_tokens, 0) + int(n)
+        return found
 
     def close(self) -> None:
         self._db.close()

@@ -55,7 +55,7 @@ class NaiveExecutor:
             build_rows(requests, self.pack),
             batch_tokens,
             pad_id,
-            mask_style=model.config._attn_implementation,
+            mask_style=model.adapter.attention_implementation,
             dtype=model.dtype,
         )
         self.vocab_chunk = vocab_chunk
@@ -141,7 +141,7 @@ class NaiveExecutor:
                 weight,
                 batch.targets.to(device),
                 bias,
-                getattr(self.model.config, "final_logit_softcapping", None),
+                self.model.adapter.logit_softcap,
                 self.vocab_chunk,
             )
         sums = torch.zeros(len(batch.request_index), dtype=torch.float64, device=device)
@@ -151,10 +151,10 @@ class NaiveExecutor:
 
 def packing_supported(model: SublayerModel, requests: list[Request]) -> str | None:
     """None when shared-context packing is exact for this model, else the reason it is not."""
-    impl = model.config._attn_implementation
+    impl = model.adapter.attention_implementation
     if impl not in ("sdpa", "eager"):
         return f"attention implementation {impl!r} takes no custom 4D mask"
-    window = getattr(model.config, "sliding_window", None)
+    window = model.adapter.sliding_window
     longest = max((len(r.input_ids) for r in requests), default=0)
     if window and longest >= window:
         return f"sliding-window attention ({window}) would need its own packed mask"

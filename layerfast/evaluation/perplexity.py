@@ -1,23 +1,24 @@
-"""Perplexity of plain text under a coalition: a smooth utility that needs no task.
+"""Perplexity of plain text under a coalition: a thin wrapper over a ``text:`` Game.
 
-Each text is tokenised on its own (BOS prepended where the tokenizer has one and does not add
-it), split into windows of at most ``max_length`` tokens, and every token after the first of a
-window is scored. Log-probs come from the chunked LM head (:mod:`layerfast.evaluation.logprobs`).
+``lf.perplexity(model, texts, keep=mask)`` builds a :class:`~layerfast.tasks.text_task.TextTask`
+of ``texts`` and evaluates the coalition ``keep`` with the utility ``ppl`` (v = -perplexity), so
+it scores exactly what ``--task text:<file> --utility ppl`` scores: each text tokenised on its
+own (BOS prepended where the tokenizer has one and does not add it), cut into windows of at most
+``max_length`` tokens, every token after the first of a window scored, the log-probs from the
+chunked LM head (:mod:`layerfast.evaluation.logprobs`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 
 from ..models import SublayerModel
-from .batching import pad_right
-from .logprobs import token_logprobs
+from ..tasks.text_task import TextTask
+from .game import Game
 
 
-@torch.inference_mode()
 def perplexity(
     model: SublayerModel,
     texts: Sequence[str],
@@ -25,36 +26,22 @@ def perplexity(
     max_length: int = 512,
     batch_size: int = 8,
 ) -> float:
-    """exp(mean negative log-likelihood per scored token) over ``texts``; keep: bool [n_players]."""
+    """exp(mean negative log-likelihood per scored token) over ``texts``.
+
+    keep: bool [n_players] (True = kept; None: the full model). max_length: tokens per window.
+    batch_size: windows per forward batch (``batch_tokens = batch_size * max_length``).
+    """
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not one string")
-    tok = model.tokenizer
-    if tok is None:
-        raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
-    windows = []
-    for text in texts:
-        ids = list(tok.encode(text))
-        bos = getattr(tok, "bos_token_id", None)
-        if bos is not None and ids[:1] != [bos]:
-            ids = [bos] + ids
-        windows += [ids[i : i + max_length] for i in range(0, len(ids), max_length)]
-    windows = [w for w in windows if len(w) > 1]
-    if not windows:
-        raise ValueError("no text has two or more tokens to score")
-    softcap = getattr(model.config, "final_logit_softcapping", None)
-    total, count = 0.0, 0
-    for start in range(0, len(windows), batch_size):
-        ids, mask = pad_right(windows[start : start + batch_size])
-        hidden = model.hidden_states(ids, keep, mask)  # [B, T, d]
-        rows, cols = torch.nonzero(mask[:, 1:], as_tuple=True)  # predict token t+1 at position t
-        with model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
-            lp = token_logprobs(
-                hidden[rows, cols].to(weight.device),
-                weight,
-                ids[rows, cols + 1].to(weight.device),
-                bias,
-                softcap,
-            )
-        total -= float(lp.double().sum())
-        count += len(lp)
-    return math.exp(total / count)
+    task = TextTask("texts", list(texts), source="lf.perplexity")
+    game = Game(
+        model,
+        task,
+        utility="ppl",
+        max_length=max_length,
+        batch_tokens=int(batch_size) * int(max_length),
+        pack=False,
+        progress=False,
+    )
+    mask = np.ones((1, game.n_players), bool) if keep is None else np.asarray(keep)[None]
+    return -float(game(mask)[0])

@@ -37,6 +37,29 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(diff[0]) if len(diff) else len(a)
 
 
+def shared_prefixes(ordered: np.ndarray) -> np.ndarray:
+    """int64 [m]: for bool masks [m, n] in trie order, each one's common prefix with the one
+    before (0 for the first): where the prefix executor resumes it."""
+    shared = np.zeros(len(ordered), dtype=np.int64)
+    for k in range(1, len(ordered)):
+        shared[k] = common_prefix(ordered[k - 1], ordered[k])
+    return shared
+
+
+def prefix_steps(ordered: np.ndarray) -> np.ndarray:
+    """Kept sublayers run per coalition, int64 [m], for bool masks [m, n] in trie order, each
+    starting from the state at its common prefix with the one before (the first from 0)."""
+    shared = shared_prefixes(ordered)
+    return np.array([row[d:].sum() for row, d in zip(ordered, shared)], dtype=np.int64)
+
+
+def restart_cost(ordered: np.ndarray) -> np.ndarray:
+    """Extra kept sublayers, int64 [m], if a unit starts at coalition k: the kept part of the
+    prefix it shares with coalition k - 1 (0 for k = 0)."""
+    shared = shared_prefixes(ordered)
+    return np.array([row[:d].sum() for row, d in zip(ordered, shared)], dtype=np.int64)
+
+
 def branch_depths(ordered: np.ndarray) -> tuple[list[int], list[set[int]]]:
     """For bool masks [m, n] in trie order: each one's branch depth (common prefix with the mask
     before it), and the depths at which each one should keep its state because a later mask

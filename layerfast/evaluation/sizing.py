@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from ..models.adapter import attention_implementation
 from ..tasks.requests import Request
 from .logprobs import DEFAULT_VOCAB_CHUNK
 
@@ -82,7 +83,7 @@ def bytes_per_token(config: Any, dtype: torch.dtype, seq_len: int = DEFAULT_SEQ_
 
     persistent = (3 * d + 2 * head_dim) * s + 16 + n_masks * seq_len * s
     attention = (3 * d + 6 * heads * head_dim + 4 * kv_heads * head_dim) * s
-    if getattr(c, "_attn_implementation", None) == "eager":
+    if attention_implementation(c) == "eager":
         attention += heads * seq_len * (3 * s + 4)
     mlp = (3 * d + 4 * inter) * s
     head = 2 * d * s + chunk * (s + 3 * 4)

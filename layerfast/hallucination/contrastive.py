@@ -24,11 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from ..evaluation.batching import pad_right
 from ..models import SublayerModel, load
+from ..models.inputs import pad_right
 from ..progress import progress as progress_bar
 from ..tasks import Task
-from ..tasks.requests import build_requests
 
 
 @dataclass(frozen=True)
@@ -79,10 +78,10 @@ def finetune(
     hf = tuned.hf_model
     params = trainable_parameters(tuned, blocks)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    requests = build_requests(train, model.tokenizer)
+    requests = train.requests(model.tokenizer)
     by_item: dict[int, list] = {}
     for r in requests:
-        by_item.setdefault(r.item, []).append(r)
+        by_item.setdefault(r.group, []).append(r)
     gold = [it.gold for it in train.items]
     out_emb = hf.get_output_embeddings().weight  # [V, d]
     rng = np.random.default_rng(config.seed)

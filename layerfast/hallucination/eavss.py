@@ -30,8 +30,8 @@ from ..activations.collect import STATS_DTYPE, avss_ratio, block_streams, parse_
 from ..activations.collect import stats_model as model_for_stats
 from ..activations.dispatch import block_stats, resolve
 from ..errors import UsageError
-from ..evaluation.batching import pad_right
 from ..models import SublayerModel
+from ..models.inputs import pad_right
 from ..progress import progress as progress_bar
 from ..tasks.requests import Request
 
@@ -51,7 +51,7 @@ class ItemStats:
 
 def answer_requests(requests: Sequence[Request], predictions: np.ndarray) -> list[Request]:
     """Each item's request for the choice the model picked (item order)."""
-    by_key = {(r.item, r.choice): r for r in requests}
+    by_key = {(r.group, r.unit): r for r in requests}
     return [by_key[(i, int(p))] for i, p in enumerate(predictions)]
 
 

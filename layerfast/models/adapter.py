@@ -147,6 +147,22 @@ class Adapter:
         """Family-specific config fields that refer to blocks by index; ``kept``: the blocks kept,
         in their new order. Default: none."""
 
+    # --- config switches the evaluation stage reads (through here only) ------------------------
+    @property
+    def attention_implementation(self) -> str:
+        """The attention kernel transformers runs ("eager", "sdpa", "flash_attention_2", ...)."""
+        return str(attention_implementation(self.config))
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """Gemma's ``final_logit_softcapping`` (logits -> cap * tanh(logits / cap)), or None."""
+        return getattr(self.config, "final_logit_softcapping", None) or None
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The sliding window of local attention layers in tokens, or None."""
+        return getattr(self.config, "sliding_window", None) or None
+
     # --- the two branches ----------------------------------------------------------------------
     def attn_branch(
         self, layer: nn.Module, h: torch.Tensor, kwargs: dict[str, Any]
@@ -161,7 +177,7 @@ class Adapter:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head on final-normed hidden states: [..., d] -> [..., V]."""
         logits = self.lm_head()(hidden)
-        cap = getattr(self.config, "final_logit_softcapping", None)
+        cap = self.logit_softcap
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
@@ -185,6 +201,12 @@ class Adapter:
         return {
             k: v for k, v in named.items() if k not in _CACHE_KWARGS and k not in ("self", first)
         }
+
+
+def attention_implementation(config: Any) -> str | None:
+    """The attention kernel a ``transformers`` config selects, None when it names none (what
+    :attr:`Adapter.attention_implementation` reads; also for a bare config, as sizing has)."""
+    return getattr(config, "_attn_implementation", None)
 
 
 _REGISTRY: dict[str, type[Adapter]] = {}

@@ -1,23 +1,43 @@
-"""Tasks: JSONL multiple-choice files and real tasks built from data that pip packages ship."""
+"""Stage 2 of models -> tasks -> evaluation -> estimators -> report: tasks, what a coalition is
+scored on.
+
+Every kind of task keeps one contract (:mod:`.contract`): ``task.requests(tokenizer,
+max_length)`` gives the tokenised :class:`~.requests.Request` list, ``task.scorer(requests)`` the
+scorer that turns a coalition's per-request log-likelihoods into utilities. The kinds
+(:mod:`.kinds`): multiple-choice items (:mod:`.task`: JSONL files, the built-in tasks of
+:mod:`.builtin`; scored by :mod:`.scoring`), plain text (:mod:`.text_task`) and
+lm-evaluation-harness tasks (``lm_eval:``, the bridge :mod:`layerfast.bridges.lm_eval_tasks`).
+:mod:`.texts` holds the calibration text of the statistics pass.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ..bridges.lm_eval_tasks import PREFIX as HARNESS_PREFIX
-from ..bridges.lm_eval_tasks import HarnessTask, load_harness
 from ..errors import UsageError
 from .builtin import BUILTIN, bigbench
+from .contract import Scorer, TaskKind
+from .kinds import HARNESS_PREFIX, LM_EVAL, TEXT, TEXT_PREFIX, kind
+from .requests import Request
 from .task import Item, Task, TaskFormatError, read_jsonl
-from .text_task import PREFIX as TEXT_PREFIX
 from .text_task import TextTask, load_text
+
+# The kinds whose loader lives outside this folder: "module:function", imported on first use.
+LOADERS = {LM_EVAL: "layerfast.bridges.lm_eval_load:load_harness"}
 
 __all__ = [
     "load",
+    "kind",
     "Task",
-    "HarnessTask",
     "TextTask",
+    "TaskKind",
+    "Scorer",
+    "Request",
     "text",
     "Item",
     "TaskFormatError",
@@ -50,7 +70,7 @@ def load(
     delimiter: str | None = None,
     include_path: str | Path | None = None,
     num_fewshot: int | None = None,
-) -> Task | HarnessTask | TextTask:
+) -> TaskKind:
     """A task by built-in name ('capitals', 'analogies', 'bigbench:<task>'), JSONL path, or
     lm-evaluation-harness task or group ('lm_eval:<name>',
     :mod:`layerfast.bridges.lm_eval_tasks`), or
@@ -66,25 +86,35 @@ def load(
     giving one for them is a UsageError.
     """
     if delimiter is not None and sets_own_delimiter(name_or_path):
-        what = "a Task object" if isinstance(name_or_path, Task) else f"task {name_or_path!r}"
+        what = (
+            f"task {name_or_path!r}"
+            if _is_spec(name_or_path)
+            else f"a {type(name_or_path).__name__} object"
+        )
         raise UsageError(
             f"delimiter {delimiter!r} applies to JSONL task files only; {what} sets its own "
             "delimiter"
         )
-    if isinstance(name_or_path, str) and name_or_path.startswith(HARNESS_PREFIX):
-        spec = name_or_path[len(HARNESS_PREFIX) :]
-        return load_harness(spec, include_path, num_fewshot, limit)
-    if isinstance(name_or_path, HarnessTask) and limit is None:
-        return name_or_path  # its documents were chosen when it was loaded
+    spec_kind = kind(name_or_path) if _is_spec(name_or_path) else None
+    if spec_kind == LM_EVAL:
+        spec = str(name_or_path)[len(HARNESS_PREFIX) :]
+        return loader(LM_EVAL)(spec, include_path, num_fewshot, limit)
     if include_path is not None or num_fewshot is not None:
         raise UsageError(
             f"include_path and num_fewshot (--include-path, --num-fewshot) apply to "
             f"{HARNESS_PREFIX}<name> tasks only, not to {name_or_path!r}"
         )
-    if isinstance(name_or_path, str) and name_or_path.startswith(TEXT_PREFIX):
+    if spec_kind == TEXT:
         return load_text(name_or_path, limit)
     if isinstance(name_or_path, TextTask):
         return name_or_path.subset(limit)
+    if not _is_spec(name_or_path) and not isinstance(name_or_path, Task):
+        if limit is not None:  # another kind's object (an lm_eval: task): chosen when loaded
+            raise UsageError(
+                f"limit={limit}: a loaded {type(name_or_path).__name__} keeps the documents it "
+                "was loaded with; give the limit when loading it"
+            )
+        return name_or_path
     if isinstance(name_or_path, Task):
         task = name_or_path
     else:
@@ -108,12 +138,23 @@ def load(
     return task.subset(limit, seed)
 
 
-def sets_own_delimiter(name_or_path: str | Path | Task) -> bool:
-    """True for the tasks a ``delimiter`` cannot be given to: a :class:`Task` object, a built-in
-    name, a ``family:name`` spec (``bigbench:<task>``) that is not an existing file."""
-    if isinstance(name_or_path, (Task, TextTask)):
+def sets_own_delimiter(name_or_path: str | Path | Any) -> bool:
+    """True for the tasks a ``delimiter`` cannot be given to: a task object, a built-in name, a
+    ``family:name`` spec (``bigbench:<task>``) that is not an existing file."""
+    if not _is_spec(name_or_path):
         return True
     spec = str(name_or_path)
     if Path(spec).expanduser().exists():
         return False
     return spec in BUILTIN or re.match(r"[A-Za-z_]\w*:", spec) is not None
+
+
+def _is_spec(name_or_path: Any) -> bool:
+    """A name or path (not an already loaded task object)."""
+    return isinstance(name_or_path, (str, os.PathLike))
+
+
+def loader(name: str) -> Callable[..., Any]:
+    """The loading function of task kind ``name`` from :data:`LOADERS`."""
+    module, _, function = LOADERS[name].partition(":")
+    return getattr(importlib.import_module(module), function)

@@ -1,4 +1,4 @@
-"""Utilities v(S): turn per-choice log-likelihoods into one number per coalition.
+"""The multiple-choice scorer: per-choice log-likelihoods -> one utility per coalition.
 
 ``acc`` argmax of the summed log-prob; ``acc_norm`` argmax of the sum divided by the choice's
 length in characters; ``acc_bytes`` divided by its UTF-8 length (all as lm-evaluation-harness's
@@ -9,38 +9,36 @@ best other choice (nats). The last two are smooth: far lower-variance Shapley es
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
-from .task import Task
+from ..errors import UsageError
 
 ACCURACY_UTILITIES = ("acc", "acc_norm", "acc_bytes")
 SMOOTH_UTILITIES = ("logprob", "margin")
 UTILITIES = ACCURACY_UTILITIES + SMOOTH_UTILITIES
+DEFAULT_UTILITY = "acc_norm"
 
 
 def check_utility(name: str) -> str:
+    """``name`` if it is a multiple-choice utility; UsageError listing them otherwise."""
     if name not in UTILITIES:
-        raise ValueError(f"unknown utility {name!r}; choose one of {', '.join(UTILITIES)}")
+        raise UsageError(f"unknown utility {name!r}; choose one of {', '.join(UTILITIES)}")
     return name
 
 
-def scorer_for(task):
-    """The task's own scorer when it brings one (``task.scorer()``, e.g. an lm-evaluation-harness
-    task), else a :class:`Scorer` of its items. Either has ``utilities``,
-    ``accuracy_utilities``, ``default_utility``, ``check(utility)``, ``chance(utility)``,
-    ``per_item(loglik, utility)`` and ``__call__(loglik, utility)``."""
-    own = getattr(task, "scorer", None)
-    return own() if callable(own) else Scorer(task)
-
-
 class Scorer:
-    """Scores a vector of per-request log-likelihoods (requests in item, then choice order)."""
+    """Scores a vector of per-request log-likelihoods (requests in item, then choice order:
+    what ``Task.requests`` makes) of a multiple-choice task ``task`` (its ``items`` and
+    ``chance``). ``requests``, when given, are checked to be one per choice."""
 
     utilities = UTILITIES
     accuracy_utilities = ACCURACY_UTILITIES
-    default_utility = "acc_norm"
+    default_utility = DEFAULT_UTILITY
 
-    def __init__(self, task: Task):
+    def __init__(self, task: Any, requests: Sequence[Any] | None = None):
         self.task = task
         self.n_choices = np.array([len(it.choices) for it in task.items])
         self.offsets = np.concatenate([[0], np.cumsum(self.n_choices)])
@@ -49,10 +47,18 @@ class Scorer:
         self.bytes = np.array(
             [float(len(c.encode("utf-8"))) for it in task.items for c in it.choices]
         )
+        if requests is not None and len(requests) != len(self.chars):
+            raise ValueError(
+                f"{len(requests)} requests for the {len(self.chars)} choices of task {task.name!r}"
+            )
 
     def check(self, utility: str | None) -> str:
         """``utility`` (None: ``default_utility``) if it is known; ValueError otherwise."""
         return check_utility(self.default_utility if utility is None else utility)
+
+    def describe(self, utility: str) -> None:
+        """None: the utility's name says what it is."""
+        return None
 
     def chance(self, utility: str) -> float | None:
         """Utility of a uniform random guess (accuracy utilities only; None for smooth ones)."""

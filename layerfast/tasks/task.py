@@ -33,10 +33,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError, warn
+from .requests import DEFAULT_MAX_LENGTH, Request, check_tokenizer, encode_request
+from .scoring import DEFAULT_UTILITY, UTILITIES, Scorer, check_utility
 
 
 class TaskFormatError(UsageError):
@@ -60,8 +63,12 @@ class Item:
 class Task:
     """A list of multiple-choice items with the facts a sweep needs.
 
-    chance: expected accuracy of a uniform random guess (mean of 1/len(choices)).
+    chance: expected accuracy of a uniform random guess (mean of 1/len(choices)). utilities:
+    ``acc``, ``acc_norm``, ``acc_bytes``, ``logprob``, ``margin`` (:mod:`.scoring`).
     """
+
+    utilities = UTILITIES
+    default_utility = DEFAULT_UTILITY
 
     name: str
     items: list[Item]
@@ -95,6 +102,34 @@ class Task:
             self.source,
             {**self.notes, "limit": limit, "seed": seed},
         )
+
+    def check_utility(self, name: str | None) -> str:
+        return check_utility(self.default_utility if name is None else name)
+
+    def requests(self, tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH) -> list[Request]:
+        """Every (item, choice) request in item order (``group`` the item, ``unit`` the
+        choice), scored as the continuation ``delimiter + choice`` and left-truncated to at
+        most ``max_length`` input tokens."""
+        check_tokenizer(tokenizer)
+        requests = []
+        for i, item in enumerate(self.items):
+            for c, choice in enumerate(item.choices):
+                try:
+                    requests.append(
+                        encode_request(
+                            tokenizer, item.context, self.delimiter + choice, max_length, i, c
+                        )
+                    )
+                except ValueError:
+                    raise ValueError(
+                        f"item {item.id!r} choice {c} ({choice!r}) encodes to no tokens "
+                        "after its context"
+                    ) from None
+        return requests
+
+    def scorer(self, requests: list[Request]) -> Scorer:
+        """The :class:`~layerfast.tasks.scoring.Scorer` of this task's requests."""
+        return Scorer(self, requests)
 
     def fingerprint(self) -> str:
         payload = json.dumps(

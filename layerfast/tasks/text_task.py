@@ -9,9 +9,9 @@ Requests, as :func:`layerfast.evaluation.perplexity.perplexity` scores text: eac
 tokenised on its own (BOS prepended where the tokenizer has one and does not add it), cut into
 windows of at most ``max_length`` tokens (the Game's ``max_length``), and every token after the
 first of a window is scored: one :class:`~layerfast.tasks.requests.Request` per window
-(input = window[:-1], targets = window[1:]), each with its own ``item`` (so packing never puts two
-windows in one row unless their first :data:`~layerfast.evaluation.batching.MIN_SHARED` tokens
-agree) and ``choice`` = the index of its document (the window -> document map the scorer reads).
+(input = window[:-1], targets = window[1:]), each its own packing ``group`` (so packing never puts
+two windows in one row unless their first :data:`~layerfast.evaluation.batching.MIN_SHARED`
+tokens agree) and with ``unit`` = the index of its document (what the scorer reads).
 The first token of every window after a document's first is read as context, not scored
 (disjoint windows, no overlap).
 
@@ -34,17 +34,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
+from .kinds import TEXT_PREFIX as PREFIX
+from .requests import Request, check_tokenizer
 from .task import TaskFormatError, json_lines, text_lines
 from .texts import calibration_texts
 
-PREFIX = "text:"
 BUILTIN_TEXTS = ("lee", "pydoc")
 UTILITIES = ("nll", "ppl")
 DEFAULT_UTILITY = "nll"
@@ -73,7 +73,6 @@ class TextTask:
         self.documents = list(documents)
         self.source = source
         self.notes = {"text": spec, "n_documents": len(self.documents)}
-        self._unbound: weakref.WeakSet[TextScorer] = weakref.WeakSet()
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -85,33 +84,22 @@ class TextTask:
             return self
         return TextTask(self.spec, self.documents[:limit], self.source)
 
-    def check_utility(self, name: str) -> str:
-        return check_text_utility(name, self.name)
+    def check_utility(self, name: str | None) -> str:
+        return check_text_utility(self.default_utility if name is None else name, self.name)
 
     def fingerprint(self) -> str:
         """A hash of the documents (the same texts from another file are the same task)."""
         payload = json.dumps(["text", self.documents])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def requests(self, tokenizer: Any, max_length: int) -> list:
+    def requests(self, tokenizer: Any, max_length: int) -> list[Request]:
         """One Request per window of at most ``max_length`` tokens, documents in order
-        (:func:`text_requests`); binds every scorer made by :meth:`scorer` without requests
-        since the last call to these windows."""
-        requests = text_requests(self.documents, tokenizer, max_length, self.name)
-        for scorer in list(self._unbound):
-            scorer.bind(requests)
-        self._unbound.clear()
-        return requests
+        (:func:`text_requests`)."""
+        return text_requests(self.documents, tokenizer, max_length, self.name)
 
-    def scorer(self, requests: list | None = None) -> TextScorer:
-        """A :class:`TextScorer` of ``requests`` (this task's windows); None: of the windows of
-        the next :meth:`requests` call (``lf.Game`` makes its scorer, then its requests)."""
-        scorer = TextScorer(len(self.documents), self.name)
-        if requests is None:
-            self._unbound.add(scorer)
-        else:
-            scorer.bind(requests)
-        return scorer
+    def scorer(self, requests: list[Request]) -> TextScorer:
+        """The :class:`TextScorer` of ``requests`` (this task's windows)."""
+        return TextScorer(len(self.documents), requests, self.name)
 
     def __repr__(self) -> str:
         return f"TextTask({self.name!r}, {len(self)} documents)"
@@ -119,14 +107,11 @@ class TextTask:
 
 def text_requests(
     documents: list[str], tokenizer: Any, max_length: int, name: str = "text"
-) -> list:
-    """One Request per window of at most ``max_length`` tokens: ``item`` the window's index,
-    ``choice`` its document's. Windows of one token score nothing and are left out (so a
+) -> list[Request]:
+    """One Request per window of at most ``max_length`` tokens: ``group`` the window's index,
+    ``unit`` its document's. Windows of one token score nothing and are left out (so a
     one-token document has none)."""
-    from .requests import Request
-
-    if tokenizer is None:
-        raise ValueError("this model has no tokenizer: pass one to lf.load(..., tokenizer=...)")
+    check_tokenizer(tokenizer)
     if isinstance(max_length, bool) or int(max_length) != max_length or max_length < 2:
         raise UsageError(
             f"max_length must be >= 2 tokens for text task {name} (a window scores every token "
@@ -150,23 +135,19 @@ def text_requests(
 
 class TextScorer:
     """Scores per-request log-likelihoods (float64 [n_requests]: each window's summed log-prob
-    of its targets, in request order) as ``nll`` or ``ppl`` (see the module docstring)."""
+    of its targets, in request order) of ``requests`` (:func:`text_requests` of
+    ``n_documents`` documents) as ``nll`` or ``ppl`` (see the module docstring)."""
 
     utilities = UTILITIES
     accuracy_utilities: tuple[str, ...] = ()
     default_utility = DEFAULT_UTILITY
 
-    def __init__(self, n_documents: int, name: str = "text"):
+    def __init__(self, n_documents: int, requests: list[Request], name: str = "text"):
         self.n_documents = n_documents
         self.name = name
-        self.document_of: np.ndarray | None = None  # int64 [n_requests]
-        self.tokens: np.ndarray | None = None  # float64 [n_requests] scored tokens per window
-
-    def bind(self, requests: list) -> None:
-        """Score the windows ``requests`` (:func:`text_requests`: ``choice`` is the document)."""
-        document_of = np.array([r.choice for r in requests], dtype=np.int64)
-        if len(document_of) and not 0 <= document_of.min() <= document_of.max() < self.n_documents:
-            raise ValueError(f"a request's document is outside 0..{self.n_documents - 1}")
+        document_of = np.array([r.unit for r in requests], dtype=np.int64)  # [n_requests]
+        if len(document_of) and not 0 <= document_of.min() <= document_of.max() < n_documents:
+            raise ValueError(f"a request's document is outside 0..{n_documents - 1}")
         self.document_of = document_of
         self.tokens = np.array([len(r.targets) for r in requests], dtype=np.float64)
 
@@ -202,11 +183,6 @@ class TextScorer:
 
     def _sums(self, loglik: np.ndarray) -> tuple[np.ndarray, float, float]:
         """(summed log-likelihood per document [n_docs], over all, scored tokens)."""
-        if self.document_of is None or self.tokens is None:
-            raise RuntimeError(
-                f"this scorer of {self.name} has no windows yet: the task's requests(tokenizer, "
-                "max_length) binds it (lf.Game does), or pass them: task.scorer(requests)"
-            )
         ll = np.asarray(loglik, dtype=np.float64)
         if ll.shape != self.document_of.shape:
             raise ValueError(

@@ -21,7 +21,7 @@ from layerfast.activations import dispatch
 from layerfast.activations.collect import block_streams, stats, stats_model, summarize
 from layerfast.activations.reference import block_stats_ref, empty, merge
 from layerfast.errors import LayerfastWarning, UsageError
-from layerfast.evaluation.batching import pad_right
+from layerfast.models.inputs import pad_right
 from tests.activations.kernel_checks import BACKEND_PARAMS, assert_matches_reference
 from tests.conftest import TINY_ITEMS, make_tiny_llama
 

@@ -19,7 +19,6 @@ from layerfast.bench.sweep import (
 from layerfast.estimators.proximity import proximity_cost
 from layerfast.evaluation.naive_executor import NaiveExecutor
 from layerfast.evaluation.prefix_executor import trie_order
-from layerfast.tasks.requests import build_requests
 
 # fp32 tiny model: the seed way (full log-softmax over [B, T, V]) and the executors' chunked
 # log-probs at the continuation positions differ only by summation order
@@ -28,7 +27,7 @@ FP32_LOGLIK_ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def requests(tiny_llama, tiny_task):
-    return build_requests(tiny_task, tiny_llama.tokenizer)
+    return tiny_task.requests(tiny_llama.tokenizer)
 
 
 def random_masks(n: int, m: int, seed: int) -> np.ndarray:

@@ -21,8 +21,8 @@ def test_synthetic_requests(n_items, vocab, seed):
     reqs = synthetic_requests(n_items, vocab, seed)
     assert len(reqs) == n_items * N_CHOICES
     for item in range(n_items):
-        group = [r for r in reqs if r.item == item]
-        assert [r.choice for r in group] == list(range(N_CHOICES))
+        group = [r for r in reqs if r.group == item]
+        assert [r.unit for r in group] == list(range(N_CHOICES))
         contexts = set()
         for r in group:
             c = len(r.targets)

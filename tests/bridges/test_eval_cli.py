@@ -99,7 +99,7 @@ def test_eval_runs_the_harness_and_writes_its_results(capsys, files, offline, tm
 
 
 def test_unknown_task_is_one_line_before_the_model_loads(capsys, files, offline, tmp_path):
-    import layerfast.bridges.lm_eval_model as lm_module
+    import layerfast.bridges.lm_eval_args as lm_module
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model loaded before the task names were checked")

@@ -310,7 +310,7 @@ def test_shared_contexts_pack_into_one_row_and_match_unpacked(runs, lm, monkeypa
     ]
     pairs.append((list(tok.encode("the dog")), []))
     requests, where, _ = lm._requests(pairs)
-    assert len({r.item for r in requests}) == len(contexts)
+    assert len({r.group for r in requests}) == len(contexts)
     assert sorted(where) == list(range(len(pairs) - 1))
     packed = lm.loglikelihood_tokens(pairs)
     unpacked = LayerfastLM(pretrained=lm.model, pack=False, progress=False).loglikelihood_tokens(

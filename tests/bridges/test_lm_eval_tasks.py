@@ -239,9 +239,9 @@ def test_the_shapes_are_what_they_claim(world):
     assert mmlu.notes["tasks"]["lf_mmlu_a"]["num_fewshot"] == 5
     # requests of one context share a packing group; different contexts do not
     requests = world.games["lf_wino"].requests
-    assert requests[0].item != requests[1].item
+    assert requests[0].group != requests[1].group
     requests = world.games["lf_arc"].requests
-    assert len({r.item for r in requests[:4]}) == 1 and requests[4].item != requests[0].item
+    assert len({r.group for r in requests[:4]}) == 1 and requests[4].group != requests[0].group
 
 
 # --- per-document metrics and log-likelihoods ---------------------------------------------------

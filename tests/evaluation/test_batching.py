@@ -20,7 +20,7 @@ from layerfast.evaluation.batching import MIN_SHARED, build_rows, make_batches
 from layerfast.evaluation.naive_executor import NaiveExecutor, packing_supported
 from layerfast.evaluation.prefix_executor import PrefixExecutor
 from layerfast.tasks import Item, Task
-from layerfast.tasks.requests import Request, build_requests
+from layerfast.tasks.requests import Request
 from tests.helpers.tiny_models import tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 
@@ -146,7 +146,7 @@ def test_mask_semantics(style):
 
 
 def run(model, pack, executor=NaiveExecutor, masks=None, batch_tokens=64):
-    reqs = build_requests(TASK, model.tokenizer)
+    reqs = TASK.requests(model.tokenizer)
     ex = executor(model, reqs, batch_tokens=batch_tokens, pack=pack)
     masks = np.ones((1, model.n_players), bool) if masks is None else masks
     return ex, ex.loglik_many(masks)
@@ -192,7 +192,7 @@ def test_prefix_bit_identical_when_packed(arch):
 def test_sliding_window_disables_packing():
     tok = tiny_tokenizer()
     model = lf.load(tiny_model("mistral", vocab_size=len(tok)), tokenizer=tok)  # window 4
-    reqs = build_requests(TASK, tok)
+    reqs = TASK.requests(tok)
     assert "sliding" in packing_supported(model, reqs)
     game = lf.Game(model, TASK, progress=False)
     assert not game.executor.pack and "sliding" in game.packing_note
@@ -240,7 +240,7 @@ def test_fewshot_trie_rows_match_unpacked(arch, attn, dtype):
         ),
         tokenizer=tok,
     )
-    reqs = build_requests(FEWSHOT_TASK, tok)
+    reqs = FEWSHOT_TASK.requests(tok)
     rows = build_rows(reqs, True)
     assert len(rows) == 1 and rows[0].parents is not None
     rng = np.random.default_rng(3)

@@ -12,7 +12,6 @@ import torch
 import layerfast as lf
 from layerfast.estimators.ablation import ablation_masks
 from layerfast.evaluation.cache import UtilityCache
-from layerfast.evaluation.game import _cache_key
 from tests.conftest import make_tiny_llama
 
 N = 6
@@ -121,7 +120,7 @@ def test_every_option_that_changes_the_numbers_is_in_the_key(tiny_llama, tiny_ta
     # vocabulary chunk of the LM head: a different running log-sum-exp
     g = make_game(tiny_llama, tiny_task, batch_tokens=64)
     g.executor.vocab_chunk = 16
-    keys.add(_cache_key(g, 64, "cpu"))
+    keys.add(g._make_key(64, "cpu").columns())
     assert not np.array_equal(g.loglik(np.ones(N, bool)), base.loglik(np.ones(N, bool)))
 
     # device: the key's third part; rows stored for the CPU are not served for another device
@@ -155,3 +154,54 @@ def test_partials_of_another_layout_are_ignored(tiny_llama, tiny_task, tmp_path)
     np.testing.assert_array_equal(got, want)
     assert game.n_batches_run == len(game.executor.batches)
     assert cache.count_partials() == 0
+
+
+def old_key(game) -> tuple[str, str, str]:
+    """The key as layerfast 0.2 built it (evaluation/game.py ``_cache_key``, written out here):
+    a cache written before the task contract and the CacheKey must still be read."""
+    import hashlib
+
+    parts = []
+    for r in game.requests:  # 0.2 named the two indices item and choice
+        parts.append(np.asarray((r.group, r.unit, len(r.input_ids), len(r.targets)), np.int64))
+        parts += [np.asarray(r.input_ids, np.int64), np.asarray(r.targets, np.int64)]
+    requests = hashlib.sha256(np.concatenate(parts).tobytes()).hexdigest()[:16]
+    ex, model = game.executor, game.model
+    options = "-".join(
+        [
+            "trie-packed" if ex.pack else "unpacked",
+            f"L{game.truncation['max_length']}",
+            f"B{game.sizing['batch_tokens']}",
+            f"V{ex.vocab_chunk}",
+            str(model.dtype).replace("torch.", ""),
+            str(model.config._attn_implementation),
+        ]
+    )
+    return model.fingerprint(), f"{game.task.fingerprint()}-{requests}-{options}", "cpu"
+
+
+def test_caches_written_before_the_cache_key_are_read(tiny_llama, tiny_task, tmp_path):
+    game = make_game(tiny_llama, tiny_task, batch_tokens=64)
+    assert game.cache_key == old_key(game)
+    path = tmp_path / "c.sqlite"
+    rows = make_game(tiny_llama, tiny_task, batch_tokens=64).loglik(ablation_masks(N))
+    UtilityCache(path).put_many(old_key(game), zip(["111111", "011111"], rows[:2]))
+    reader = make_game(tiny_llama, tiny_task, batch_tokens=64, cache=path)
+    np.testing.assert_array_equal(reader.loglik(ablation_masks(N)[:2]), rows[:2])
+    assert reader.n_forward == 0
+
+
+def test_cache_key_columns_round_trip_and_unfinished_elsewhere(tiny_llama, tiny_task, tmp_path):
+    import dataclasses
+
+    from layerfast.evaluation.cache import CacheKey
+
+    key = make_game(tiny_llama, tiny_task, batch_tokens=64).key
+    assert CacheKey.parse(key.columns()) == key
+    assert CacheKey.parse(("m", "not-a-key", "cpu")) is None
+    cache = UtilityCache(tmp_path / "c.sqlite")
+    other = dataclasses.replace(key, batch_tokens=128)
+    cache.put_partials(other, 0, [("111111", np.zeros(3)), ("011111", np.zeros(3))])
+    cache.put_partials(dataclasses.replace(key, max_length=7), 0, [("111111", np.zeros(3))])
+    assert cache.unfinished_elsewhere(key) == {128: 2}  # only the batch_tokens twin counts
+    assert cache.unfinished_elsewhere(other) == {}

@@ -12,7 +12,6 @@ import layerfast as lf
 from layerfast.coalitions import coalition_keys
 from layerfast.errors import UsageError
 from layerfast.tasks import Task
-from layerfast.tasks.requests import build_requests
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 
 N = 6  # players of the tiny 3-block Llama
@@ -118,7 +117,7 @@ def reference_loglik(model, task, keep=None):
     unpadded request at a time (no batching, no chunking)."""
     out = []
     with torch.no_grad():
-        for r in build_requests(task, model.tokenizer):
+        for r in task.requests(model.tokenizer):
             ids = torch.tensor([r.input_ids])
             if keep is None:
                 logits = model.hf_model(ids).logits[0]  # the untouched HF forward
@@ -253,7 +252,7 @@ def test_cache_key_changes_with_task_and_tokenisation(
 
     # the same weights and task with another tokenizer: recomputed
     other_tok = tiny_tokenizer(vocab_size=300)
-    assert build_requests(tiny_task, other_tok) != build_requests(tiny_task, tiny_llama.tokenizer)
+    assert tiny_task.requests(other_tok) != tiny_task.requests(tiny_llama.tokenizer)
     retok = lf.load(tiny_llama.hf_model, tokenizer=other_tok)
     g = make_game(retok, tiny_task, cache=path)
     g(masks)

@@ -215,7 +215,7 @@ def test_harness_builds_the_same_strings(parity):
 def test_tokenisation_matches_harness(parity):
     """Every request's (input_ids, targets) equals what HFLM feeds its model and scores."""
     lm, requests = parity.lm, parity.game.requests
-    assert [(r.item, r.choice) for r in requests] == [
+    assert [(r.group, r.unit) for r in requests] == [
         (i, c) for i, it in enumerate(parity.task.items) for c in range(len(it.choices))
     ]
     assert len(parity.harness_tokens) == len(requests)
@@ -234,12 +234,12 @@ def test_tokenisation_matches_harness(parity):
         assert r.targets == tuple(cont), (context, continuation)
     # the awkward cases really are awkward: the empty context is scored after BOS ...
     empty = parity.task.items.index(next(it for it in parity.task.items if it.context == ""))
-    assert all(r.input_ids[0] == lm.prefix_token_id for r in requests if r.item == empty)
+    assert all(r.input_ids[0] == lm.prefix_token_id for r in requests if r.group == empty)
     # ... and a trailing space of the context went into the continuation
     spaced = [it.context for it in parity.task.items].index("The cat sat on the ")
     ctx, _ = lm._encode_pair("The cat sat on the ", " mat")
     assert ctx == lm.tokenizer.encode("The cat sat on the")
-    assert next(r for r in requests if r.item == spaced).input_ids[: len(ctx)] == tuple(ctx)
+    assert next(r for r in requests if r.group == spaced).input_ids[: len(ctx)] == tuple(ctx)
 
 
 def test_loglikelihoods_match_harness(parity):

@@ -21,7 +21,6 @@ from layerfast.evaluation.prefix_executor import (
     trie_order,
 )
 from layerfast.tasks import Item, Task
-from layerfast.tasks.requests import build_requests
 from tests.helpers.tiny_models import tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 
@@ -62,7 +61,7 @@ def mask_sets(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def executors(model, batch_tokens, memory_budget):
-    requests = build_requests(TASK, model.tokenizer)
+    requests = TASK.requests(model.tokenizer)
     return (
         NaiveExecutor(model, requests, batch_tokens=batch_tokens),
         PrefixExecutor(model, requests, batch_tokens=batch_tokens, memory_budget=memory_budget),

@@ -35,8 +35,8 @@ import layerfast as lf
 from layerfast.activations import dispatch
 from layerfast.activations.collect import block_streams, stats
 from layerfast.activations.reference import block_stats_ref, empty, merge
-from layerfast.evaluation.batching import pad_right
 from layerfast.models import copy_as
+from layerfast.models.inputs import pad_right
 from tests.activations.kernel_checks import (
     DTYPES,
     KERNEL_SHAPES,

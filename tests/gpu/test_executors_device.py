@@ -35,7 +35,6 @@ import torch
 import layerfast as lf
 from layerfast.evaluation.naive_executor import NaiveExecutor
 from layerfast.evaluation.prefix_executor import PrefixExecutor
-from layerfast.tasks.requests import build_requests
 from layerfast.tasks.scoring import Scorer
 from tests.evaluation.test_batching import TASK
 from tests.helpers.tiny_models import tiny_model
@@ -110,7 +109,7 @@ def llama(device, tiny_tokenizer_fixture):
 def test_prefix_bit_identical_to_naive(device, llama, impl, dtype, pack):
     model = llama(impl, dtype)
     assert (model.device.type, model.dtype) == (device.type, dtype)
-    requests = build_requests(TASK, model.tokenizer)
+    requests = TASK.requests(model.tokenizer)
     naive = NaiveExecutor(model, requests, batch_tokens=BATCH_TOKENS, pack=pack)
     assert naive.pack == pack, naive.packing_note
     assert len(naive.batches) > 1
@@ -141,7 +140,7 @@ def test_prefix_bit_identical_to_naive(device, llama, impl, dtype, pack):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_packed_matches_unpacked(device, llama, impl, dtype):
     model = llama(impl, dtype)
-    requests = build_requests(TASK, model.tokenizer)
+    requests = TASK.requests(model.tokenizer)
     rng = np.random.default_rng(1)
     masks = np.concatenate(
         [np.ones((1, model.n_players), bool), rng.random((3, model.n_players)) < 0.7]

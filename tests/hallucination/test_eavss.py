@@ -14,7 +14,6 @@ import layerfast as lf
 from layerfast.activations.collect import block_streams
 from layerfast.activations.reference import block_stats_ref
 from layerfast.errors import UsageError
-from layerfast.evaluation.batching import pad_right
 from layerfast.hallucination.contrastive import FinetuneConfig, finetune, trainable_parameters
 from layerfast.hallucination.eavss import (
     ItemStats,
@@ -26,7 +25,7 @@ from layerfast.hallucination.eavss import (
     split_by_outcome,
 )
 from layerfast.hallucination.experiment import compare, split_task
-from layerfast.tasks.requests import build_requests
+from layerfast.models.inputs import pad_right
 
 
 def synthetic(n_items: int, n_blocks: int, seed: int, av_shift=None, as_shift=None) -> ItemStats:
@@ -107,7 +106,7 @@ def test_bootstrap_coverage_under_the_null():
 
 
 def test_item_stats_match_reference_per_item(tiny_llama, tiny_task):
-    reqs = build_requests(tiny_task, tiny_llama.tokenizer)
+    reqs = tiny_task.requests(tiny_llama.tokenizer)
     picked = answer_requests(reqs, np.array([0] * len(tiny_task)))
     got = item_stats(tiny_llama, picked, eps=0.05, backend="torch", batch_size=5, progress=False)
     for i in (0, 3, 11):
@@ -122,7 +121,10 @@ def test_item_stats_match_reference_per_item(tiny_llama, tiny_task):
         for block, x_in, x_out in streams:
             for scope, m in (("sequence", mask), ("answer", ans)):
                 acc = block_stats_ref(x_in, x_out, m, eps=0.05)
-                assert got[scope].av[i, block] == pytest.approx(acc["av_sum"], rel=1e-9, abs=1e-12)
+                # item_stats runs items 5 to a padded batch, the reference one item alone: the two
+                # fp32 forwards round differently (measured 1.2e-8 relative with transformers
+                # 5.25; 1e-9 held with 5.24), so the bound is fp32's, not float64's
+                assert got[scope].av[i, block] == pytest.approx(acc["av_sum"], rel=1e-6, abs=1e-12)
                 assert got[scope].small[i, block] == acc["small"]
                 assert got[scope].entries[i, block] == acc["n_entries"]
 

@@ -18,7 +18,6 @@ from layerfast import cli, tasks
 from layerfast.bench.workload import load_workload
 from layerfast.errors import LayerfastWarning, UsageError
 from layerfast.tasks import Item, Task, TaskFormatError, read_jsonl
-from layerfast.tasks.requests import build_requests
 from tests.conftest import TINY_ITEMS
 from tests.test_cli import record_games, run, save_tiny_model, sweep
 
@@ -249,17 +248,17 @@ def led_task(task_factory, lead: str, delimiter: str, name: str = "tiny") -> Tas
 def test_requests_use_the_delimiter(task_factory, tiny_tokenizer_fixture):
     """Delimiter "" with choices " Paris" gives exactly the tokens of " " with "Paris"."""
     tok = tiny_tokenizer_fixture
-    harness = build_requests(led_task(task_factory, "", " "), tok)
-    own_space = build_requests(led_task(task_factory, " ", ""), tok)
+    harness = led_task(task_factory, "", " ").requests(tok)
+    own_space = led_task(task_factory, " ", "").requests(tok)
     assert own_space == harness
-    doubled = build_requests(led_task(task_factory, " ", " "), tok)
+    doubled = led_task(task_factory, " ", " ").requests(tok)
     assert doubled != harness
-    newline = build_requests(led_task(task_factory, "", "\n"), tok)
+    newline = led_task(task_factory, "", "\n").requests(tok)
     assert newline != harness
     # the continuation is the delimiter + choice, encoded after the context (harness rule)
     for r in newline:
-        item = TINY_ITEMS[r.item]
-        whole = tok.encode(item[0] + "\n" + item[1][r.choice])
+        item = TINY_ITEMS[r.group]
+        whole = tok.encode(item[0] + "\n" + item[1][r.unit])
         assert list(r.input_ids) + [r.targets[-1]] == whole
 
 
@@ -394,7 +393,7 @@ def test_cli_run_with_the_flag(capsys, monkeypatch, model_dir, tmp_path, led_fil
     assert "warning" not in err, err
     doubled, fixed = games
     assert (doubled.task.delimiter, fixed.task.delimiter) == (" ", "")
-    assert fixed.requests == build_requests(unled(fixed.task), fixed.model.tokenizer)
+    assert fixed.requests == unled(fixed.task).requests(fixed.model.tokenizer)
     assert doubled.requests != fixed.requests
 
 
@@ -402,6 +401,6 @@ def test_cli_run_with_the_flag(capsys, monkeypatch, model_dir, tmp_path, led_fil
 def test_bench_workload_takes_the_delimiter(tiny_llama, led_file):
     work = load_workload(tiny_llama, str(led_file), 3, 0, None, delimiter="")
     assert work.task_object.delimiter == "" and work.n_items == 3 and work.n_items_full == 4
-    assert work.requests == build_requests(unled(work.task_object), tiny_llama.tokenizer)
+    assert work.requests == unled(work.task_object).requests(tiny_llama.tokenizer)
     with pytest.raises(UsageError, match="no delimiter"):
         load_workload(tiny_llama, "synthetic", 3, 0, None, delimiter="")

@@ -14,7 +14,7 @@ import torch
 import layerfast as lf
 from layerfast.errors import LayerfastWarning, UsageError
 from layerfast.tasks import Item, Task
-from layerfast.tasks.requests import DEFAULT_MAX_LENGTH, build_requests, model_max_length
+from layerfast.tasks.requests import DEFAULT_MAX_LENGTH, model_max_length
 from tests.helpers.tiny_models import tiny_model
 from tests.helpers.tiny_tokenizer import tiny_tokenizer
 
@@ -96,9 +96,9 @@ def test_long_context_is_truncated_with_one_warning(tiny_llama):
     assert "max_length=20" in messages[0] and "--max-length" in messages[0]
     assert game.truncation["n_truncated"] == 2 and game.truncation["max_length"] == 20
     assert game.truncation["limit_source"] == "max_length="
-    long_reqs = [r for r in game.requests if r.item == 0]
+    long_reqs = [r for r in game.requests if r.group == 0]
     assert all(len(r.input_ids) == 20 and r.n_dropped > 0 for r in long_reqs)
-    full = build_requests(TASK, tiny_llama.tokenizer, 10_000)
+    full = TASK.requests(tiny_llama.tokenizer, 10_000)
     for cut, whole in zip(long_reqs, full):  # the last 21 tokens of context + continuation
         assert cut.input_ids == whole.input_ids[-20:] and cut.targets == whole.targets
 

@@ -82,14 +82,14 @@ def test_windows_of_a_document_longer_than_max_length(tiny_llama, task, max_leng
     ]
     assert len(requests) == len(expected)
     for i, (r, (d, w)) in enumerate(zip(requests, expected)):
-        assert r.item == i and r.choice == d  # one packing group per window; choice: document
+        assert r.group == i and r.unit == d  # one packing group per window; unit: document
         assert r.input_ids == tuple(w[:-1]) and r.targets == tuple(w[1:])
         assert len(r.input_ids) + 1 <= max_length and r.n_dropped == 0
     n_ids = [len(tok.encode(t)) + 1 for t in DOCS]
     scored = sum(len(r.targets) for r in requests)
     assert scored == sum(n - math.ceil(n / max_length) for n in n_ids)  # first of each window
     if max_length == L:
-        assert [r.choice for r in requests].count(0) == math.ceil(n_ids[0] / L) >= 3
+        assert [r.unit for r in requests].count(0) == math.ceil(n_ids[0] / L) >= 3
 
 
 def test_nll_equals_the_hf_loss(tiny_llama, task):
@@ -159,7 +159,7 @@ def test_per_item_terms(tiny_llama, task):
     mask = np.ones(tiny_llama.n_players, dtype=bool)
     mask[3] = False
     ll = g.loglik(mask)[0]
-    doc = np.array([r.choice for r in g.requests])
+    doc = np.array([r.unit for r in g.requests])
     n_tokens = sum(len(r.targets) for r in g.requests)
     nll_d = np.array([-ll[doc == d].sum() for d in range(len(DOCS))])
     terms = g.per_item(mask)
@@ -251,8 +251,8 @@ def test_bad_input(tmp_path, tiny_llama, task):
         game(tiny_llama, task, utility="acc")
     with pytest.raises(UsageError, match="max_length must be >= 2"):
         game(tiny_llama, task, max_length=1)
-    with pytest.raises(RuntimeError, match="no windows yet"):
-        TextTask("x", ["a"]).scorer()(np.zeros(1), "nll")
+    with pytest.raises(TypeError):  # a scorer is made from the task's requests, never unbound
+        TextTask("x", ["a"]).scorer()
 
 
 # --- CLI -----------------------------------------------------------------------------------------

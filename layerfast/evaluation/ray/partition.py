@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..prefix_executor import common_prefix, trie_order
+from ..prefix_executor import prefix_steps, restart_cost, trie_order
 
 IN_FLIGHT = 2  # units the pool keeps queued per worker, so the next starts while a result travels
 SEARCH = 0.25  # a cut may move this fraction of a chunk's cost to find a shallower branch
@@ -43,29 +43,6 @@ class Unit:
     rows: np.ndarray
     steps: int
     cost: int
-
-
-def shared_prefixes(ordered: np.ndarray) -> np.ndarray:
-    """int64 [m]: for bool masks [m, n] in trie order, each one's common prefix with the one
-    before (0 for the first): where the prefix executor resumes it."""
-    shared = np.zeros(len(ordered), dtype=np.int64)
-    for k in range(1, len(ordered)):
-        shared[k] = common_prefix(ordered[k - 1], ordered[k])
-    return shared
-
-
-def prefix_steps(ordered: np.ndarray) -> np.ndarray:
-    """Kept sublayers run per coalition, int64 [m], for bool masks [m, n] in trie order, each
-    starting from the state at its common prefix with the one before (the first from 0)."""
-    shared = shared_prefixes(ordered)
-    return np.array([row[d:].sum() for row, d in zip(ordered, shared)], dtype=np.int64)
-
-
-def restart_cost(ordered: np.ndarray) -> np.ndarray:
-    """Extra kept sublayers, int64 [m], if a unit starts at coalition k: the kept part of the
-    prefix it shares with coalition k - 1 (0 for k = 0)."""
-    shared = shared_prefixes(ordered)
-    return np.array([row[:d].sum() for row, d in zip(ordered, shared)], dtype=np.int64)
 
 
 def cut(ordered: np.ndarray, n_chunks: int) -> list[slice]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..batching import Batch
+from ..executors import make_executor
 
 
 def batches_digest(batches: list[Batch]) -> str:
@@ -57,8 +58,8 @@ class SweepWorker:
         device: str,
         threads: int | None,
     ):
-        from ... import load
         from ... import threads as thread_count
+        from ...models import load
 
         start = time.perf_counter()
         if threads is not None:
@@ -88,10 +89,8 @@ class SweepWorker:
     def setup(self, setup: tuple[list, str, dict[str, Any]]) -> dict[str, Any]:
         """Build the executor from (requests, executor name, its options); returns
         :meth:`describe`."""
-        from ..game import EXECUTORS
-
         requests, executor, options = setup
-        self.executor = EXECUTORS[executor](self.model, requests, **options)
+        self.executor = make_executor(executor, self.model, requests, options)
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
@@ -115,7 +114,8 @@ class SweepWorker:
         self, batch: int, masks: np.ndarray, setup: list | None = None
     ) -> tuple[np.ndarray, dict[str, float]]:
         """Batch ``batch`` for bool keep-masks [k, n_players]: float64 [k, requests of the
-        batch] (its ``request_index`` order), and {"steps": kept sublayers run, "seconds":
+        batch] (its ``request_index`` order), and {"steps": kept sublayers run, "token_steps":
+        the same weighted by the batch's real tokens, "seconds":
         compute time, "start"/"end": wall-clock times (s since the epoch), "pid"}.
 
         setup: ``[reference to (requests, executor, options)]``, read only when this worker
@@ -127,9 +127,15 @@ class SweepWorker:
 
             self.setup(ray.get(setup[0]))
         before = self.executor.sublayer_evaluations
+        token_before = self.executor.token_sublayer_evaluations
         began, start = time.time(), time.perf_counter()
         values = self.executor.batch_loglik(self.executor.batches[batch], masks)
         seconds = time.perf_counter() - start
-        steps = self.executor.sublayer_evaluations - before
-        info = {"steps": float(steps), "seconds": seconds, "start": began, "end": time.time()}
+        info = {
+            "steps": float(self.executor.sublayer_evaluations - before),
+            "token_steps": float(self.executor.token_sublayer_evaluations - token_before),
+            "seconds": seconds,
+            "start": began,
+            "end": time.time(),
+        }
         return values, {**info, "pid": float(os.getpid())}

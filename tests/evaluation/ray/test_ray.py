@@ -24,6 +24,7 @@ import layerfast as lf
 from layerfast.errors import UsageError
 from layerfast.estimators.ablation import ablation_masks
 from layerfast.estimators.proximity import proximity_masks
+from layerfast.evaluation.ray import cluster as ray_cluster
 from layerfast.evaluation.ray import pool as ray_pool
 from layerfast.evaluation.ray.worker import SweepWorker
 from tests.conftest import make_task
@@ -354,9 +355,9 @@ def test_unreachable_address_fails_fast():
 
     start = time.time()
     with pytest.raises(UsageError, match=r"cannot reach the Ray cluster at '127.0.0.1:1'"):
-        ray_pool.check_reachable("127.0.0.1:1")
+        ray_cluster.check_reachable("127.0.0.1:1")
     with pytest.raises(UsageError, match="expected host:port"):
-        ray_pool.check_reachable("nowhere")
+        ray_cluster.check_reachable("nowhere")
     assert time.time() - start < 10
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..coalitions import as_masks
+from ..estimators.contract import describe
 
 __all__ = ["to_shapiq_game", "from_shapiq_game", "ShapiqGameAdapter"]
 
@@ -39,12 +40,11 @@ def _wrapper_class():
 
             def __init__(self, game: Any, **kwargs: Any) -> None:
                 self.layerfast_game = game
-                n = int(game.n_players)
-                players = getattr(game, "players", None)
+                about = describe(game)
                 super().__init__(
-                    n_players=n,
+                    n_players=about.n_players,
                     normalize=False,
-                    player_names=list(players) if players is not None else None,
+                    player_names=[str(p) for p in about.players],
                     **kwargs,
                 )
                 self.normalization_value = 0.0
@@ -59,8 +59,7 @@ def _wrapper_class():
 
 def to_shapiq_game(game: Any, **kwargs: Any):
     """Wrap ``game`` as a ``shapiq.Game`` (raw values: normalization_value = 0)."""
-    if not hasattr(game, "n_players"):
-        raise TypeError("game must have an `n_players` attribute")
+    describe(game)  # a TypeError now for a game without n_players
     return _wrapper_class()(game, **kwargs)
 
 

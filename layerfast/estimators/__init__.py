@@ -3,9 +3,10 @@
     from layerfast.estimators import shapley
     res = shapley(game, method="proximity", window=3)
 
-``game`` is any callable taking a bool array [m, n] (True = player kept) and returning a
-float array [m], with an integer attribute ``n_players`` (optional: ``players`` names and
-``chance``, the utility at chance level). See ``docs/shapley.md``.
+Stage 4 of models -> tasks -> evaluation -> estimators -> report, numpy only. ``game`` is any
+callable taking a bool array [m, n] (True = player kept) and returning a float array [m], with
+an integer attribute ``n_players``; what else an estimator may use of it is written down in
+:mod:`.contract` (an ``lf.Game`` offers all of it). See ``docs/shapley.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 
 from ..errors import UsageError
 from .bootstrap import bootstrap_shapley, check_item_bootstrap
-from .budget import BudgetedGame, BudgetExceeded
+from .budget import BudgetedGame, BudgetExceeded, BudgetTooSmall
+from .contract import CoalitionGame, GameInfo, ItemGame, describe
 from .estimator import Estimator
 from .exact import ExactEstimator
 from .kernel import KernelEstimator
@@ -89,35 +91,32 @@ def shapley(
     if budget_compute is not None:
         if isinstance(budget_compute, bool) or not float(budget_compute) > 0:
             raise UsageError(f"budget_compute must be a number > 0, got {budget_compute!r}")
-        if method not in COMPUTE_CAPPED:
+        if not est.compute_capped:
+            capped = [name for name, cls in ESTIMATORS.items() if cls.compute_capped]
             raise UsageError(
                 f"budget_compute caps the methods that grow their sample unit by unit "
-                f"({', '.join(COMPUTE_CAPPED)}), not {method!r}; its cost is reported in "
+                f"({', '.join(capped)}), not {method!r}; its cost is reported in "
                 "info['compute']"
             )
         if budget is None:
             budget = int(min(2.0 ** int(game.n_players), 100_000))
+    about = describe(game)
     g = BudgetedGame(game, budget=None, memo=memo, progress=progress, compute_cap=budget_compute)
-    priced = callable(getattr(game, "cost", None))
-    counter = getattr(getattr(game, "executor", None), "token_sublayer_evaluations", None)
+    ran_before = about.compute_run() if about.compute_run is not None else None
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     rng0 = copy.deepcopy(rng)  # the replicates of the item bootstrap start from the same state
     try:
         try:
             res = est.estimate(g, budget, rng)
-        except (UsageError, BudgetExceeded) as e:
-            # under a compute cap the first fixed evaluations (v(N), v(empty)) or the first
-            # unit may not fit
-            if budget_compute is None or not (
-                isinstance(e, BudgetExceeded) or "leaves no room" in str(e)
-            ):
+        except (BudgetTooSmall, BudgetExceeded):
+            # under a compute cap the fixed evaluations (v(N), v(empty)) or the first unit may
+            # not fit
+            if budget_compute is None:
                 raise
-            res = None
-        if budget_compute is not None and (res is None or res.info.get("n_pairs", 1) == 0):
             raise UsageError(
                 f"budget_compute={budget_compute:g} is too small for one sampled unit of "
                 f"{method!r} (two antithetic coalition sets); raise it"
-            )
+            ) from None
         if not math.isfinite(res.empty) and eval_empty is not False:
             if eval_empty and budget is None:
                 g.budget = (g.budget or 0) + 1  # no user limit: allow the extra evaluation
@@ -135,12 +134,11 @@ def shapley(
     res.info.setdefault("seed", seed if isinstance(seed, (int, type(None))) else "generator")
     res.info["n_game_evaluations"] = g.n_game_evaluations
     res.info["n_game_calls"] = g.n_calls
-    if priced:
-        ran = getattr(game.executor, "token_sublayer_evaluations", None)
+    if about.cost is not None:
         res.info["compute"] = {
             "unit": "token-sublayer evaluations",
             "priced": int(g.compute_used) if budget_compute is not None else None,
-            "run": None if counter is None or ran is None else int(ran - counter),
+            "run": None if ran_before is None else int(about.compute_run() - ran_before),
             "cap": budget_compute,
         }
     if item_bootstrap:
@@ -156,8 +154,6 @@ def shapley(
     return res
 
 
-COMPUTE_CAPPED = ("permutation", "kernel")
-
 __all__ = [
     "shapley",
     "ShapleyResult",
@@ -165,6 +161,11 @@ __all__ = [
     "Estimator",
     "BudgetedGame",
     "BudgetExceeded",
+    "BudgetTooSmall",
+    "CoalitionGame",
+    "ItemGame",
+    "GameInfo",
+    "describe",
     "get_estimator",
     "check_budget_value",
     "proximity_cost",

@@ -1,7 +1,8 @@
 """Bootstrap over the items of a game: the error a Shapley estimate owes to the item sample.
 
-A game with per-item data (``game.per_item(mask)``, float64 [n_items], whose mean is v(S)) is an
-average over a sample of items, so its Shapley values carry item-sampling error on top of the
+A game with per-item data (the contract of :mod:`.contract`: ``per_item(mask)``, float64
+[n_items], whose mean is v(S), or the batched ``item_values(masks)``) is an average over a sample
+of items, so its Shapley values carry item-sampling error on top of the
 coalition-sampling error of the estimator. The bootstrap draws ``B`` resamples of the item
 indices (with replacement, seeded) and, for resample b, the reweighted game
 
@@ -30,7 +31,8 @@ import numpy as np
 
 from ..coalitions import as_masks, coalition_keys
 from ..errors import UsageError, warn
-from .budget import BudgetedGame, player_names
+from .budget import BudgetedGame
+from .contract import describe
 from .result import ShapleyResult
 
 __all__ = [
@@ -58,7 +60,8 @@ def check_item_bootstrap(n_boot: Any) -> int:
 
 
 def has_per_item(game: Any) -> bool:
-    return callable(getattr(game, "per_item", None))
+    """Whether ``game`` offers per-item terms (the contract's ``per_item`` / ``item_values``)."""
+    return describe(game).has_items
 
 
 def resample_indices(n_items: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -78,22 +81,21 @@ def index_weights(idx: np.ndarray, n_items: int) -> np.ndarray:
 
 
 class ItemTerms:
-    """``game.per_item`` memoised per distinct coalition: masks bool [m, n] -> float64
-    [m, n_items].
-
-    A game with ``loglik`` (an :class:`~layerfast.Game`) first gets the missing coalitions in
-    one batched ``loglik`` call, so a coalition no run has evaluated yet is computed with the
-    others of its batch rather than alone.
+    """A game's per-item terms memoised per distinct coalition: masks bool [m, n] -> float64
+    [m, n_items]. The missing coalitions of a call are fetched in one batched ``item_values``
+    call, so a coalition no run has evaluated yet is computed with the others of its batch.
 
     Attributes:
         n_fetched: distinct coalitions whose terms were fetched from the game.
     """
 
     def __init__(self, game: Any) -> None:
-        if not has_per_item(game):
+        about = describe(game)
+        if not about.has_items:
             raise TypeError("the game has no per_item(mask) method")
         self.game = game
-        self.n_players = int(game.n_players)
+        self.item_values = about.item_values
+        self.n_players = about.n_players
         self.memo: dict[str, np.ndarray] = {}
         self.n_items: int | None = None
 
@@ -106,18 +108,17 @@ class ItemTerms:
         keys = coalition_keys(masks)
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         missing = [k for k in first if k not in self.memo]
-        if len(missing) > 1 and callable(getattr(self.game, "loglik", None)):
-            self.game.loglik(masks[[first[k] for k in missing]])
-        for k in missing:
-            t = np.asarray(self.game.per_item(masks[first[k]]), dtype=np.float64).reshape(-1)
-            if self.n_items is None:
-                self.n_items = t.shape[0]
-            elif t.shape[0] != self.n_items:
-                raise ValueError(
-                    f"game.per_item returned {t.shape[0]} terms for coalition {k}, "
-                    f"{self.n_items} for an earlier one"
-                )
-            self.memo[k] = t
+        if missing:
+            fetched = np.asarray(self.item_values(masks[[first[k] for k in missing]]), np.float64)
+            for k, t in zip(missing, fetched):
+                if self.n_items is None:
+                    self.n_items = t.shape[0]
+                elif t.shape[0] != self.n_items:
+                    raise ValueError(
+                        f"game.per_item returned {t.shape[0]} terms for coalition {k}, "
+                        f"{self.n_items} for an earlier one"
+                    )
+                self.memo[k] = t
         if not keys:
             return np.zeros((0, self.n_items or 0))
         return np.stack([self.memo[k] for k in keys])
@@ -216,7 +217,8 @@ def bootstrap_shapley(
     _check_mean(full_terms, res.full)
     item_rng = np.random.default_rng(copy.deepcopy(rng0).integers(2**63))
     weights = index_weights(resample_indices(n_items, n_boot, item_rng), n_items)
-    games = ReweightedGames(terms, weights, player_names(game, n), getattr(game, "chance", None))
+    about = describe(game)
+    games = ReweightedGames(terms, weights, about.players, about.chance)
     reps = np.empty((n_boot, n))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the main run already warned (e.g. no stderr)

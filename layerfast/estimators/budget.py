@@ -1,8 +1,8 @@
 """The memoised, budget-counting wrapper every estimator evaluates its game through.
 
 A *game* is any callable taking keep-masks bool [m, n] (True = player kept) and returning
-float [m], with an integer attribute ``n_players`` (optional: ``players`` names and ``chance``,
-the utility at chance level).
+float [m], with an integer attribute ``n_players``; what else it may offer is the contract of
+:mod:`.contract` (read once, by :func:`~.contract.describe`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 from ..coalitions import as_masks, coalition_keys
 from ..errors import LayerfastError, UsageError
 from ..progress import progress as progress_bar
+from .contract import describe, player_names
 
-__all__ = ["BudgetedGame", "BudgetExceeded", "player_names"]
+__all__ = ["BudgetedGame", "BudgetExceeded", "BudgetTooSmall", "player_names"]
 
 
 class BudgetExceeded(LayerfastError, RuntimeError):
@@ -28,24 +29,9 @@ class BudgetExceeded(LayerfastError, RuntimeError):
     """
 
 
-def player_names(game: Any, n: int) -> list[str]:
-    """``game.players`` as n strings, or ``p0 .. p{n-1}`` when the game has no names."""
-    players = getattr(game, "players", None)
-    if players is None:
-        return [f"p{i}" for i in range(n)]
-    players = [str(p) for p in players]
-    if len(players) != n:
-        raise ValueError(f"game.players has {len(players)} names but n_players={n}")
-    return players
-
-
-def _get_n_players(game: Any) -> int:
-    n = getattr(game, "n_players", None)
-    if n is None:
-        raise TypeError("the game must have an integer attribute `n_players`")
-    if isinstance(n, bool) or int(n) != n or int(n) < 1:
-        raise ValueError(f"game.n_players must be a positive integer, got {n!r}")
-    return int(n)
+class BudgetTooSmall(UsageError):
+    """Raised by an estimator when its budget (coalitions or compute) leaves no room for one
+    sampling unit; :func:`layerfast.estimators.shapley` says what to raise under a compute cap."""
 
 
 class BudgetedGame:
@@ -76,12 +62,11 @@ class BudgetedGame:
         progress: bool = False,
         compute_cap: float | None = None,
     ) -> None:
-        if not callable(game):
-            raise TypeError("game must be callable: bool[m, n] -> float[m]")
+        self.about = describe(game)
         self.game = game
-        self.n_players = _get_n_players(game)
-        self.players = player_names(game, self.n_players)
-        self.chance = getattr(game, "chance", None)
+        self.n_players = self.about.n_players
+        self.players = self.about.players
+        self.chance = self.about.chance
         self.budget = budget
         self.memo: dict = {} if memo is None else memo
         self.seen: set = set()
@@ -93,7 +78,7 @@ class BudgetedGame:
         # cap on it; a game without ``cost`` cannot be capped
         self.compute_cap = compute_cap
         self.compute_used = 0
-        if compute_cap is not None and not callable(getattr(game, "cost", None)):
+        if compute_cap is not None and self.about.cost is None:
             raise UsageError(
                 "budget_compute needs a game that can price coalitions (an lf.Game, whose "
                 "cost() counts token-sublayer evaluations)"
@@ -164,7 +149,7 @@ class BudgetedGame:
         """Compute the game would spend on ``masks`` now (0 for coalitions in the memo)."""
         keys = coalition_keys(self._as_masks(masks))
         fresh = [i for i, k in enumerate(keys) if k not in self.memo]
-        return int(self.game.cost(np.asarray(masks)[fresh])) if fresh else 0
+        return int(self.about.cost(np.asarray(masks)[fresh])) if fresh else 0
 
     def is_seen(self, mask: Any) -> bool:
         return self.keys(mask)[0] in self.seen
@@ -223,7 +208,7 @@ class BudgetedGame:
     def _tick(self, k: int) -> None:
         # A game that draws its own bar (lf.Game) moves it as coalitions finish; a second bar
         # here would only jump when the call returns (a proximity sweep is one call: "0/N").
-        if not self._progress or getattr(self.game, "progress", False) is True:
+        if not self._progress or self.about.draws_progress:
             return
         if self._bar is None:
             self._bar = progress_bar(total=self.budget, desc="shapley", unit="eval")

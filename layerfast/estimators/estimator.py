@@ -31,6 +31,8 @@ class Estimator:
     name: str = ""
     OPTIONS: dict[str, Any] = {}
     stochastic: bool = True
+    # grows its sample unit by unit, so a compute budget (shapley(budget_compute=)) can cap it
+    compute_capped: bool = False
 
     def __init__(self, **options: Any) -> None:
         check_option_names(self.name, options, self.OPTIONS)

@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UsageError
-from .budget import BudgetedGame
+from .budget import BudgetedGame, BudgetTooSmall
 from .estimator import Estimator
 from .options import check_int_option
 from .result import ShapleyResult
@@ -64,6 +63,7 @@ class KernelEstimator(Estimator):
     __doc__ = __doc__
     name = "kernel"
     OPTIONS = {"chunk": None, "max_pairs": None}
+    compute_capped = True
 
     def _check_options(self) -> None:
         check_int_option("chunk", self.options["chunk"], 1, allow_none=True)
@@ -119,7 +119,7 @@ class KernelEstimator(Estimator):
             if fit < k:
                 break
         if n_pairs == 0:
-            raise UsageError(f"budget={budget} leaves no room for a single sampled pair")
+            raise BudgetTooSmall(f"budget={budget} leaves no room for a single sampled pair")
         Zs = np.concatenate(Z, axis=0).astype(np.float64)  # [J, 2, n]
         Ys = np.concatenate(Y, axis=0)  # [J, 2]
         J = Zs.shape[0]

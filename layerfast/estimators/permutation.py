@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .budget import BudgetedGame
+from .budget import BudgetedGame, BudgetTooSmall
 from .estimator import Estimator
 from .options import check_int_option
 from .result import ShapleyResult
@@ -54,6 +54,7 @@ class PermutationEstimator(Estimator):
 
     name = "permutation"
     OPTIONS = {"chunk": None, "max_pairs": None}
+    compute_capped = True
     antithetic = True
 
     def _check_options(self) -> None:
@@ -97,6 +98,8 @@ class PermutationEstimator(Estimator):
             n_pairs += fit
             if fit < k:
                 break
+        if not units and game.compute_cap is not None:  # a coalition budget always fits a pair
+            raise BudgetTooSmall("budget_compute leaves no room for a single antithetic pair")
         U = np.concatenate(units, axis=0) if units else np.zeros((0, n))
         values, stderr = unit_mean_stderr(U)
         ones = np.ones(n, dtype=bool)

@@ -15,16 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..players import Player, block_players
 
 UNITS = ("sublayer", "block")
 
 
 @dataclass(frozen=True)
 class PlayerSet:
-    """names: the players, in execution order; groups: each player's model sublayer indices
-    (into ``model.players``); n_model: the model's sublayer count."""
+    """names: the players (:class:`~layerfast.players.Player`), in execution order; groups: each
+    player's model sublayer indices (into ``model.players``); n_model: the model's sublayer
+    count."""
 
-    names: list[str]
+    names: list[Player]
     groups: list[list[int]]
     n_model: int
 
@@ -51,9 +53,8 @@ def choose_players(model, players: Sequence[str] | str | None = None, unit: str 
     if unit not in UNITS:
         raise UsageError(f"unknown unit {unit!r} (--unit); choose one of {', '.join(UNITS)}")
     if unit == "block":
-        per = len(model.PLAYER_KINDS)
-        every = [f"block{b}" for b in range(model.n_blocks)]
-        groups_of = {name: list(range(per * b, per * b + per)) for b, name in enumerate(every)}
+        every = block_players(model.n_blocks)
+        groups_of = {name: list(model.players_of(name.block)) for name in every}
     else:
         every = list(model.players)
         groups_of = {name: [i] for i, name in enumerate(every)}
@@ -73,5 +74,6 @@ def choose_players(model, players: Sequence[str] | str | None = None, unit: str 
         twice = sorted({p for p in given if given.count(p) > 1})
         if twice:
             raise UsageError(f"player {twice[0]!r} is listed twice (--players)")
-        chosen = [p for p in every if p in set(given)]  # execution order
+        wanted = set(given)
+        chosen = [p for p in every if p in wanted]  # execution order
     return PlayerSet(chosen, [groups_of[p] for p in chosen], model.n_players)

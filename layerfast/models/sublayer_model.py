@@ -32,6 +32,7 @@ from torch import nn
 
 from ..coalitions import as_mask
 from ..errors import UsageError
+from ..players import sublayer_players
 from . import placement
 from .adapter import PLAYER_KINDS, Adapter, ParallelState, adapter_for
 
@@ -56,7 +57,8 @@ class SublayerModel(nn.Module):
     """Any supported HF causal LM with a keep-mask over its sublayers.
 
     Attributes:
-        players: ['attn0', 'mlp0', 'attn1', ...] in execution order (MoE blocks are 'mlpN').
+        players: ['attn0', 'mlp0', 'attn1', ...] in execution order (MoE blocks are 'mlpN'), as
+            :class:`~layerfast.players.Player` (a name that knows its block and kind).
         hf_model: the wrapped ``transformers`` model (weights shared, not copied).
         tokenizer: its tokenizer, or None.
         load_spec: how ``lf.load`` built it (model, dtype, device, device_map, max_memory,
@@ -72,7 +74,7 @@ class SublayerModel(nn.Module):
         self.name = name or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
         self.blocks = self.adapter.layers()
         self.n_blocks = len(self.blocks)
-        self.players = [f"{kind}{i}" for i in range(self.n_blocks) for kind in self.PLAYER_KINDS]
+        self.players = sublayer_players(self.n_blocks, self.PLAYER_KINDS)
         self.n_players = len(self.players)
         self._weights_digest: tuple | None = None  # (token, sha256): see fingerprint()
         self._digest_store: dict | None = None  # where lf.load stores that digest
@@ -110,8 +112,7 @@ class SublayerModel(nn.Module):
                 f"player {player} out of range: the model has {self.n_players} "
                 f"players ({self.players[0]}..{self.players[-1]})"
             )
-        block, kind = divmod(player, len(self.PLAYER_KINDS))
-        return block, self.PLAYER_KINDS[kind]
+        return self.players[player].block, self.players[player].kind
 
     def block_mask(self, removed_blocks: Sequence[int]) -> np.ndarray:
         """Keep-mask bool [n_players] with every sublayer of ``removed_blocks`` off."""

@@ -126,7 +126,7 @@ class ItemGame:
         self.outcomes = {"full": np.asarray(full, float)}
         self.outcomes.update({l: np.asarray(r, float) for l, r in enumerate(removed)})
         self.n_players = len(removed)
-        self.task = range(len(full))  # what ablate reads from a Game's task: the item count
+        self.n_items = len(full)  # the estimators' contract: a Game's item count
         self.chance = chance
         self.utility = "acc"
 

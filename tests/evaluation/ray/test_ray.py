@@ -417,3 +417,17 @@ def test_a_worker_that_stays_dead_leaves_its_units_to_the_others(cluster, monkey
         game.close()
     assert killed and np.array_equal(got, want)
     assert pool.stats[1]["units"] > pool.stats[0]["units"] >= 1
+
+
+def test_compute_run_sums_the_workers_counts(cluster):
+    """shapley's info["compute"]["run"] with workers is every worker's token-sublayer count (it
+    was the driver's idle executor's: 0), at least what one process runs for the same sweep."""
+    model = tiny("llama")
+    local = lf.Game(model, make_task(), batch_tokens=48, progress=False)
+    one = lf.shapley(local, method="proximity", window=2).info["compute"]["run"]
+    with lf.Game(
+        model, make_task(), batch_tokens=48, progress=False, workers=2, threads_per_worker=1
+    ) as game:
+        res = lf.shapley(game, method="proximity", window=2)
+        ran = sum(s["token_steps"] for s in game.pool.stats)
+    assert res.info["compute"]["run"] == ran >= one > 0

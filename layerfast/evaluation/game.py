@@ -64,9 +64,9 @@ class Game:
             :mod:`layerfast.evaluation.batching`); turned off, with the reason in ``packing_note``,
             where it would not be exact (sliding-window attention over long inputs, flash
             attention).
-        chunk: coalitions evaluated together, batch by batch (more shares more prefixes; each
-            finished batch of a chunk is written to the cache at once, so a kill loses at most
-            one batch of forward work per coalition of the chunk in flight).
+        chunk: coalitions evaluated together, batch by batch (more shares more prefixes);
+            finished coalition-batches are stored as they come, at most 4 at a time or 2 s
+            apart (:mod:`.runner`), so a kill loses at most that much finished work.
         workers: None or 1: evaluate in this process. K > 1: on K Ray actors, each holding one
             model replica (as ``model.load_spec`` says; :mod:`layerfast.evaluation.ray.runner`,
             ``pip install 'layerfast[ray]'``); only this process writes the cache, as each

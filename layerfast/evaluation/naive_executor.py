@@ -23,6 +23,8 @@ from .sizing import CPU_BATCH_TOKENS
 
 # on_batch(batch index, rows of the masks computed int [k], values float64 [k, R_b])
 OnBatch = Callable[[int, np.ndarray, np.ndarray], None]
+# on_row(batch index, row of the masks, values float64 [R_b]): one coalition of a batch done
+OnRow = Callable[[int, int, np.ndarray], None]
 
 
 class NaiveExecutor:
@@ -78,15 +80,18 @@ class NaiveExecutor:
         tick: Callable[[int], None] | None = None,
         need: np.ndarray | None = None,
         on_batch: OnBatch | None = None,
+        on_row: OnRow | None = None,
     ) -> np.ndarray:
         """float64 [m, n_requests] for bool masks [m, n_players], batch by batch (the outer loop),
         every coalition that needs the batch within it.
 
         need: bool [m, n_batches], which (coalition, batch) pairs to compute (default: all);
             the requests of pairs not computed are NaN in the result.
+        on_row: called as soon as one coalition of a batch is scored, with ``(b, row, values)``:
+            ``row`` the index into ``masks``, ``values`` float64 [len(batches[b].request_index)]
+            (the requests in the batch's ``request_index`` order).
         on_batch: called after each batch ``b`` with ``(b, rows, values)``: ``rows`` int [k] the
-            masks computed, ``values`` float64 [k, len(batches[b].request_index)] (the
-            requests in the batch's ``request_index`` order); the Game stores them at once.
+            masks computed, ``values`` float64 [k, len(batches[b].request_index)].
         tick: ``tick(k)`` reports progress in coalition-batches.
         """
         masks = np.asarray(masks, dtype=bool).reshape(-1, self.model.n_players)
@@ -97,7 +102,13 @@ class NaiveExecutor:
             rows = np.flatnonzero(need[:, b])
             if not len(rows):
                 continue
-            values = self.batch_loglik(batch, masks[rows], tick)  # [k, R_b]
+            done = None
+            if on_row is not None:
+
+                def done(k: int, values: np.ndarray, b=b, rows=rows) -> None:
+                    on_row(b, int(rows[k]), values)
+
+            values = self.batch_loglik(batch, masks[rows], tick, done)  # [k, R_b]
             out[np.ix_(rows, batch.request_index)] = values
             if on_batch is not None:
                 on_batch(b, rows, values)
@@ -105,10 +116,15 @@ class NaiveExecutor:
 
     @torch.inference_mode()
     def batch_loglik(
-        self, batch: Batch, masks: np.ndarray, tick: Callable[[int], None] | None = None
+        self,
+        batch: Batch,
+        masks: np.ndarray,
+        tick: Callable[[int], None] | None = None,
+        done: Callable[[int, np.ndarray], None] | None = None,
     ) -> np.ndarray:
         """float64 [m, len(batch.request_index)]: one batch for bool masks [m, n_players], each
-        coalition run from the embeddings to the LM head."""
+        coalition run from the embeddings to the LM head; ``done(i, values)`` as coalition i is
+        scored."""
         inputs = self._prepare(batch)
         out = np.zeros((len(masks), len(batch.request_index)), dtype=np.float64)
         for i, mask in enumerate(masks):
@@ -119,6 +135,8 @@ class NaiveExecutor:
             self.sublayer_evaluations += sum(kept)
             self.token_sublayer_evaluations += sum(kept) * batch.n_tokens
             out[i] = self.score(state, batch)
+            if done is not None:
+                done(i, out[i])
             if tick is not None:
                 tick(1)
         return out

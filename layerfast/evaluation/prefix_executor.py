@@ -1,8 +1,8 @@
 """The prefix-cached executor: coalitions that agree on their first k sublayers share the
 residual state after sublayer k.
 
-Batches are the outer loop (:meth:`NaiveExecutor.loglik_many`, which hands each finished batch to
-the Game for storage, so a kill loses at most one batch per coalition in flight); within a batch,
+Batches are the outer loop (:meth:`NaiveExecutor.loglik_many`, which reports each coalition as it
+is scored, and each finished batch, so the runner stores work as it completes); within a batch,
 the coalitions are visited in trie order (sorted in execution order, kept before removed).
 Coalition i starts from the state at its branch depth ``lcp(previous, i)`` (the length of the
 longest common prefix with the coalition visited before it) and runs only its own suffix. States
@@ -100,10 +100,15 @@ class PrefixExecutor(NaiveExecutor):
 
     @torch.inference_mode()
     def batch_loglik(
-        self, batch: Batch, masks: np.ndarray, tick: Callable[[int], None] | None = None
+        self,
+        batch: Batch,
+        masks: np.ndarray,
+        tick: Callable[[int], None] | None = None,
+        done: Callable[[int, np.ndarray], None] | None = None,
     ) -> np.ndarray:
         """float64 [m, len(batch.request_index)]: one batch for bool masks [m, n_players], the
-        coalitions visited in trie order, each from the state at its branch depth."""
+        coalitions visited in trie order, each from the state at its branch depth;
+        ``done(i, values)`` as coalition i is scored."""
         masks = (
             np.stack([np.asarray(self.model.keep_mask(mk)) for mk in masks])
             if len(masks)
@@ -120,6 +125,8 @@ class PrefixExecutor(NaiveExecutor):
         for k, mask in enumerate(ordered):
             if branch[k] == n:  # a duplicate of the previous coalition
                 out[order[k]] = out[order[k - 1]]
+                if done is not None:
+                    done(int(order[k]), out[order[k]])
                 if tick is not None:
                     tick(1)
                 continue
@@ -138,6 +145,8 @@ class PrefixExecutor(NaiveExecutor):
                         stack.append((d + 1, state))
                         kept_bytes += size
             out[order[k]] = self.score(state, batch)
+            if done is not None:
+                done(int(order[k]), out[order[k]])
             if tick is not None:
                 tick(1)
         return out

@@ -8,12 +8,16 @@ counts finished coalition-batches for a progress bar, ``note(text)`` sets a stat
 
 :class:`LocalRunner` runs the executor in this process: coalitions in trie order, cut into chunks,
 each chunk batch by batch (the executor's outer loop), so every stored batch shares its
-coalitions' prefixes. :class:`~layerfast.evaluation.ray.runner.RayRunner` runs the same executor
-on Ray workers. The Game does the bookkeeping (memo, cache) once, in its ``store``.
+coalitions' prefixes. It hands finished coalitions of a batch to ``store`` as they come, at most
+:data:`FLUSH_COALITIONS` at a time or :data:`FLUSH_SECONDS` apart (each ``store`` call is one
+cache transaction), so a kill loses at most that much finished work, however many coalitions
+one batch holds. :class:`~layerfast.evaluation.ray.runner.RayRunner` runs the same executor on
+Ray workers. The Game does the bookkeeping (memo, cache) once, in its ``store``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -21,6 +25,9 @@ import numpy as np
 
 from .naive_executor import NaiveExecutor
 from .prefix_executor import trie_order
+
+FLUSH_COALITIONS = 4  # finished coalitions of a batch handed to store together, at most
+FLUSH_SECONDS = 2.0  # ... or fewer, once this long has passed since the last hand-over
 
 Store = Callable[[int, np.ndarray, np.ndarray], None]  # (batch, rows int [k], values [k, R_b])
 Tick = Callable[[int], None]  # finished coalition-batches
@@ -47,11 +54,23 @@ class Runner(Protocol):
 
 
 class LocalRunner:
-    """Runs ``executor`` in this process on chunks of ``chunk`` coalitions in trie order."""
+    """Runs ``executor`` in this process on chunks of ``chunk`` coalitions in trie order; hands
+    finished coalition-batches to ``store`` every ``flush_coalitions`` of them or
+    ``flush_seconds``, whichever comes first (and at the end of every batch)."""
 
-    def __init__(self, executor: NaiveExecutor, chunk: int):
+    def __init__(
+        self,
+        executor: NaiveExecutor,
+        chunk: int,
+        flush_coalitions: int = FLUSH_COALITIONS,
+        flush_seconds: float = FLUSH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.executor = executor
         self.chunk = int(chunk)
+        self.flush_coalitions = int(flush_coalitions)
+        self.flush_seconds = float(flush_seconds)
+        self.clock = clock
 
     def run(
         self,
@@ -67,11 +86,10 @@ class LocalRunner:
             run = part[need[part].any(axis=1)]
             if not len(run):
                 continue
-
-            def on_batch(b: int, rows: np.ndarray, values: np.ndarray, run=run) -> None:
-                store(b, run[rows], values)
-
-            self.executor.loglik_many(masks[run], tick=tick, need=need[run], on_batch=on_batch)
+            pending = _Pending(self, store, run)
+            self.executor.loglik_many(
+                masks[run], tick=tick, need=need[run], on_row=pending.add, on_batch=pending.end
+            )
 
     @property
     def compute_run(self) -> int:
@@ -79,3 +97,31 @@ class LocalRunner:
 
     def close(self) -> None:
         pass
+
+
+class _Pending:
+    """Finished coalitions of the batch in progress, not yet handed to ``store``."""
+
+    def __init__(self, runner: LocalRunner, store: Store, run: np.ndarray):
+        self.runner, self.store, self.run = runner, store, run
+        self.rows: list[int] = []
+        self.values: list[np.ndarray] = []
+        self.since = runner.clock()
+
+    def add(self, b: int, row: int, values: np.ndarray) -> None:
+        """Coalition ``run[row]`` of batch ``b`` is scored: keep it, hand over when due."""
+        self.rows.append(row)
+        self.values.append(np.array(values, dtype=np.float64))
+        r = self.runner
+        if len(self.rows) >= r.flush_coalitions or r.clock() - self.since >= r.flush_seconds:
+            self.flush(b)
+
+    def end(self, b: int, rows: np.ndarray, values: np.ndarray) -> None:
+        """Batch ``b`` is done: hand over what is left of it."""
+        self.flush(b)
+
+    def flush(self, b: int) -> None:
+        if self.rows:
+            self.store(b, self.run[np.asarray(self.rows)], np.stack(self.values))
+            self.rows, self.values = [], []
+        self.since = self.runner.clock()

@@ -41,8 +41,8 @@ def test_bar_moves_before_the_last_batch(monkeypatch, tiny_llama, tiny_task, exe
     assert n_batches >= 3  # several batches, so "before the last one" means something
     original = game.executor.batch_loglik
 
-    def batch_loglik(batch, masks, tick=None):
-        out = original(batch, masks, tick)
+    def batch_loglik(batch, masks, tick=None, done=None):
+        out = original(batch, masks, tick, done)
         finished.append(len(masks))
         return out
 

@@ -1,7 +1,7 @@
-"""Stage 4, report: results written as strict JSON and CSV (files), text and Markdown tables
-(tables), PNG and SVG figures (plots, grid), and the reports as documents (document: blocks
-rendered to ``report.md``; html: to ``report.html``; tables.pair_document and multi: what a
-report says)."""
+"""Stage 5 of models -> tasks -> evaluation -> estimators -> report: report, results written as
+strict JSON and CSV (files), text and Markdown tables (tables), PNG and SVG figures (plots, grid),
+and the reports as documents (document: blocks rendered to ``report.md``; html: to ``report.html``;
+tables.pair_document and multi: what a report says)."""
 
 from .files import (
     environment,

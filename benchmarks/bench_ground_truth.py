@@ -89,8 +89,7 @@ class Compute:
 
     def steps(self, masks: np.ndarray) -> tuple[int, int]:
         """(prefix-shared, naive) kept sublayer runs per batch for player masks bool [m, n]."""
-        from layerfast.evaluation.prefix_executor import trie_order
-        from layerfast.evaluation.ray.partition import prefix_steps
+        from layerfast.evaluation.prefix_executor import prefix_steps, trie_order
 
         model_masks = self.expand(masks)
         ordered = model_masks[trie_order(model_masks)]

@@ -34,8 +34,8 @@ import rows
 import layerfast as lf
 from layerfast.estimators.proximity import proximity_masks
 from layerfast.evaluation.batching import build_rows, make_batches
-from layerfast.evaluation.prefix_executor import trie_order
-from layerfast.evaluation.ray.partition import balance, plan, prefix_steps, shared_prefixes
+from layerfast.evaluation.prefix_executor import prefix_steps, shared_prefixes, trie_order
+from layerfast.evaluation.ray.partition import balance, plan
 
 LAYOUTS = {"cpu batches (2048 tokens)": 2048, "gpu batches (32768 tokens)": 32768, "one batch": 0}
 

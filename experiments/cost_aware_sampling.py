@@ -37,8 +37,7 @@ import numpy as np
 
 from layerfast.estimators.exact import int_to_masks
 from layerfast.estimators.kernel import kernel_size_probs, sample_kernel_coalitions
-from layerfast.evaluation.prefix_executor import trie_order
-from layerfast.evaluation.ray.partition import prefix_steps
+from layerfast.evaluation.prefix_executor import prefix_steps, trie_order
 
 ROOT = Path(__file__).resolve().parents[1]
 # Repeated coalitions are free, so a cap near the whole space's compute may never bind: stop

@@ -7,9 +7,11 @@
     abl = lf.ablate(game)
     res = lf.shapley(game, method="proximity", window=3)
 
-Importing the package is cheap: the model, task and estimator modules load on first use.
-It also makes ``lm_eval.simple_evaluate(model="layerfast", ...)`` work without importing the
-harness (:mod:`layerfast.bridges.lm_eval_registration`).
+Importing the package is cheap: the model, task and estimator modules load on first use. The
+stages, in the order a coalition travels: models -> tasks -> evaluation -> estimators -> report
+(side paths: activations, hallucination, bench; bridges to lm-evaluation-harness and shapiq;
+the command line in cli). ``layerfast.harness.register()`` makes
+``lm_eval.simple_evaluate(model="layerfast", ...)`` work.
 """
 
 from __future__ import annotations
@@ -17,10 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .bridges import lm_eval_registration as _harness_registration
-
 __version__ = "0.2.0"
-_harness_registration.install()
 
 _LAZY = {
     "load": ("layerfast.models", "load"),

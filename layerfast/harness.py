@@ -2,7 +2,8 @@
 :mod:`layerfast.bridges.lm_eval_model` (:class:`LayerfastLM`, the harness model ``"layerfast"``:
 one coalition of sublayers, scored by layerfast's executor).
 
-    import layerfast, lm_eval
+    import layerfast.harness, lm_eval
+    layerfast.harness.register()  # once per process; `layerfast eval` does it
     lm_eval.simple_evaluate(
         model="layerfast",
         model_args="pretrained=smollm2-135m,remove=attn3,mlp5",

@@ -5,12 +5,17 @@ Every sweep verb takes ``--model``, ``--task``, ``--limit``, ``--out DIR`` and w
 PNG files there. Evaluated coalitions are cached in ``DIR/utilities.sqlite`` (``--cache`` to move
 it), so re-running an interrupted command resumes instead of starting again.
 
-One module per job: ``parser`` (flags), ``values`` (flag values argparse cannot check), ``checks``
-(every flag and path checked before any model loads), ``common`` (set-up shared by the verbs), and
-the verbs by stage: ``sweeps``, ``statistics``, ``hallucination``, ``data``, ``bench``,
-``eval`` (lm-evaluation-harness with the model ``layerfast``). A verb is
-thin: it calls the library and hands results to :mod:`layerfast.report`. A user's mistake is a
-:class:`~layerfast.errors.LayerfastError`: one line and exit 2; anything else keeps its traceback.
+One module per job: ``flag_table`` (every flag declared once) and ``flags`` (``add``: a verb
+composes its flags; the parser class), ``values`` (every flag value read: the ``type=`` functions
+that check a value at parse time, and the readers of several flags), ``checks`` (what needs
+several flags, a file or the task's kind, before any model loads), ``model_specs`` (a model name
+found without loading it), ``common`` (set-up shared by the verbs), ``parser`` (the top parser
+built from the verb modules) and the verbs by stage, each registering its own sub-parser:
+``sweeps`` (+ ``multi_report``), ``statistics``, ``hallucination``, ``data``, ``bench``, ``eval``
+(lm-evaluation-harness with the model ``layerfast``). A verb is thin: it calls the library and
+hands results to :mod:`layerfast.report`. A user's mistake is a
+:class:`~layerfast.errors.LayerfastError`: one line and exit 2; Ctrl-C is one line and exit 130;
+anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,47 +25,44 @@ import warnings
 
 from .. import threads
 from ..errors import LayerfastError, LayerfastWarning
-from .bench import cmd_bench
 from .checks import check_flags, check_paths
-from .common import close_games
-from .data import cmd_fetch, cmd_tasks
-from .eval import cmd_eval
-from .hallucination import cmd_eavss
-from .parser import build_parser
-from .statistics import cmd_avss, cmd_prune
-from .sweeps import cmd_ablate, cmd_report, cmd_shapley
+from .common import close_games, interrupted
+from .flags import FlagError
+from .parser import build_parser, verbs
 
-VERBS = {
-    "ablate": cmd_ablate,
-    "shapley": cmd_shapley,
-    "report": cmd_report,
-    "avss": cmd_avss,
-    "prune": cmd_prune,
-    "eavss": cmd_eavss,
-    "fetch": cmd_fetch,
-    "tasks": cmd_tasks,
-    "bench": cmd_bench,
-    "eval": cmd_eval,
-}
+VERBS = verbs()  # verb name -> handler
 
-__all__ = ["VERBS", "build_parser", "main"]
+__all__ = ["VERBS", "FlagError", "build_parser", "main"]
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130  # 130 = 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``layerfast ARGV``: parse, check every flag and path, run the verb; returns the exit code
+    (0, 2 for a user's mistake, 130 for Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv  # recorded in the output files as the command that made them
+    args = None
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv  # recorded in the output files as the command that made them
         check_flags(args)  # cheap checks first: no model loads for a bad flag or path
+        if args.check is not None:
+            args.check(args)  # the verb's own
         check_paths(args)
         with warnings.catch_warnings():
             warnings.showwarning = _one_line(args.verb, warnings.showwarning)
-            return VERBS[args.verb](args)
+            return args.run(args)
+    except FlagError as e:  # argparse's: the flag and the value
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except LayerfastError as e:  # the user's input; anything else is a bug and keeps its traceback
         print(f"layerfast {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # what was kept and how to resume, not a traceback
+        print(interrupted(args), file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     finally:
-        close_games()  # stop --workers' Ray actors
+        close_games()  # stop --workers' Ray actors (also on Ctrl-C)
         threads.restore()  # an in-process caller keeps its own torch thread count
 
 

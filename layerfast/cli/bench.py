@@ -4,41 +4,47 @@ side by side on this machine (see :mod:`layerfast.bench`)."""
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
+from typing import Any
 
 from ..errors import UsageError
-from .checks import batch_tokens, memory_budget, threads
-from .parser import BENCH_STEPS as STEPS
-from .values import byte_size
+from .common import load_tokenizer
+from .flags import MODEL, RUN, SIZING, TASK, add, verb
+from .values import AUTO, given
 
 
-def options(args: argparse.Namespace):
-    """:class:`layerfast.bench.runner.Options` from the flags, every value checked first."""
+def register(sub) -> None:
+    """The sub-parser of ``bench``."""
+    p = verb(
+        sub,
+        "bench",
+        cmd_bench,
+        check_bench,
+        help="measure the kernels, the statistics pass and a sweep sample against the seed way",
+        description="Measure on this machine, side by side: the statistics kernels' GB/s "
+        "against the device's copy and read bandwidth; a statistics pass against a plain "
+        "forward and against keeping every hidden state; a sample of an ablation and a "
+        "proximity sweep run the seed paper's way, with the naive executor and with the fast "
+        "path, with the projected time of the full sweeps. Writes bench.txt, bench.json and "
+        "bench.csv to --out.",
+    )
+    add(p, *MODEL, "--random", *TASK, *SIZING, *RUN, "--quick", "--only", "--time-budget")
+    add(p, "--project-items", "--kernel-bytes")
+
+
+def check_bench(args: argparse.Namespace) -> None:
+    """``--model`` and ``--random`` both name the model: one of them."""
+    if args.random is not None and given(args, "model"):
+        raise UsageError(f"give --model {args.model} or --random {args.random}, not both")
+
+
+def options(args: argparse.Namespace) -> Any:
+    """:class:`layerfast.bench.runner.Options` from the flags (checked when parsed)."""
     from ..bench.runner import Options
     from ..bench.workload import RANDOM_PREFIX
-    from ..models.loading import DEFAULT_MODEL
-    from .common import target_delimiter
 
-    steps = tuple(s.strip() for s in args.only.split(",") if s.strip())
-    bad = [s for s in steps if s not in STEPS]
-    if bad or not steps:
-        raise UsageError(f"--only {args.only!r}: choose a comma-separated subset of {STEPS}")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be an integer >= 1, got {args.limit}")
-    if args.project_items is not None and args.project_items < 1:
-        raise UsageError(f"--project-items must be an integer >= 1, got {args.project_items}")
-    if args.time_budget is not None and not (
-        math.isfinite(args.time_budget) and args.time_budget > 0
-    ):
-        raise UsageError(f"--time-budget must be a number of seconds > 0, got {args.time_budget}")
-    kernel_bytes = byte_size("--kernel-bytes", args.kernel_bytes)
-    if kernel_bytes < 1 << 20:
-        raise UsageError(f"--kernel-bytes must be at least 1MiB, got {args.kernel_bytes!r}")
-    tokens, budget = batch_tokens(args), memory_budget(args)
-    if args.random is not None and args.model != DEFAULT_MODEL:
-        raise UsageError(f"give --model {args.model} or --random {args.random}, not both")
-    task = args.task if "--task" in args.argv or args.random is None else None
+    # a random model scores synthetic token ids unless a task is asked for
+    task = args.task if given(args, "task") or args.random is None else None
     return Options(
         model=args.model if args.random is None else RANDOM_PREFIX + args.random,
         task=task,
@@ -48,23 +54,22 @@ def options(args: argparse.Namespace):
         out=args.out,
         device=args.device,
         dtype=args.dtype,
-        steps=steps,
+        steps=args.only,
         time_budget_s=args.time_budget,
         project_items=args.project_items,
-        batch_tokens="auto" if tokens is None else tokens,
-        memory_budget="auto" if budget is None else budget,
-        kernel_bytes=kernel_bytes,
+        batch_tokens=AUTO if args.batch_tokens is None else args.batch_tokens,
+        memory_budget=AUTO if args.memory_budget is None else args.memory_budget,
+        kernel_bytes=args.kernel_bytes,
         progress=not args.no_progress,
         command=shlex.join(["layerfast", *args.argv]),
-        threads=threads(args),
+        threads=args.threads,
         trust_remote_code=args.trust_remote_code,
-        delimiter=target_delimiter(args),
+        delimiter=args.target_delimiter,
     )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.runner import run
-    from .common import load_tokenizer
 
     opts = options(args)
     if args.tokenizer is not None:

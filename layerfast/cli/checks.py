@@ -1,61 +1,54 @@
-"""Checks of the flags that cost nothing, run before any model loads or pass starts; each error
-is a :class:`~layerfast.errors.UsageError` that names the flag (or the file) and the value.
+"""The checks that need several flags together, a file, or the task's kind, run after parsing and
+before any model loads (a value out of range already failed at parse time: the ``type=``
+functions of :mod:`layerfast.cli.values`). Each error is a :class:`~layerfast.errors.UsageError`
+that names the flag (or the file) and the value.
 
-* :func:`check_flags`: every number in range (one table, :data:`RANGES`), names that the library
-  would reject later (dtypes, the calibration text, the utility ``eavss`` needs).
+* :func:`check_flags`: the task's kind against the flags that depend on it (harness and text
+  tasks, ``--utility``, ``--target-delimiter``), the scale-out and placement flags, the
+  calibration text file;
 * :func:`check_paths`: ``--out`` is a folder that can be made and written; the cache file is not a
-  folder and, when it exists, is a sound SQLite database.
-* :func:`check_model`: what needs the model's block count (``--k``, ``--fraction``), checked right
-  after it loads and before the expensive pass.
+  folder and, when it exists, is a sound SQLite database;
+* :func:`check_blocks`: what needs the model's block count (``--k``, ``--fraction``), checked
+  right after it loads and before the expensive pass.
+
+A verb's own checks (``report --models``, ``bench --random``) are its ``check`` handler,
+which :func:`layerfast.cli.main` runs between the two.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import importlib.util
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..errors import UsageError
 from ..paths import check_writable_folder
 from ..tasks.kinds import LM_EVAL, TEXT, kind
-from .values import byte_size, numbers
+from . import values
+from .values import batch_tokens, memory_budget  # noqa: F401  (imported from here by tests)
 
 
-def _int_at_least(lo: int) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v >= lo), f"an integer >= {lo}"
+def check_flags(args: argparse.Namespace) -> None:
+    """The cheap checks of flags that depend on each other or on the task's kind."""
+    harness_flags(args)
+    text_task_flags(args)
+    utility(args)
+    delimiter_flag(args)
+    scale_flags(args)
+    _check_names(args)
 
 
-def _finite(test: Callable[[float], bool], text: str) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: math.isfinite(v) and test(v)), text
+def task_names(args: argparse.Namespace) -> list[str]:
+    """The task specs a command runs: ``--tasks`` (report), else ``--task``."""
+    if getattr(args, "tasks", None) and args.verb == "report":
+        return list(args.tasks)
+    task = getattr(args, "task", None)
+    return [] if task is None else [str(task)]
 
 
-# flag dest -> (test of a value, what the value must be); a flag a verb lacks is skipped
-RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "limit": _int_at_least(1),
-    "seed": _int_at_least(0),
-    "max_length": _int_at_least(1),
-    "window": _int_at_least(1),
-    "budget": _int_at_least(1),
-    "margin": _finite(lambda v: v >= 0, "a number >= 0"),
-    "n_texts": _int_at_least(1),
-    "eps": _finite(lambda v: v > 0, "a number > 0"),
-    "fraction": _finite(lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "k": _int_at_least(1),
-    "n_boot": _int_at_least(1),
-    "steps": _int_at_least(1),
-    "batch_size": _int_at_least(1),
-    "lr": _finite(lambda v: v > 0, "a number > 0"),
-    "weight": _finite(lambda v: v >= 0, "a number >= 0"),
-    "temperature": _finite(lambda v: v > 0, "a number > 0"),
-    "n_random": _int_at_least(0),
-    "num_fewshot": _int_at_least(0),
-    "workers": _int_at_least(1),
-    "budget_compute": _finite(lambda v: v > 0, "a number > 0"),
-    "item_bootstrap": (lambda v: v == 0 or v >= 2, "0 (off) or a whole number >= 2"),
-    "gpus_per_worker": _finite(lambda v: v > 0, "a number > 0"),
-}
+def _kinds(args: argparse.Namespace) -> set[str]:
+    return {kind(t) for t in task_names(args)}
 
 
 def flag(dest: str) -> str:
@@ -63,47 +56,100 @@ def flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def check_flags(args: Any) -> None:
-    """Every numeric flag in range and every name the library checks late, before any work."""
-    for dest, (test, text) in RANGES.items():
-        value = getattr(args, dest, None)
-        if value is not None and not test(value):
-            raise UsageError(f"{flag(dest)} must be {text}, got {value!r}")
-    threads(args)
-    batch_tokens(args)
-    memory_budget(args)
-    harness_flags(args)
-    text_task_flags(args)
-    utility(args)
-    scale_flags(args)
-    if getattr(args, "budgets", None):
-        bad = [b for b in numbers("--budgets", args.budgets, int) if b < 1]
-        if bad:
-            raise UsageError(f"--budgets must be integers >= 1, got {args.budgets!r}")
-    if getattr(args, "split", None) is not None:
-        f = numbers("--split", args.split, float)
-        if len(f) != 3 or not all(math.isfinite(x) and x > 0 for x in f) or abs(sum(f) - 1) > 1e-9:
+def harness_flags(args: argparse.Namespace) -> None:
+    """``--include-path`` and ``--num-fewshot`` belong to an lm_eval: task, and eavss (which
+    needs each item's context and choices) does not take one."""
+    include, shots = getattr(args, "include_path", None), getattr(args, "num_fewshot", None)
+    given = [f for f, v in (("--include-path", include), ("--num-fewshot", shots)) if v is not None]
+    harness = LM_EVAL in _kinds(args)
+    if given and not harness and args.verb != "eval":  # eval: harness tasks only
+        raise UsageError(
+            f"{' and '.join(given)} apply to --task lm_eval:<name> only, not --task "
+            f"{', '.join(task_names(args))}"
+        )
+    if include is not None and not include.is_dir():
+        what = "is a file, not a folder" if include.exists() else "does not exist"
+        raise UsageError(f"--include-path {include} {what} (a folder of task YAMLs)")
+    if harness and args.verb == "eavss":
+        raise UsageError(
+            f"--task {args.task}: eavss needs each item's context and choices, which "
+            "lm_eval: tasks do not expose yet; use a JSONL or built-in task"
+        )
+
+
+def text_task_flags(args: argparse.Namespace) -> None:
+    """A text task: only the utilities nll and ppl (the default nll is set once it loads, in
+    :func:`layerfast.cli.common.setup`), and not for the verbs that need multiple-choice items."""
+    for task in task_names(args):
+        if kind(task) != TEXT:
+            continue
+        if args.verb in ("eavss", "bench"):
             raise UsageError(
-                f"--split must be three positive fractions summing to 1 (train,val,test), "
-                f"got {args.split!r}"
+                f"--task {task}: {args.verb} needs multiple-choice items, which a text task "
+                "has not; use a JSONL or built-in task"
             )
-    _check_names(args)
+        if getattr(args, "utility", None) is not None:
+            from ..tasks.text_task import check_text_utility
+
+            try:
+                check_text_utility(args.utility, task)
+            except UsageError as e:
+                raise UsageError(f"--utility: {e}") from None
 
 
-def scale_flags(args: Any) -> None:
-    """``--ray-address`` and ``--gpus-per-worker`` need ``--workers`` >= 2; the placement flags
-    parse and agree with ``--device``."""
-    from .common import n_workers, placement
+def utility(args: argparse.Namespace) -> None:
+    """``--utility`` on a multiple-choice task: one of layerfast's utilities (None: the task's
+    default, set when it loads); an lm_eval: task's metrics are checked once it loads, before
+    the model (:func:`layerfast.cli.common.setup`); a text: task's in :func:`text_task_flags`."""
+    name = getattr(args, "utility", None)
+    if name is None or _kinds(args) & {LM_EVAL, TEXT}:
+        return
+    from ..tasks.scoring import UTILITIES
 
-    workers = n_workers(args)
+    if name not in UTILITIES:
+        raise UsageError(
+            f"--utility {name}: choose one of {', '.join(UTILITIES)} (a harness metric "
+            "such as acc_mutual_info needs --task lm_eval:<name>)"
+        )
+
+
+def delimiter_flag(args: argparse.Namespace) -> None:
+    """``--target-delimiter`` applies to JSONL task files only."""
+    if getattr(args, "target_delimiter", None) is None:
+        return
+    from ..tasks import sets_own_delimiter
+
+    for task in task_names(args):
+        if sets_own_delimiter(task):
+            raise UsageError(
+                f"--target-delimiter applies to a JSONL --task file; --task {task} sets its "
+                "own delimiter"
+            )
+
+
+def scale_flags(args: argparse.Namespace) -> None:
+    """``--ray-address`` and ``--gpus-per-worker`` need ``--workers`` >= 2, which needs Ray, and
+    a ``--ray-address`` must answer (a 5 s TCP connect); the placement flags parse and agree
+    with ``--device``."""
+    workers = values.n_workers(args)
     for dest in ("ray_address", "gpus_per_worker"):
         if getattr(args, dest, None) is not None and workers < 2:
             raise UsageError(f"{flag(dest)} needs --workers >= 2 (got --workers {workers})")
+    if workers >= 2:
+        from ..evaluation.ray.cluster import INSTALL_HINT, check_reachable
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError(
+                f"--workers {workers} runs the sweep on Ray, which is not installed: {INSTALL_HINT}"
+            )
+        address = getattr(args, "ray_address", None)
+        if address not in (None, values.AUTO):
+            check_reachable(address)
     if not hasattr(args, "device_map"):
         return
     from ..models.placement import check_placement
 
-    where = placement(args)
+    where = values.placement(args)
     check_placement(
         getattr(args, "device", None),
         where.get("device_map"),
@@ -112,119 +158,9 @@ def scale_flags(args: Any) -> None:
     )
 
 
-def is_harness_task(args: Any) -> bool:
-    """``--task lm_eval:<name>``: an lm-evaluation-harness task or group."""
-    return kind(str(getattr(args, "task", "") or "")) == LM_EVAL
-
-
-def harness_flags(args: Any) -> None:
-    """``--include-path`` and ``--num-fewshot`` belong to an lm_eval: task, and eavss (which
-    needs each item's context and choices) does not take one."""
-    include, shots = getattr(args, "include_path", None), getattr(args, "num_fewshot", None)
-    given = [f for f, v in (("--include-path", include), ("--num-fewshot", shots)) if v is not None]
-    if given and not is_harness_task(args) and args.verb != "eval":  # eval: harness tasks only
-        raise UsageError(
-            f"{' and '.join(given)} apply to --task lm_eval:<name> only, not --task {args.task}"
-        )
-    if include is not None and not include.is_dir():
-        what = "is a file, not a folder" if include.exists() else "does not exist"
-        raise UsageError(f"--include-path {include} {what} (a folder of task YAMLs)")
-    if is_harness_task(args) and args.verb == "eavss":
-        raise UsageError(
-            f"--task {args.task}: eavss needs each item's context and choices, which "
-            "lm_eval: tasks do not expose yet; use a JSONL or built-in task"
-        )
-
-
-def is_text_task(args: Any) -> bool:
-    """``--task text:<lee|pydoc|file>``: plain text scored token by token (nll, ppl)."""
-    return kind(str(getattr(args, "task", "") or "")) == TEXT
-
-
-def text_task_flags(args: Any) -> None:
-    """A text task: only the utilities nll and ppl (the default nll is set once it loads, in
-    :func:`layerfast.cli.common.setup`), and not for the verbs that need multiple-choice items."""
-    if not is_text_task(args):
-        return
-    if args.verb in ("eavss", "bench"):
-        raise UsageError(
-            f"--task {args.task}: {args.verb} needs multiple-choice items, which a text task "
-            "has not; use a JSONL or built-in task"
-        )
-    if getattr(args, "utility", None) is not None:
-        from ..tasks.text_task import check_text_utility
-
-        try:
-            check_text_utility(args.utility, args.task)
-        except UsageError as e:
-            raise UsageError(f"--utility: {e}") from None
-
-
-def utility(args: Any) -> None:
-    """``--utility``: for a layerfast task one of its utilities (default acc_norm); for an
-    lm_eval: task a metric name, checked against the task once it loads, before the model
-    (:func:`layerfast.cli.common.setup`); for a text: task nll or ppl (:func:`text_task_flags`)."""
-    if not hasattr(args, "utility") or is_harness_task(args) or is_text_task(args):
-        return
-    from ..tasks.scoring import UTILITIES
-
-    if args.utility is None:
-        args.utility = "acc_norm"
-    elif args.utility not in UTILITIES:
-        raise UsageError(
-            f"--utility {args.utility}: choose one of {', '.join(UTILITIES)} (a harness metric "
-            "such as acc_mutual_info needs --task lm_eval:<name>)"
-        )
-
-
-def threads(args: Any) -> int | None:
-    """``--threads``: None for ``auto`` (or a verb without the flag), else the count >= 1."""
-    return _auto_count(args, "threads")
-
-
-def batch_tokens(args: Any) -> int | None:
-    """``--batch-tokens``: None for ``auto`` (or a verb without the flag), else the count >= 1."""
-    return _auto_count(args, "batch_tokens")
-
-
-def _auto_count(args: Any, dest: str) -> int | None:
-    """Flag ``dest``: None for ``auto`` (or a verb without the flag), else an integer >= 1."""
-    value = getattr(args, dest, None)
-    if value is None or str(value).strip().lower() == "auto":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise UsageError(f"{flag(dest)} must be 'auto' or an integer >= 1, got {value!r}")
-    return n
-
-
-def memory_budget(args: Any) -> int | None:
-    """``--memory-budget``: None for ``auto`` (or a verb without the flag), else bytes >= 0."""
-    value = getattr(args, "memory_budget", None)
-    if value is None or str(value).strip().lower() == "auto":
-        return None
-    return byte_size("--memory-budget", value)
-
-
-def _check_names(args: Any) -> None:
-    if getattr(args, "dtype", None) is not None:
-        from ..models.loading import parse_dtype
-
-        try:
-            parse_dtype(args.dtype)
-        except UsageError as e:
-            raise UsageError(f"--dtype: {e}") from None
-    stats_dtype = getattr(args, "stats_dtype", None)
-    if stats_dtype is not None and stats_dtype.lower() != "model":
-        from ..models.loading import parse_dtype
-
-        try:
-            parse_dtype(stats_dtype)
-        except UsageError as e:
-            raise UsageError(f"--stats-dtype: {e} or 'model'") from None
+def _check_names(args: argparse.Namespace) -> None:
+    """The calibration text file, read once here (a byte that is not UTF-8 fails before the
+    model loads), and the accuracy utility eavss needs."""
     texts = getattr(args, "texts", None)
     if texts is not None and texts not in ("lee", "pydoc"):
         path = Path(texts).expanduser()
@@ -235,11 +171,11 @@ def _check_names(args: Any) -> None:
             )
         from ..tasks.texts import calibration_texts
 
-        try:  # a file is read once here: a byte that is not UTF-8 fails before the model loads
+        try:
             calibration_texts(texts, args.n_texts)
         except UsageError as e:
             raise UsageError(f"--texts: {e}") from None
-    if args.verb == "eavss":
+    if args.verb == "eavss" and args.utility is not None:
         from ..tasks.scoring import ACCURACY_UTILITIES
 
         if args.utility not in ACCURACY_UTILITIES:
@@ -249,7 +185,7 @@ def _check_names(args: Any) -> None:
             )
 
 
-def check_paths(args: Any) -> None:
+def check_paths(args: argparse.Namespace) -> None:
     """``--out`` and the cache file (``--cache``, default ``OUT/utilities.sqlite``)."""
     out = getattr(args, "out", None)
     if out is None:
@@ -303,7 +239,7 @@ def check_cache(path: Path, what: str) -> None:
         )
 
 
-def check_model(args: Any, n_blocks: int) -> None:
+def check_blocks(args: argparse.Namespace, n_blocks: int) -> None:
     """Checks that need the block count of the loaded model, before the expensive pass."""
     if args.verb == "eavss" and args.k > n_blocks:
         raise UsageError(f"--k {args.k}: the model has only {n_blocks} blocks")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
+import argparse
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import tasks
 from ..errors import UsageError
 from ..report import files as outputs
-from .checks import batch_tokens as flag_batch_tokens
-from .checks import check_model
-from .checks import memory_budget as flag_memory_budget
-from .checks import threads as flag_threads
+from . import values
+from .checks import check_blocks
 
 _GAMES: list = []  # games this process's verbs made, closed when the verb returns
 
@@ -24,21 +23,15 @@ def close_games() -> None:
         _GAMES.pop().close()
 
 
-def setup(args):
-    """Task, model, ``lf.Game`` (cached in OUT) and the metadata every output file records."""
+def setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """(``lf.Game`` of the task and model the flags name, cached in OUT; the metadata every output
+    file records). The task loads first, so a bad one fails before the model loads."""
     from .. import Game
     from ..evaluation.sizing import resolve_sizes
 
     t0 = time.time()
     try:  # before the model: fail fast
-        task = tasks.load(
-            args.task,
-            limit=args.limit,
-            seed=args.seed,
-            delimiter=target_delimiter(args),
-            include_path=getattr(args, "include_path", None),
-            num_fewshot=getattr(args, "num_fewshot", None),
-        )
+        task = tasks.load(args.task, **values.task_options(args, args.task))
     except FileNotFoundError as e:  # a --task path that is not there
         raise UsageError(f"--task: {e}") from e
     try:  # every kind knows its utilities now, before the model loads
@@ -46,25 +39,25 @@ def setup(args):
     except UsageError as e:
         raise UsageError(f"--utility: {e}") from None
     model = load_model(args)
-    check_model(args, model.n_blocks)  # the checks that need the block count, before any pass
-    batch_tokens = flag_batch_tokens(args)  # None: auto
+    check_blocks(args, model.n_blocks)  # the checks that need the block count, before any pass
+    batch_tokens = values.batch_tokens(args)  # None: auto
     # threads are set before the Game is built; "auto" resolved as the Game does it (exactly on
     # the CPU, where threads matter; on CUDA without the task's longest row)
-    workers = n_workers(args)  # checked with the other flags (checks.py)
+    workers = values.n_workers(args)  # checked with the other flags (checks.py)
     distributed = workers > 1
     if distributed:  # --threads is then each worker's (None: the cores shared out)
-        n_threads = flag_threads(args)
+        n_threads = values.threads(args)
     else:
         n_threads = use_threads(args, model, resolve_sizes(model, batch_tokens, 0)[0])
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.cache or args.out / "utilities.sqlite"
+    cache = values.cache_path(args)
     game = Game(
         model,
         task,
         utility=args.utility,
         cache=cache,
         batch_tokens=batch_tokens,
-        memory_budget=flag_memory_budget(args),
+        memory_budget=values.memory_budget(args),
         max_length=args.max_length,
         progress=not args.no_progress,
         workers=workers if distributed else None,
@@ -107,44 +100,23 @@ def setup(args):
     return game, meta
 
 
-ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-
-
-def target_delimiter(args) -> str | None:
-    """``--target-delimiter``: None when not given, else the string with ``\\n``, ``\\t``,
-    ``\\r`` and ``\\\\`` decoded; a UsageError for another escape, or for a ``--task`` that
-    sets its own delimiter (a built-in task)."""
-    value = getattr(args, "target_delimiter", None)
-    if value is None:
-        return None
-    parts = re.split(r"(\\.?)", value, flags=re.S)
-    bad = [p for p in parts[1::2] if p[1:] not in ESCAPES]
-    if bad:
-        what = f"unknown escape {bad[0]}" if len(bad[0]) == 2 else "a lone \\ at the end"
-        raise UsageError(f"--target-delimiter {value!r}: {what} (known: \\n, \\t, \\r, \\\\)")
-    if tasks.sets_own_delimiter(args.task):
-        raise UsageError(
-            f"--target-delimiter applies to a JSONL --task file; --task {args.task} sets its "
-            "own delimiter"
-        )
-    return "".join(p if k % 2 == 0 else ESCAPES[p[1:]] for k, p in enumerate(parts))
-
-
-def load_model(args):
-    """``lf.load`` with the model flags; ``--tokenizer DIR`` supplies a tokenizer folder (for a
+def load_model(args: argparse.Namespace) -> Any:
+    """The SublayerModel of ``lf.load`` with the model flags (``--revision``, placement, on
+    disk for the driver of ``--workers``); ``--tokenizer DIR`` supplies a tokenizer folder (for a
     model folder without one). A model that ends up without a tokenizer is a UsageError."""
     from .. import load
 
     trust = bool(getattr(args, "trust_remote_code", False))
     tokenizer = load_tokenizer(args.tokenizer, trust) if args.tokenizer is not None else None
-    where = {"device": args.device, **placement(args)}
-    workers = n_workers(args)
+    where = {"device": args.device, **values.placement(args)}
+    workers = values.n_workers(args)
     model = load(
         args.model,
         dtype=args.dtype,
         tokenizer=tokenizer,
         trust_remote_code=trust,
-        **(driver_placement(args) if workers > 1 else where),
+        revision=getattr(args, "revision", None),
+        **(values.driver_placement(args) if workers > 1 else where),
     )
     if workers > 1:  # the workers load the model where the flags say
         folder = where.get("offload_folder")
@@ -161,64 +133,7 @@ def load_model(args):
     return model
 
 
-def n_workers(args) -> int:
-    """``--workers`` (1 for a verb without the flag)."""
-    return getattr(args, "workers", None) or 1
-
-
-SWEEP_ONLY = ("ablate", "shapley", "report")  # verbs whose driver never runs the model
-
-
-def driver_placement(args) -> dict:
-    """Where this process keeps its copy of the model when ``--workers`` run it: left on disk
-    (``device_map={"": "disk"}``: no weights in memory; the tokenizer, config and fingerprint
-    are all it reads) for the verbs that only sweep, else on the CPU (prune and eavss also run
-    the model here)."""
-    if getattr(args, "verb", None) in SWEEP_ONLY:
-        return {"device_map": {"": "disk"}}
-    return {"device": "cpu"}
-
-
-def placement(args) -> dict:
-    """``--device-map``, ``--max-memory`` and ``--offload-folder`` as ``lf.load`` keywords
-    (only those given)."""
-    import json
-
-    out: dict = {}
-    device_map = getattr(args, "device_map", None)
-    if device_map is not None:
-        path = Path(device_map)
-        if path.suffix == ".json" or path.is_file():
-            try:
-                device_map = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise UsageError(
-                    f"--device-map {device_map}: cannot read a JSON map: {e}"
-                ) from None
-            if not isinstance(device_map, dict):
-                raise UsageError(
-                    f"--device-map {path}: the JSON must be an object of name -> device"
-                )
-        out["device_map"] = device_map
-    max_memory = getattr(args, "max_memory", None)
-    if max_memory is not None:
-        limits = {}
-        for part in filter(None, (p.strip() for p in max_memory.split(","))):
-            dev, sep, size = part.partition("=")
-            if not sep or not dev.strip() or not size.strip():
-                raise UsageError(
-                    f"--max-memory {max_memory!r}: expected DEVICE=SIZE pairs such as "
-                    "0=70GiB,cpu=200GiB"
-                )
-            dev = dev.strip()
-            limits[int(dev) if dev.isdigit() else dev] = size.strip()
-        out["max_memory"] = limits
-    if getattr(args, "offload_folder", None) is not None:
-        out["offload_folder"] = args.offload_folder
-    return out
-
-
-def load_tokenizer(folder: Path, trust_remote_code: bool = False):
+def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
     """The tokenizer saved in ``folder`` (``--tokenizer``); UsageError naming it otherwise."""
     from transformers import AutoTokenizer
 
@@ -234,20 +149,37 @@ def load_tokenizer(folder: Path, trust_remote_code: bool = False):
         raise UsageError(f"--tokenizer {folder}: no tokenizer could be loaded ({reason})") from None
 
 
-def use_threads(args, model, batch_tokens: int) -> int:
+def use_threads(args: argparse.Namespace, model: Any, batch_tokens: int) -> int:
     """Set torch's CPU threads from ``--threads`` (``auto``: :func:`layerfast.threads.choose`
     for ``batch_tokens`` tokens per batch); returns the count, recorded in the metadata."""
     from .. import threads
 
-    n = flag_threads(args)
+    n = values.threads(args)
     return threads.apply(threads.choose(model, batch_tokens) if n is None else n)
 
 
-def save_model(hf_model, tokenizer, path: Path) -> Path:
+def save_model(hf_model: Any, tokenizer: Any, path: Path) -> Path:
+    """Save the (pruned or fine-tuned) model to ``--save``; the written folder."""
     from ..models.saving import save_pretrained_checked
 
     return save_pretrained_checked(hf_model, tokenizer, path)
 
 
 def done(written: list, wall: float) -> None:
+    """The closing line: the files written and the time taken."""
     print(f"\nwrote {', '.join(str(f) for f in written)} ({wall:.0f} s)")
+
+
+def interrupted(args: argparse.Namespace | None) -> str:
+    """The one line printed on Ctrl-C: what was kept and how to resume."""
+    verb = "layerfast" if args is None else f"layerfast {args.verb}"
+    if args is None or not hasattr(args, "cache"):  # nothing resumable
+        return f"{verb}: interrupted; rerun the same command to start again"
+    if getattr(args, "models", None) or getattr(args, "tasks", None):
+        where = f"each pair's cache under {args.out}/<model>/<task>/"
+    else:
+        where = str(values.cache_path(args))
+    return (
+        f"{verb}: interrupted; the coalitions evaluated so far are kept in {where}: rerun the "
+        "same command to resume"
+    )

@@ -5,18 +5,20 @@
 
 The verb builds the harness's command line (``--model layerfast --model_args {...} --tasks ...
 --output_path OUT``, plus whatever follows ``--``, e.g. ``-- --log_samples --seed 1``) and runs the
-harness's console entry point (``lm_eval.__main__.cli_evaluate``) in this process, where
-``import layerfast`` has registered the model (:mod:`layerfast.bridges.lm_eval_registration`). So
+harness's console entry point (``lm_eval.__main__.cli_evaluate``) in this process, after
+registering the model (:func:`layerfast.bridges.lm_eval_registration.register`). So
 the options, the printed results table (``make_table``) and the results JSON
 (``OUT/<model>/results_<date>.json``) are the harness's own. Checked before anything loads: the form
 of the ``--remove`` names, the options after ``--`` (none that this verb sets itself), and
-``--include-path`` (:func:`layerfast.cli.checks.harness_flags`); the harness checks the task names
+``--include-path`` (:func:`layerfast.cli.checks.harness_flags`), the model's name
+(:func:`layerfast.cli.model_specs.check_model_spec`); the harness checks the task names
 before it builds the model (an unknown one is a one-line error here), and the model checks the
 players right after it loads.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -25,9 +27,10 @@ from typing import Any
 
 from ..errors import UsageError
 from ..players import parse_removed
-from .checks import batch_tokens as flag_batch_tokens
-from .checks import threads as flag_threads
+from . import values
 from .common import done
+from .flags import HARNESS, MODEL, RUN, add, verb
+from .model_specs import check_model_spec
 
 # harness options that `layerfast eval` sets from its own flags -> the flag to use instead
 OWN_OPTIONS = {
@@ -50,7 +53,43 @@ OWN_OPTIONS = {
 TASKS_NOT_FOUND = "Tasks not found"  # the start of the harness's ValueError (process_tasks)
 
 
-def cmd_eval(args) -> int:
+def register(sub) -> None:
+    """The sub-parser of ``eval``."""
+    p = verb(
+        sub,
+        "eval",
+        cmd_eval,
+        check_eval,
+        help="run lm-evaluation-harness tasks on the model with sublayers removed",
+        description="Run lm-evaluation-harness (its own run command, table and results JSON in "
+        "--out) with the model 'layerfast': --model with the --remove sublayers skipped. "
+        "Harness options that have no flag here go after --, e.g. -- --log_samples --seed 1.",
+    )
+    add(p, *MODEL)
+    add(
+        p,
+        "--tasks",
+        required=True,
+        metavar="NAMES",
+        help="comma-separated harness tasks or groups, e.g. arc_easy,boolq (or task YAML files)",
+    )
+    add(p, "--remove", *HARNESS, "--limit", "--batch-tokens")
+    add(
+        p,
+        "--max-length",
+        help="longest request in tokens; longer ones are left-truncated as lm-evaluation-harness "
+        "does (default: the model's limit, as the harness resolves it)",
+    )
+    add(p, *RUN, "harness_args")
+
+
+def check_eval(args: argparse.Namespace) -> None:
+    """The command line handed to the harness, and the model's name, before anything loads."""
+    harness_argv(args)
+    check_model_spec(args.model, None, args.trust_remote_code, args.tokenizer is None)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     t0 = time.time()
     argv = harness_argv(args)
     before = set(_results_files(args.out))
@@ -60,7 +99,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def harness_argv(args) -> list[str]:
+def harness_argv(args: argparse.Namespace) -> list[str]:
     """The harness's ``run`` command line for the parsed ``layerfast eval`` flags."""
     parse_removed(args.remove, what="--remove")  # the names' form; the model checks the rest
     passthrough = list(args.harness_args or [])
@@ -82,7 +121,7 @@ def harness_argv(args) -> list[str]:
         "--model_args",
         json.dumps(model_args(args)),
         "--tasks",
-        args.tasks,
+        ",".join(args.tasks),
         "--output_path",
         str(args.out),
     ]
@@ -97,14 +136,14 @@ def harness_argv(args) -> list[str]:
     return argv + passthrough
 
 
-def model_args(args) -> dict[str, Any]:
+def model_args(args: argparse.Namespace) -> dict[str, Any]:
     """``LayerfastLM``'s arguments from the model flags (JSON-ready)."""
-    batch_tokens, threads = flag_batch_tokens(args), flag_threads(args)
+    batch_tokens, threads = values.batch_tokens(args), values.threads(args)
     out: dict[str, Any] = {
         "pretrained": args.model,
         "remove": args.remove,
-        "batch_tokens": "auto" if batch_tokens is None else batch_tokens,
-        "threads": "auto" if threads is None else threads,
+        "batch_tokens": values.AUTO if batch_tokens is None else batch_tokens,
+        "threads": values.AUTO if threads is None else threads,
         "progress": not args.no_progress,
     }
     if args.dtype is not None:
@@ -119,8 +158,13 @@ def model_args(args) -> dict[str, Any]:
 
 
 def _run_harness(argv: list[str]) -> None:
-    """``lm-eval <argv>`` in this process (its console entry point reads ``sys.argv``)."""
-    from lm_eval.__main__ import cli_evaluate  # "layerfast" is registered: see the docstring
+    """``lm-eval <argv>`` in this process (its console entry point reads ``sys.argv``), with
+    the model ``"layerfast"`` registered first."""
+    from lm_eval.__main__ import cli_evaluate
+
+    from ..bridges.lm_eval_registration import register
+
+    register()
 
     saved = sys.argv
     sys.argv = ["lm-eval", *argv]

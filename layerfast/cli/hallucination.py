@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from ..report import files as outputs
 from ..report import tables
 from .common import done, save_model, setup
-from .values import numbers
+from .flags import RUN, SWEEP, add, verb
 
 
-def cmd_eavss(args) -> int:
+def register(sub) -> None:
+    """The sub-parser of ``eavss``."""
+    p = verb(
+        sub,
+        "eavss",
+        cmd_eavss,
+        help="hallucination-prone blocks: statistics of wrong vs right answers, optionally "
+        "contrastive fine-tuning with controls",
+    )
+    add(p, *SWEEP, *RUN, "--stats-dtype", "--eps", "--relative", "--backend", "--n-boot")
+    add(p, "--scope", "--finetune", "--k", "--steps", "--batch-size", "--lr", "--weight")
+    add(p, "--temperature", "--n-random", "--split")
+    add(p, "--save", help="with --finetune: save the top-k EAVSS fine-tuned model here")
+
+
+def cmd_eavss(args: argparse.Namespace) -> int:
     from ..hallucination.eavss import eavss
 
     game, meta = setup(args)
@@ -41,7 +57,7 @@ def cmd_eavss(args) -> int:
     return 0
 
 
-def _finetune(args, game, meta: dict, stats_dtype: str | None, t0: float):
+def _finetune(args: argparse.Namespace, game, meta: dict, stats_dtype: str | None, t0: float):
     """``eavss --finetune``: top-k EAVSS blocks vs controls -> (EAVSSResult, files written)."""
     from ..hallucination.contrastive import FinetuneConfig
     from ..hallucination.experiment import compare
@@ -64,7 +80,7 @@ def _finetune(args, game, meta: dict, stats_dtype: str | None, t0: float):
         scope=args.scope,
         utility=args.utility,
         stats_dtype=stats_dtype,
-        fractions=numbers("--split", args.split, float),
+        fractions=args.split,
         seed=args.seed,
         progress=not args.no_progress,
         keep=("eavss-top",) if args.save else (),

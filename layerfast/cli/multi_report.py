@@ -8,6 +8,7 @@ import argparse
 import copy
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
@@ -19,33 +20,52 @@ from ..report.html import write_html
 from ..report.multi import multi_document
 from ..report.tables import provenance
 from .common import done
+from .model_specs import check_model_spec
+from .values import given, task_options
 
 
 def pairs_of(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The models and tasks of a multi report (``--models``/``--tasks``, else ``--model`` /
-    ``--task``); each list without duplicates, checked before anything loads."""
-    models = _names("--models", args.models) if args.models else [args.model]
-    task_names = _names("--tasks", args.tasks) if args.tasks else [args.task]
+    """The models and tasks of a multi report: ``--models`` / ``--tasks`` (lists, without
+    repeats: :func:`layerfast.cli.values.names`), else ``--model`` / ``--task``."""
+    models = list(args.models) if args.models else [str(args.model)]
+    task_names = list(args.tasks) if args.tasks else [str(args.task)]
+    return models, task_names
+
+
+def check_report(args: argparse.Namespace) -> None:
+    """``report``'s own checks, before any model loads: ``--model`` with ``--models`` (or
+    ``--task`` with ``--tasks``) is refused rather than one of them ignored; with either list,
+    one ``--cache`` cannot serve every pair, every task must load and every model must be
+    found (:func:`layerfast.cli.model_specs.check_model_spec`), so that a bad name stops the
+    command before the first pair is computed."""
+    for one, several in (("model", "models"), ("task", "tasks")):
+        if given(args, one) and getattr(args, several):
+            raise UsageError(
+                f"give --{one} or --{several}, not both (--{several} "
+                f"{','.join(getattr(args, several))} would leave --{one} {getattr(args, one)} "
+                "unused)"
+            )
+    if not (args.models or args.tasks):
+        return
     if args.cache is not None:
         raise UsageError("--cache names one file; with --models/--tasks each pair keeps its own")
+    models, task_names = pairs_of(args)
     from .. import tasks
 
     for name in task_names:  # every task readable before the first model loads
         try:
-            tasks.load(name, limit=args.limit, seed=args.seed)
+            tasks.load(name, **task_options(args, name))
         except FileNotFoundError as e:
             raise UsageError(f"--tasks: {e}") from e
-    return models, task_names
-
-
-def _names(flag: str, text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",")]
-    if any(not n for n in names):
-        raise UsageError(f"{flag} expects comma-separated names, got {text!r}")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise UsageError(f"{flag} names {', '.join(dup)} twice")
-    return names
+    flag = "--models" if args.models else "--model"
+    for name in models:  # and every model found, none loaded
+        check_model_spec(
+            name,
+            args.revision,
+            args.trust_remote_code,
+            own_tokenizer=args.tokenizer is None,
+            flag=flag,
+        )
 
 
 def shown(names: list[str]) -> list[str]:
@@ -61,9 +81,9 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "x"
 
 
-def cmd_multi_report(args: argparse.Namespace, run_pair) -> int:
+def cmd_multi_report(args: argparse.Namespace, run_pair: Callable) -> int:
     """Run ``run_pair(pair_args) -> (abl, res, meta)`` for every pair, then write the combined
-    report."""
+    report (the names were checked by :func:`check_report`)."""
     model_names, task_names = pairs_of(args)
     models, tasks = shown(model_names), shown(task_names)  # as the report labels them
     t0 = time.time()

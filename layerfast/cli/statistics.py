@@ -3,6 +3,7 @@ and evaluate what is retained)."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -11,11 +12,31 @@ from ..estimators.ablation import ablate
 from ..report import files as outputs
 from ..report import tables
 from .common import done, load_model, save_model, setup, use_threads
+from .flags import MODEL, PLACEMENT, RUN, STATS, SWEEP, add, verb
 
 STATS_BATCH_SIZE = 8  # documents per batch of lf.stats (its default)
+DOCUMENT_TOKENS = 256  # the tokens of a calibration document unless --max-length says otherwise
 
 
-def run_stats(args, model) -> dict:
+def register(sub) -> None:
+    """The sub-parsers of ``avss`` and ``prune``."""
+    p = verb(
+        sub, "avss", cmd_avss, help="streaming activation statistics per block (AVSS, BI, angular)"
+    )
+    add(p, *MODEL, "--revision", *PLACEMENT, *STATS)
+    add(p, "--max-length", default=DOCUMENT_TOKENS, help="tokens per calibration document")
+    add(p, *RUN)
+    p = verb(
+        sub,
+        "prune",
+        cmd_prune,
+        help="remove the lowest-scored blocks and evaluate what is retained",
+    )
+    add(p, *SWEEP, *RUN, *STATS, "--by", "--fraction", "--rule", "--save")
+
+
+def run_stats(args: argparse.Namespace, model) -> dict:
+    """The statistics pass of ``avss`` and ``prune --by avss|bi|angular``; prints a summary."""
     from ..activations.collect import stats
     from ..tasks.texts import calibration_texts
 
@@ -26,7 +47,7 @@ def run_stats(args, model) -> dict:
         texts,
         eps=args.eps,
         relative=args.relative,
-        max_length=256 if args.max_length is None else args.max_length,  # prune's default
+        max_length=DOCUMENT_TOKENS if args.max_length is None else args.max_length,  # prune
         backend=args.backend,
         stats_dtype=args.stats_dtype,
         progress=not args.no_progress,
@@ -36,7 +57,7 @@ def run_stats(args, model) -> dict:
     return st
 
 
-def cmd_avss(args) -> int:
+def cmd_avss(args: argparse.Namespace) -> int:
     model = load_model(args)
     n_threads = use_threads(args, model, STATS_BATCH_SIZE * args.max_length)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -48,7 +69,7 @@ def cmd_avss(args) -> int:
     return 0
 
 
-def cmd_prune(args) -> int:
+def cmd_prune(args: argparse.Namespace) -> int:
     from ..models.pruning import prune, select
 
     game, meta = setup(args)

@@ -1,8 +1,10 @@
 """Sweep verbs: ``ablate`` (single-sublayer sweep), ``shapley`` (any estimator, optional
-convergence runs) and ``report`` (both, with figures and ``report.md``)."""
+convergence runs) and ``report`` (both, with figures and ``report.md``; several models or tasks:
+:mod:`layerfast.cli.multi_report`)."""
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from .. import __version__
@@ -14,12 +16,30 @@ from ..report import tables
 from ..report.document import write_markdown
 from ..report.html import write_html
 from .common import done, setup
-from .values import numbers, parse_options
+from .flags import PLAYERS, RUN, SWEEP, add, verb
+from .multi_report import check_report, cmd_multi_report
 
 REPORT_WINDOW = 3  # the proximity window of ``report`` unless --window says otherwise
 
 
-def cmd_ablate(args) -> int:
+def register(sub) -> None:
+    """The sub-parsers of ``ablate``, ``shapley`` and ``report``."""
+    p = verb(sub, "ablate", cmd_ablate, help="single-sublayer ablation sweep")
+    add(p, *SWEEP, *PLAYERS, *RUN, "--margin")
+    p = verb(sub, "shapley", cmd_shapley, check_shapley, help="layer Shapley values")
+    add(p, *SWEEP, *PLAYERS, "--item-bootstrap", *RUN, "--method", "--window", "--budget")
+    add(p, "--budget-compute", "--budgets", "--option")
+    p = verb(
+        sub,
+        "report",
+        cmd_report,
+        check_report,
+        help="ablation sweep + proximity Shapley (window 3), with figures",
+    )
+    add(p, *SWEEP, *PLAYERS, "--item-bootstrap", *RUN, "--window", "--models", "--tasks")
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
     game, meta = setup(args)
     t0 = time.time()
     abl = ablate(game, margin=args.margin)
@@ -34,12 +54,22 @@ def cmd_ablate(args) -> int:
     return 0
 
 
-def cmd_shapley(args) -> int:
-    options = parse_options(args.option)
+def estimator_options(args: argparse.Namespace) -> dict:
+    """``--option KEY=VALUE`` (repeated) and ``--window`` as the estimator's keywords."""
+    options = dict(args.option)
     if args.window is not None:
         options["window"] = args.window
-    budgets = numbers("--budgets", args.budgets, int) if args.budgets else None
-    get_estimator(args.method, **options)  # unknown or bad options fail before the model loads
+    return options
+
+
+def check_shapley(args: argparse.Namespace) -> None:
+    """Unknown or bad estimator options fail before the model loads."""
+    get_estimator(args.method, **estimator_options(args))
+
+
+def cmd_shapley(args: argparse.Namespace) -> int:
+    options = estimator_options(args)
+    budgets = args.budgets
     game, meta = setup(args)
     t0 = time.time()
     written = []
@@ -63,17 +93,14 @@ def cmd_shapley(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    if args.models or args.tasks:
-        from .multi_report import cmd_multi_report, pairs_of
-
-        pairs_of(args)  # the names and flags, before any model loads
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.models or args.tasks:  # checked by check_report before any model loads
         return cmd_multi_report(args, report_pair)
     report_pair(args)
     return 0
 
 
-def report_pair(args):
+def report_pair(args: argparse.Namespace) -> tuple:
     """One model on one task: ablation, proximity Shapley, figures, report.md and report.html
     in ``args.out``; returns (ablation, Shapley result, metadata)."""
     game, meta = setup(args)

@@ -97,6 +97,9 @@ def evaluate(model: Any, task_dir: Path, tasks: list[str], **kwargs: Any) -> dic
     import lm_eval
     import lm_eval.tasks
 
+    import layerfast.harness
+
+    layerfast.harness.register()  # "layerfast" as a model name (idempotent)
     kwargs.setdefault("num_fewshot", 0)
     return lm_eval.simple_evaluate(
         model=model,

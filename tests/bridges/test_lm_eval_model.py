@@ -104,7 +104,9 @@ def _greedy_targets(hf_model, tok) -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The three tasks under both models, per coalition."""
-    import layerfast  # noqa: F401  (registers "layerfast" with the harness)
+    import layerfast.harness
+
+    layerfast.harness.register()  # "layerfast" as a harness model name
 
     tmp = tmp_path_factory.mktemp("harness_lm")
     with pytest.MonkeyPatch.context() as mp:
@@ -410,13 +412,18 @@ def _python(code: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_import_layerfast_stays_light_and_registers_either_order():
+def test_import_layerfast_stays_light_and_registration_is_explicit_either_order():
     proc = _python(
         """
         import sys
-        import layerfast
+        import layerfast, layerfast.harness
         assert "lm_eval" not in sys.modules, "import layerfast imported the harness"
         assert "torch" not in sys.modules
+        assert not any("layerfast" in type(f).__name__.lower() for f in sys.meta_path)
+        from lm_eval.api.registry import model_registry
+        assert "layerfast" not in model_registry, "registered at import: must be explicit"
+        layerfast.harness.register()
+        layerfast.harness.register()  # idempotent
         from lm_eval.api.registry import get_model
         assert get_model("layerfast").__module__ == "layerfast.bridges.lm_eval_model"
         assert get_model("hf").__name__ == "HFLM", "the harness's own names stay registered"
@@ -426,7 +433,8 @@ def test_import_layerfast_stays_light_and_registers_either_order():
     proc = _python(
         """
         import lm_eval.evaluator  # the harness first
-        import layerfast
+        import layerfast.harness
+        layerfast.harness.register()
         from lm_eval.api.registry import get_model
         assert get_model("layerfast").__name__ == "LayerfastLM"
         assert get_model("hf").__name__ == "HFLM"
@@ -436,12 +444,14 @@ def test_import_layerfast_stays_light_and_registers_either_order():
 
 
 def test_simple_evaluate_by_name_in_a_fresh_process(runs):
-    """What a user types: ``import layerfast`` then ``lm_eval.simple_evaluate(model="layerfast",
-    model_args="pretrained=...,remove=...")``; the accuracy equals the in-process run's."""
+    """What a user types: ``layerfast.harness.register()`` then
+    ``lm_eval.simple_evaluate(model="layerfast", model_args="pretrained=...,remove=...")``; the
+    accuracy equals the in-process run's."""
     proc = _python(
         f"""
-        import layerfast, lm_eval
+        import layerfast.harness, lm_eval
         from lm_eval.tasks import TaskManager
+        layerfast.harness.register()
         r = lm_eval.simple_evaluate(
             model="layerfast",
             model_args="pretrained={runs.model_dir},remove=attn1,mlp2,dtype=float32",

@@ -117,7 +117,7 @@ def test_report_on_chosen_players(flags, tmp_path, model_factory, tiny_tokenizer
     import json
 
     from layerfast import cli
-    from tests.test_cli import save_tiny_model, write_task_file
+    from tests.cli.test_cli import save_tiny_model, write_task_file
 
     model = save_tiny_model(tmp_path / "m", model_factory, tiny_tokenizer_fixture)
     task = write_task_file(tmp_path / "t.jsonl")

@@ -17,7 +17,7 @@ import pytest
 from layerfast import cli
 from layerfast.report.document import Bullets, Code, Document, Figure, Heading, Paragraph, Table
 from layerfast.report.html import render_html, sortable_table, write_html
-from tests.test_cli import save_tiny_model, sweep, write_task_file
+from tests.cli.test_cli import save_tiny_model, sweep, write_task_file
 
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM = next((p for p in map(shutil.which, CHROMIUMS) if p), None)

@@ -13,7 +13,7 @@ from layerfast.cli.multi_report import slug
 from layerfast.players import block_players
 from layerfast.report.grid import grid_figure, shares, top_caption
 from layerfast.report.multi import spearman_interval
-from tests.test_cli import record_games, run, save_tiny_model, write_task_file
+from tests.cli.test_cli import record_games, run, save_tiny_model, write_task_file
 
 
 def test_shares_and_caption():

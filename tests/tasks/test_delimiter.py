@@ -18,8 +18,8 @@ from layerfast import cli, tasks
 from layerfast.bench.workload import load_workload
 from layerfast.errors import LayerfastWarning, UsageError
 from layerfast.tasks import Item, Task, TaskFormatError, read_jsonl
+from tests.cli.test_cli import record_games, run, save_tiny_model, sweep
 from tests.conftest import TINY_ITEMS
-from tests.test_cli import record_games, run, save_tiny_model, sweep
 
 ROWS = [
     {"context": "Q: What is the capital of France?\nA:", "choices": ["Paris", "Lima"], "gold": 0},

@@ -150,7 +150,7 @@ def test_cli_max_length_reaches_the_game(
     """``--max-length`` is a flag of every Game verb and reaches the Game ``ablate`` builds."""
     from layerfast import cli
     from layerfast.cli.parser import build_parser
-    from tests.test_cli import save_tiny_model, write_task_file
+    from tests.cli.test_cli import save_tiny_model, write_task_file
 
     parser = build_parser()
     for verb in ("ablate", "shapley", "report", "prune", "eavss"):

@@ -24,7 +24,7 @@ from layerfast.evaluation.perplexity import perplexity
 from layerfast.tasks.task import TaskFormatError
 from layerfast.tasks.text_task import TextTask, text_requests
 from layerfast.tasks.texts import calibration_texts
-from tests.test_cli import save_tiny_model, strict_json
+from tests.cli.test_cli import save_tiny_model, strict_json
 
 # 3 documents; the first is longer than the window lengths used (3 windows at max_length 16),
 # the last is a single word (BOS + 1 token: one scored token)

@@ -10,8 +10,14 @@ before ``--out`` is created.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,7 @@ import pytest
 import layerfast
 import layerfast.models
 from layerfast import cli
-from tests.test_cli import save_tiny_model, write_task_file
+from tests.cli.test_cli import ROOT, save_tiny_model, write_task_file
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +85,7 @@ class Case:
     argv: Callable[[Where], list]
     words: Callable[[Where], list[str]]  # the message contains each of them
     before_load: bool = True
+    env: dict[str, str] | None = None  # environment variables set for the row
 
 
 GOOD_ROW = (
@@ -329,6 +336,49 @@ CASES = [
     Case(
         "argparse-type", lambda w: w.sweep("ablate", "--limit", "ten"), lambda w: ["--limit", "ten"]
     ),
+    # --- found by a new user (issue: CLI verbs register their own parsers) ----------------------
+    Case(  # every model is found before the first pair is computed
+        "report-models-checked-up-front",
+        lambda w: ["report", "--models", f"{w.model},nope", "--task", w.task, "--out", w.out],
+        lambda w: ["--models", "'nope'", "not in the HF cache", "HF_HUB_OFFLINE=1"],
+        env={"HF_HUB_OFFLINE": "1"},
+    ),
+    Case(
+        "report-models-not-a-hub-id",
+        lambda w: ["report", "--models", f"{w.model},no/such/model", "--out", w.out],
+        lambda w: ["--models", "'no/such/model'", "nor a model hub id"],
+    ),
+    Case(
+        "report-model-and-models",
+        lambda w: w.sweep("report", "--models", w.model),
+        lambda w: ["--model", "--models", "not both"],
+    ),
+    Case(
+        "report-task-and-tasks",
+        lambda w: w.sweep("report", "--tasks", w.task),
+        lambda w: ["--task", "--tasks", "not both"],
+    ),
+    Case(
+        "max-memory-bad-size",
+        lambda w: w.sweep("ablate", "--device-map", "auto", "--max-memory", "0=abc"),
+        lambda w: ["--max-memory", "'abc' is not a size"],
+    ),
+    Case(
+        "ray-address-malformed",
+        lambda w: w.sweep("shapley", "--workers", "2", "--ray-address", "localhost"),
+        lambda w: ["--ray-address", "'localhost'", "host:port"],
+    ),
+    Case(
+        "ray-address-unreachable",
+        lambda w: w.sweep("shapley", "--workers", "2", "--ray-address", "127.0.0.1:9"),
+        lambda w: ["127.0.0.1:9", "--ray-address", "cannot reach"],
+    ),
+    flag_case("ablate", "--num-fewshot", "-1"),
+    Case(
+        "unknown-flag-names-the-verb",
+        lambda w: w.sweep("ablate", "--windw", "3"),
+        lambda w: ["--windw", "layerfast ablate --help"],
+    ),
 ]
 
 
@@ -343,9 +393,11 @@ def test_user_error_is_one_line_and_exit_2(
     where = Where(model_dir, task_file, tmp_path)
     argv = [str(a) for a in case.argv(where)]
     out_existed = where.out.exists()
-    if case.before_load:
-        monkeypatch.setattr(layerfast.models, "load", _no_load)
+    for name, value in (case.env or {}).items():
+        monkeypatch.setenv(name, value)
+    if case.before_load:  # layerfast.load first: its lazy lookup must see the real one
         monkeypatch.setattr(layerfast, "load", _no_load, raising=False)
+        monkeypatch.setattr(layerfast.models, "load", _no_load)
     try:
         rc = cli.main(argv)
     except SystemExit as e:  # argparse's own errors (a value of the wrong type)
@@ -384,3 +436,160 @@ def test_report_with_a_smooth_utility_has_no_chance_line_and_exits_0(
     assert "chance = n/a" in md
     data = json.loads((where.out / "ablation.json").read_text())
     assert data["chance"] is None and data["cornerstones"] == []
+
+
+# --- model names checked without loading (report --models) --------------------------------------
+def hub_snapshot(cache: Path, repo_id: str, model_dir: Path, weights: bool = True) -> Path:
+    """A model hub snapshot of ``model_dir`` in the HF cache layout under ``cache``."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    folder = repo / "snapshots" / "0123abcd"
+    folder.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    names = ["config.json", "tokenizer.json", "tokenizer_config.json"]
+    for name in names + (["model.safetensors"] if weights else []):
+        if (model_dir / name).exists():
+            shutil.copy(model_dir / name, folder / name)
+    return folder
+
+
+def test_model_names_are_found_without_loading(model_dir, tmp_path, monkeypatch):
+    """A folder, a packaged name and a cached hub id pass; offline, an uncached id or a cached
+    one without weights fail; online, an id the hub lacks fails (the hub is asked for its
+    config.json only); nothing loads."""
+    import huggingface_hub
+
+    from layerfast.cli.model_specs import check_model_spec
+    from layerfast.errors import UsageError
+
+    monkeypatch.setattr(layerfast.models, "load", _no_load)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub_snapshot(tmp_path / "hub", "org/tiny", model_dir)
+    hub_snapshot(tmp_path / "hub", "org/half", model_dir, weights=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for spec in (str(model_dir), "smollm2-135m", "Gemma-3-270M", "org/tiny"):
+        check_model_spec(spec, flag="--models")
+    for spec, words in (
+        ("org/none", "'org/none' at revision 'main' is not in the HF cache"),
+        ("org/half", "cached without all its weights"),
+        ("a//b", "nor a model hub id"),
+    ):
+        with pytest.raises(UsageError, match=words):
+            check_model_spec(spec, flag="--models")
+    with pytest.raises(UsageError, match="--revision v2 names a model hub commit"):
+        check_model_spec(str(model_dir), revision="v2")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    asked = []
+
+    def file_exists(repo_id, filename, revision=None):
+        asked.append((repo_id, filename, revision))
+        return repo_id == "org/remote"
+
+    monkeypatch.setattr(huggingface_hub, "file_exists", file_exists)
+    check_model_spec("org/remote", revision="v1")
+    with pytest.raises(UsageError, match="nor on the hub"):
+        check_model_spec("org/gone")
+    assert asked == [("org/remote", "config.json", "v1"), ("org/gone", "config.json", "main")]
+
+
+# --- Ctrl-C --------------------------------------------------------------------------------------
+INTERRUPTED = re.compile(
+    r"^layerfast (\w+): interrupted; the coalitions evaluated so far are kept in (.+): rerun "
+    r"the same command to resume$"
+)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch, model_dir, task_file, tmp_path):
+    """Ctrl-C in a sweep: no traceback, the one line names the cache to resume from, the game's
+    workers are stopped (Game.close), and the rerun resumes."""
+    import layerfast.cli.sweeps as sweeps
+
+    closed = []
+    monkeypatch.setattr(layerfast.Game, "close", lambda self: closed.append(self))
+
+    def interrupt(game, **kwargs):
+        game(game.full_mask())  # some work is done and cached, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweeps, "ablate", interrupt)
+    where = Where(model_dir, task_file, tmp_path)
+    rc = cli.main([str(a) for a in where.sweep("ablate")])
+    _, err = capsys.readouterr()
+    assert rc == 130, err
+    assert "Traceback" not in err
+    match = INTERRUPTED.match(err.rstrip().splitlines()[-1])
+    assert match and match.groups() == ("ablate", str(where.out / "utilities.sqlite")), err
+    assert len(closed) == 1
+    with sqlite3.connect(where.out / "utilities.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM coalitions").fetchone()[0] == 1
+    db.close()
+
+
+def test_ctrl_c_in_a_multi_report_and_in_avss(capsys, monkeypatch, model_dir, task_file, tmp_path):
+    import layerfast.cli.statistics as statistics
+    import layerfast.cli.sweeps as sweeps
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweeps, "setup", interrupt)
+    out = tmp_path / "grid"
+    argv = ["report", "--models", model_dir, "--task", task_file, "--out", out]
+    rc = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err
+    assert err.splitlines()[-1].endswith(
+        f"kept in each pair's cache under {out}/<model>/<task>/: rerun the same command to resume"
+    )
+    monkeypatch.setattr(statistics, "load_model", interrupt)
+    rc = cli.main(["avss", "--model", str(model_dir), "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert err == "layerfast avss: interrupted; rerun the same command to start again\n"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigint_stops_a_running_sweep_with_exit_130(model_dir, tmp_path, workers):
+    """``layerfast ablate`` in a subprocess, sent SIGINT once its sweep runs (a sweep far longer
+    than the wait): exit 130, one line naming the cache (which holds what was done), no
+    traceback, and with ``--workers 2`` no process of its Ray session left."""
+    if workers > 1:
+        pytest.importorskip("ray")
+    task = tmp_path / "many.jsonl"
+    rows = [json.loads(line) for line in Path(write_task_file(tmp_path / "t.jsonl")).open()]
+    task.write_text(
+        "".join(
+            json.dumps({**r, "context": f"{k} {r['context']}", "id": f"{k}-{r['id']}"}) + "\n"
+            for k in range(500)
+            for r in rows
+        )
+    )
+    out = tmp_path / "out"
+    argv = ["ablate", "--model", model_dir, "--task", task, "--out", out, "--no-progress"]
+    argv += ["--batch-tokens", "32", "--workers", workers]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "layerfast.cli", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        line = proc.stdout.readline()  # "model ... | task ... | loaded in ...": the sweep starts
+        assert line.startswith("model "), line + proc.stderr.read()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    match = INTERRUPTED.match(err.rstrip().splitlines()[-1])
+    assert match and match.group(2) == str(out / "utilities.sqlite"), err
+    assert (out / "utilities.sqlite").is_file() and not (out / "ablation.json").exists()
+    if workers > 1:  # Ray names its session after the driver's pid
+        time.sleep(2)
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        left = [p for p in ps.splitlines() if f"_{proc.pid}/" in p or f"_{proc.pid} " in p]
+        assert not left, left

@@ -7,6 +7,7 @@ verb writes is read with a strict parser (no bare NaN or Infinity).
 
 from __future__ import annotations
 
+import ast
 import csv
 import itertools
 import json
@@ -25,12 +26,12 @@ import tqdm.std
 import layerfast as lf
 import layerfast.progress
 from layerfast import cli
-from layerfast.cli.values import parse_options
+from layerfast.cli.values import key_value
 from layerfast.estimators import proximity_cost, shapley
 from tests.conftest import TINY_ITEMS
 
 N = 6  # players of the tiny 3-block Llama
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def save_tiny_model(folder: Path, model_factory, tokenizer) -> Path:
@@ -468,13 +469,19 @@ def test_choices_come_from_the_registries():
     assert list(options["shapley", "method"].choices) == list(ESTIMATORS)
     for verb in ("ablate", "shapley", "report", "prune", "eavss"):
         assert list(options[verb, "utility"].choices) == list(UTILITIES)
-    for verb in ("avss", "prune", "eavss"):
-        assert list(options[verb, "backend"].choices) == list(BACKENDS)
+    for verb in ("avss", "prune", "eavss"):  # read when parsed: the registry imports torch
+        for name in BACKENDS:
+            assert parser.parse_args([verb, "--backend", name]).backend == name
+        with pytest.raises(cli.FlagError, match="--backend must be one of auto, triton"):
+            parser.parse_args([verb, "--backend", "cuda"])
 
 
 def test_importing_the_cli_and_its_help_stay_light():
+    """``layerfast --help`` and every ``layerfast VERB --help`` import neither torch,
+    transformers nor matplotlib."""
     code = (
-        "import sys, layerfast.cli as c; c.build_parser().format_help(); "
+        "import sys, layerfast.cli as c; p = c.build_parser(); p.format_help(); "
+        "[v.format_help() for v in p.verb_parsers.values()]; "
         "heavy = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]; "
         "print(heavy); sys.exit(bool(heavy))"
     )
@@ -487,8 +494,36 @@ def test_importing_the_cli_and_its_help_stay_light():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_parse_options_types():
-    assert parse_options(["a=3", "b=0.5", "c=true", "d=False", "e=none", "f=x=y"]) == {
+def test_every_flag_is_declared_once():
+    """One ``add_argument`` call in the whole package (``flags.add``), one entry per option
+    string in the flag table, and every option of every verb comes from that table."""
+    from layerfast.cli.flag_table import FLAGS
+
+    calls, keys = [], []
+    for path in sorted((ROOT / "layerfast" / "cli").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                calls.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "FLAGS":
+                keys += [k.value for k in node.value.keys]
+    assert calls == [calls[0]] and calls[0].startswith("flags.py:"), calls
+    assert sorted(keys) == sorted(set(keys)), [k for k in keys if keys.count(k) > 1]
+    assert set(keys) == set(FLAGS)
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "verb").choices
+    used = set()
+    for p in sub.values():
+        for a in p._actions:
+            if a.dest != "help":
+                strings = a.option_strings or [a.dest]
+                assert len(strings) == 1 and strings[0] in FLAGS, strings
+                used.add(strings[0])
+    assert used == set(FLAGS), set(FLAGS) - used  # no declaration left unused
+
+
+def test_option_values_are_typed():
+    pairs = ["a=3", "b=0.5", "c=true", "d=False", "e=none", "f=x=y"]
+    assert dict(key_value(p) for p in pairs) == {
         "a": 3,
         "b": 0.5,
         "c": True,
@@ -812,3 +847,44 @@ def test_tokenizer_folder_code_never_runs(capsys, model_dir, task_file, tmp_path
     )
     run(capsys, *sweep("ablate", model_dir, task_file, tmp_path / "o", "--tokenizer", folder))
     assert not marker.exists(), "the tokenizer folder's own code ran"
+
+
+# --- model hub ids: --revision -------------------------------------------------------------------
+def test_revision_reaches_load_and_fetch(capsys, monkeypatch, task_file, tmp_path):
+    """``--revision`` goes to ``lf.load(..., revision=)`` in the verbs that load a model, and to
+    ``fetch_model(..., revision=)`` in fetch; without it neither is given one."""
+    from layerfast.cli import data
+    from layerfast.errors import UsageError
+    from layerfast.models import loading
+
+    calls = []
+
+    def load(model, **kwargs):
+        calls.append((model, kwargs.get("revision")))
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(lf, "load", load, raising=False)
+    monkeypatch.setattr(lf.models, "load", load)
+    task = ["--task", task_file]
+    for verb, extra in (("ablate", task), ("avss", []), ("eavss", task)):
+        for rev in (["--revision", "v1.0"], []):
+            argv = [verb, "--model", "org/name", *rev, "--out", tmp_path / "o", *extra]
+            rc, _, err = run(capsys, *argv)
+            assert rc == 2 and "stop here" in err, err
+    assert calls == [("org/name", r) for _ in range(3) for r in ("v1.0", None)]
+
+    fetched = []
+    monkeypatch.setattr(
+        loading, "fetch_model", lambda spec, trust=False, **kw: fetched.append((spec, kw))
+    )
+    monkeypatch.setattr(data.tasks, "load", lambda name: [None])
+    fetch = ["fetch", "--model", "org/name", "--task", "x"]
+    assert run(capsys, *fetch, "--revision", "abc123")[0] == 0
+    assert run(capsys, *fetch)[0] == 0
+    assert fetched == [("org/name", {"revision": "abc123"}), ("org/name", {})]
+
+
+def test_model_help_names_hub_ids():
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "verb").choices
+    (model,) = [a for a in sub["ablate"]._actions if a.dest == "model"]
+    assert "model hub id (org/name; the HF cache first, HF_HUB_OFFLINE=1 respected)" in model.help

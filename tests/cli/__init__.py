@@ -1,0 +1,1 @@
+"""The ``layerfast`` command line (``layerfast/cli/``)."""

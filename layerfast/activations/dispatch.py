@@ -31,10 +31,10 @@ from collections.abc import Callable
 import torch
 
 from ..errors import UsageError
+from .backends import BACKENDS
 from .finish import Partials, finish
 from .reference import block_stats_ref, check_shapes
 
-BACKENDS = ("auto", "triton", "cpp", "torch")  # the registry: the CLI's --backend choices
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 TRITON_MAX_HIDDEN = 16384  # whole rows per program: BLOCK_D = next power of two >= d
 ENV = "LAYERFAST_BACKEND"

@@ -47,7 +47,7 @@ def as_bool(name: str, value: Any) -> bool:
 
 
 def load_model(
-    pretrained: Any, dtype: Any, device: Any, tokenizer: Any, trust: bool
+    pretrained: Any, dtype: Any, device: Any, tokenizer: Any, trust: bool, revision: Any = None
 ) -> SublayerModel:
     if isinstance(dtype, str) and dtype.lower() == "auto":
         dtype = None
@@ -72,7 +72,12 @@ def load_model(
                     f"tokenizer {tokenizer}: no tokenizer could be loaded ({reason})"
                 ) from None
         model = load(
-            pretrained, dtype=dtype, device=device, tokenizer=tokenizer, trust_remote_code=trust
+            pretrained,
+            dtype=dtype,
+            device=device,
+            tokenizer=tokenizer,
+            trust_remote_code=trust,
+            revision=None if revision is None else str(revision),
         )
     if model.tokenizer is None:
         raise UsageError(

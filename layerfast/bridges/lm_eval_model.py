@@ -65,8 +65,9 @@ class LayerfastLM(LM):
         remove: the players switched off, e.g. ``"attn3,mlp5"`` or ``["attn3", "mlp5"]``;
             None / "" for the full model. A name that is not one of ``model.players`` is a
             UsageError listing the valid names.
-        dtype, device, trust_remote_code: as ``lf.load`` (``trust_remote_code`` stays False
-            unless given); dtype "auto" means as stored.
+        dtype, device, trust_remote_code, revision: as ``lf.load`` (``trust_remote_code``
+            stays False unless given; ``revision`` for a model hub id); dtype "auto" means as
+            stored.
         tokenizer: a tokenizer folder or object, for a model folder without one.
         batch_tokens: padded tokens per forward batch, or "auto" (as ``lf.Game``).
         max_length: longest request in tokens (left-truncated beyond, as the harness does);
@@ -89,6 +90,7 @@ class LayerfastLM(LM):
         max_length: int | None = None,
         trust_remote_code: bool = False,
         tokenizer: Any = None,
+        revision: str | None = None,
         threads: int | str | None = None,
         pack: bool = True,
         vocab_chunk: int = DEFAULT_VOCAB_CHUNK,
@@ -102,7 +104,7 @@ class LayerfastLM(LM):
             raise UsageError(
                 f"layerfast model: unknown argument(s) {', '.join(sorted(unknown))}; it takes "
                 "pretrained, remove, dtype, device, batch_tokens, max_length, trust_remote_code, "
-                "tokenizer, threads, pack, vocab_chunk, progress"
+                "tokenizer, revision, threads, pack, vocab_chunk, progress"
             )
         # every check that needs no model first
         removed = parse_removed(remove)  # the names' form; the players once it has loaded
@@ -117,7 +119,7 @@ class LayerfastLM(LM):
         trust = as_bool("trust_remote_code", trust_remote_code)
         n_threads = None if threads is None else thread_count_arg(threads)  # None: auto
 
-        self.model = load_model(pretrained, dtype, device, tokenizer, trust)
+        self.model = load_model(pretrained, dtype, device, tokenizer, trust, revision)
         self.removed = parse_removed(removed, self.model.players)
         self.keep = np.ones(self.model.n_players, dtype=bool)
         self.keep[[self.model.players.index(p) for p in self.removed]] = False

@@ -65,7 +65,7 @@ def register(sub) -> None:
         "--out) with the model 'layerfast': --model with the --remove sublayers skipped. "
         "Harness options that have no flag here go after --, e.g. -- --log_samples --seed 1.",
     )
-    add(p, *MODEL)
+    add(p, *MODEL, "--revision")
     add(
         p,
         "--tasks",
@@ -86,7 +86,7 @@ def register(sub) -> None:
 def check_eval(args: argparse.Namespace) -> None:
     """The command line handed to the harness, and the model's name, before anything loads."""
     harness_argv(args)
-    check_model_spec(args.model, None, args.trust_remote_code, args.tokenizer is None)
+    check_model_spec(args.model, args.revision, args.trust_remote_code, args.tokenizer is None)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -154,6 +154,8 @@ def model_args(args: argparse.Namespace) -> dict[str, Any]:
         out["tokenizer"] = str(args.tokenizer)
     if args.trust_remote_code:
         out["trust_remote_code"] = True
+    if args.revision is not None:
+        out["revision"] = args.revision
     return out
 
 

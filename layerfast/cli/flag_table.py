@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..activations.backends import BACKENDS
 from ..estimators import ESTIMATORS
 from ..tasks.scoring import UTILITIES
 from . import values as v
@@ -262,11 +263,11 @@ FLAGS: dict[str, dict[str, Any]] = {
     "--eps": {"type": v.positive, "default": 1e-5, "help": "|a| < eps counts as sparse"},
     "--relative": {"action": "store_true", "help": "threshold eps x the token's RMS"},
     "--backend": {
-        "type": v.registry_name("layerfast.activations.dispatch", "BACKENDS"),
+        "type": v.registry_name("layerfast.activations.backends", "BACKENDS"),
         "default": "auto",
         "metavar": "NAME",
         "help": "statistics kernels: auto (LAYERFAST_BACKEND, else Triton on CUDA, C++ on the "
-        "CPU, else the PyTorch reference), triton, cpp or torch",
+        f"CPU, else the PyTorch reference) or one of {', '.join(BACKENDS[1:])}",
     },
     "--by": {
         "default": "avss",

@@ -135,6 +135,44 @@ def snapshot(
     return folder
 
 
+def check_available(
+    repo_id: str, revision: str | None, trust_remote_code: bool, own_tokenizer: bool
+) -> None:
+    """Whether :func:`snapshot` would find ``repo_id``, told without downloading a weight: its
+    cached config is checked (offline, its cached weights too); not cached and the hub allowed,
+    the hub is asked whether it has the revision's ``config.json`` (one small request).
+
+    Raises:
+        NotAvailable: the message says where it was looked for and why it is not there.
+        UsageError: the cached config is refused (as for a local folder).
+    """
+    cache = cache_dir()
+    revision = revision or DEFAULT_REVISION
+    found = _cached(repo_id, revision, cache)
+    off = offline()
+    if found is not None:
+        check_config(found, trust_remote_code, own_tokenizer)
+        if off is not None and not _complete(found):
+            raise NotAvailable(
+                f"at revision {revision!r} is cached without all its weights ({found}) and the "
+                f"hub is off: {off}"
+            )
+        return
+    where = f"at revision {revision!r} is not in the HF cache ({cache})"
+    if off is not None:
+        raise NotAvailable(f"{where} and the hub is off: {off}")
+    from huggingface_hub import file_exists
+
+    try:
+        if file_exists(repo_id, "config.json", revision=revision):
+            return
+        reason = "no such model, or no config.json at that revision"
+    except Exception as e:  # noqa: BLE001  (network, HTTP, gated: the reason is the message)
+        line = (str(e).strip().splitlines() or [""])[0][:200]
+        reason = f"the hub could not be asked: {type(e).__name__}: {line}"
+    raise NotAvailable(f"{where} nor on the hub ({reason})")
+
+
 def _where(revision: str, cache: Path, reason: str) -> str:
     return (
         f"at revision {revision!r} is not in the HF cache ({cache}) and could not be "

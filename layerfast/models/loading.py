@@ -195,11 +195,15 @@ def copy_as(model: SublayerModel, dtype: str | torch.dtype) -> SublayerModel:
     return load(copy.deepcopy(model.hf_model), dtype=dtype, tokenizer=model.tokenizer)
 
 
-def _resolve(
-    spec: str, revision: str | None, trust: bool, own_tokenizer: bool
-) -> tuple[Path, str, str, str | None]:
-    """(folder to load, model name, what reloads it elsewhere, hub commit or None) for a local
-    folder, a packaged name or a model hub id, in that order of precedence."""
+FOLDER, PACKAGED_MODEL, HUB = "folder", "packaged", "hub"
+
+
+def classify(spec: str, revision: str | None = None) -> str:
+    """What ``lf.load(spec, revision=)`` makes of ``spec``, in its order of precedence:
+    ``"folder"`` (an existing local folder with config.json), ``"packaged"`` (a packaged name)
+    or ``"hub"`` (a model hub id); reads nothing but the file system's names. UsageError for a
+    file, a folder without config.json, a revision given for a folder or a packaged short name,
+    or a spec that is none of the three."""
     path = Path(spec).expanduser()
     if path.is_file():
         raise UsageError(f"model {spec!r} is a file; give the folder that holds config.json")
@@ -210,30 +214,67 @@ def _resolve(
             raise UsageError(
                 f"revision= {revision!r} names a model hub commit; {spec!r} is a local folder"
             )
-        return path, path.name, str(path.absolute()), None
-    key = spec.lower()
-    if key in PACKAGED and (revision is None or "/" not in spec):  # org/name: the hub's
+        return FOLDER
+    if spec.lower() in PACKAGED and (revision is None or "/" not in spec):  # org/name: the hub's
         if revision is not None:
             raise UsageError(
                 f"revision= {revision!r} names a model hub commit; {spec!r} is a packaged model "
                 "(give its hub id, org/name, to read that revision from the hub)"
             )
-        asset, folder_name = PACKAGED[key]
-        return packaged_model_folder(asset, folder_name), folder_name, spec, None
+        return PACKAGED_MODEL
+    if not hub.is_hub_id(spec):
+        raise UsageError(
+            f"{_neither(spec)}, nor a model hub id (org/name: letters, digits, '-', '_', '.')"
+        )
+    return HUB
+
+
+def check_spec(
+    spec: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    own_tokenizer: bool = True,
+) -> None:
+    """A UsageError unless ``lf.load(spec, revision=)`` can find the model, told without reading
+    a weight or downloading one: a folder passes the folder checks; a packaged name passes; a
+    hub id must be cached with its config (offline: and its weights) or, when the hub may be
+    used, have a ``config.json`` there (one small request). ``report --models A,B`` checks B
+    this way before A's pairs are computed."""
+    kind = classify(spec, revision)
+    if kind == FOLDER:
+        check_folder(Path(spec).expanduser(), trust_remote_code, own_tokenizer)
+    elif kind == HUB:
+        try:
+            hub.check_available(spec, revision, trust_remote_code, own_tokenizer)
+        except hub.NotAvailable as e:
+            raise UsageError(f"{_neither(spec)}, and model hub id {spec!r} {e}") from None
+
+
+def _neither(spec: str) -> str:
     aliases = sorted(set(PACKAGED) - set(PACKAGED_NAMES))
-    neither = (
+    return (
         f"{spec!r} is neither a local model folder nor a packaged model "
         f"({', '.join(PACKAGED_NAMES)}; also spelled {', '.join(aliases)})"
     )
-    if not hub.is_hub_id(spec):
-        raise UsageError(
-            f"{neither}, nor a model hub id (org/name: letters, digits, '-', '_', '.')"
-        )
+
+
+def _resolve(
+    spec: str, revision: str | None, trust: bool, own_tokenizer: bool
+) -> tuple[Path, str, str, str | None]:
+    """(folder to load, model name, what reloads it elsewhere, hub commit or None) for a local
+    folder, a packaged name or a model hub id (:func:`classify`)."""
+    kind = classify(spec, revision)
+    if kind == FOLDER:
+        path = Path(spec).expanduser()
+        return path, path.name, str(path.absolute()), None
+    if kind == PACKAGED_MODEL:
+        asset, folder_name = PACKAGED[spec.lower()]
+        return packaged_model_folder(asset, folder_name), folder_name, spec, None
     try:
         folder = hub.snapshot(spec, revision, trust, own_tokenizer)
     except hub.NotAvailable as e:
         raise UsageError(
-            f"{neither}, and model hub id {spec!r} {e}; a local folder or a packaged name "
+            f"{_neither(spec)}, and model hub id {spec!r} {e}; a local folder or a packaged name "
             "works offline"
         ) from None
     return folder, spec, spec, folder.name

@@ -175,3 +175,30 @@ def test_the_harness_command_line(files):
     assert pairs["--device"] == "cpu"
     assert "--limit" not in argv
     assert argv[-3:] == ["--seed", "3", "--log_samples"]
+
+
+def test_revision_goes_to_the_harness_model(monkeypatch):
+    """``eval --revision`` reaches ``LayerfastLM(revision=)`` and from there ``lf.load``."""
+    import layerfast.bridges.lm_eval_args as args_module
+    from layerfast.bridges.lm_eval_model import LayerfastLM
+    from layerfast.cli import build_parser
+    from layerfast.cli.eval import model_args
+    from layerfast.errors import UsageError
+
+    parsed = build_parser().parse_args(
+        ["eval", "--model", "org/name", "--revision", "v1", "--tasks", "t"]
+    )
+    assert model_args(parsed)["revision"] == "v1"
+    parsed = build_parser().parse_args(["eval", "--model", "org/name", "--tasks", "t"])
+    assert "revision" not in model_args(parsed)
+
+    seen = {}
+
+    def load(spec, **kwargs):
+        seen.update(kwargs, spec=spec)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(args_module, "load", load)
+    with pytest.raises(UsageError, match="stop here"):
+        LayerfastLM(pretrained="org/name", revision="v1")
+    assert seen["spec"] == "org/name" and seen["revision"] == "v1"

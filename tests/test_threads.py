@@ -1,5 +1,5 @@
 """The thread-count rule of :mod:`layerfast.threads` (issue 13, item 9): one thread for small
-work, every available core above the threshold; the CLI side is in tests/test_cli.py."""
+work, every available core above the threshold; the CLI side is in tests/cli/test_cli.py."""
 
 from __future__ import annotations
 

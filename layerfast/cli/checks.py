@@ -26,7 +26,6 @@ from ..errors import UsageError
 from ..paths import check_writable_folder
 from ..tasks.kinds import LM_EVAL, TEXT, kind
 from . import values
-from .values import batch_tokens, memory_budget  # noqa: F401  (imported from here by tests)
 
 
 def check_flags(args: argparse.Namespace) -> None:

@@ -36,7 +36,6 @@ from .. import assets
 from ..errors import UsageError
 from . import digest, hub, placement
 from .folders import check_folder
-from .placement import check_placement  # noqa: F401  (still imported from here by the CLI)
 from .saving import save_pretrained_checked
 from .sublayer_model import SublayerModel
 

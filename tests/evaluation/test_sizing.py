@@ -14,9 +14,9 @@ from transformers import LlamaConfig
 
 import layerfast as lf
 from layerfast.cli import build_parser, main
-from layerfast.cli.checks import batch_tokens as flag_batch_tokens
 from layerfast.cli.checks import check_flags
-from layerfast.cli.checks import memory_budget as flag_memory_budget
+from layerfast.cli.values import batch_tokens as flag_batch_tokens
+from layerfast.cli.values import memory_budget as flag_memory_budget
 from layerfast.errors import LayerfastWarning, UsageError
 from layerfast.evaluation import sizing
 from layerfast.evaluation.batching import build_rows

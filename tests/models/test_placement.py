@@ -119,7 +119,7 @@ def test_an_offload_folder_that_is_a_file(saved_folder, tmp_path):
         lf.load(saved_folder, device_map={"": "cpu"}, offload_folder=path)
     with pytest.raises(UsageError, match=pattern):
         placement.check_placement(None, "auto", None, path)
-    from layerfast.models.loading import check_placement  # the CLI's import, kept for now
+    from layerfast.models.placement import check_placement
 
     assert check_placement(None, {"": "cpu"}, None, tmp_path / "new") == {
         "device_map": {"": "cpu"},

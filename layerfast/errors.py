@@ -21,6 +21,16 @@ class UsageError(LayerfastError, ValueError):
     """A bad option, value, mask, path or input; the message names the culprit."""
 
 
+class OutputError(LayerfastError, OSError):
+    """A file or folder that cannot be written (disk full, over quota, read-only file system,
+    permission denied); the message names the path and the reason. Also an ``OSError``, so
+    ``except OSError`` still works; ``errno`` is the failed call's when known."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
 class LayerfastWarning(UserWarning):
     """A result that is defined but degraded (NaN scores, NaN error bars); the message says
     why and what to change."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import threads
 from ..errors import UsageError
+from ..paths import atomic_write, write_text
 from ..progress import progress
 from ..report.files import to_jsonable
 from . import kernels, overhead, rows, sweep, workload
@@ -84,6 +85,10 @@ def run(opts: Options) -> dict:
         opts.model, opts.device, opts.dtype, opts.tokenizer, opts.trust_remote_code
     )
     threads.apply(threads.choose(model, 2048) if opts.threads is None else opts.threads)
+    if "kernels" in opts.steps:  # before any step runs: a size that cannot fit fails now
+        kernels.check_kernel_bytes(
+            model.config.hidden_size, model.dtype, opts.kernel_bytes, model.device
+        )
     machine = describe(model.device, model.dtype)
     record: dict = {
         "command": opts.command,
@@ -171,12 +176,14 @@ def _emit(new_lines, opts: Options, record: dict, all_rows: list[dict], lines=No
     for line in new_lines:
         print(line, flush=True)
     text = "\n".join(lines if lines is not None else new_lines) + "\n"
-    (opts.out / "bench.txt").write_text(text)
-    (opts.out / "bench.json").write_text(json.dumps(to_jsonable(record), indent=1) + "\n")
+    write_text(opts.out / "bench.txt", text)
+    write_text(opts.out / "bench.json", json.dumps(to_jsonable(record), indent=1) + "\n")
     csv_path = opts.out / "bench.csv"
-    csv_path.unlink(missing_ok=True)
     if all_rows:
-        rows.append(all_rows, csv_path)
+        with atomic_write(csv_path) as tmp:
+            rows.append(all_rows, tmp)
+    else:
+        csv_path.unlink(missing_ok=True)
 
 
 def _count(n: int) -> str:

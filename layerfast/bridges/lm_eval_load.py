@@ -3,6 +3,8 @@ as ``lm_eval.simple_evaluate`` does: the harness's ``TaskManager`` finds it (bui
 under ``include_path``), ``num_fewshot`` and the few-shot seed are set on every task the way
 ``simple_evaluate`` sets them, and each task renders its own instances (``build_all_requests``).
 ``limit`` takes the *first* N documents of each task, as the harness's ``--limit`` does.
+A ``num_fewshot`` larger than a task's few-shot pool is refused in one line naming the task and
+its pool (:func:`check_fewshot_pool`), where the harness would fail deep in its sampler.
 
 lm_eval is imported only here, and only when a harness task is loaded.
 """
@@ -155,13 +157,27 @@ def _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start) -> Leaf:
     elif task.get_config("num_fewshot") is None:
         task.set_config(key="num_fewshot", value=0)
     task.set_fewshot_seed(seed=fewshot_seed)
+    shots = int(task.get_config("num_fewshot") or 0)
+    check_fewshot_pool(name, task, shots, from_flag=num_fewshot is not None)
     filters = getattr(task, "_filters", None)
     if not filters or len(filters) != 1:
         raise UsageError(
             f"task {name} has {len(filters or [])} filter pipelines; layerfast scores tasks "
             "with exactly one (the default 'none')"
         )
-    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    try:
+        task.build_all_requests(limit=limit, rank=0, world_size=1)
+    except (ValueError, AssertionError) as e:  # the sampler's, should the pool check miss one
+        text = str(e)
+        if "larger than population" not in text and "fewshot samples" not in text:
+            raise
+        pool, split, out = fewshot_pool(task)
+        usable = None if pool is None else pool - out
+        said = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise UsageError(
+            _too_few(name, shots, usable, split, num_fewshot is not None, out)
+            + f" (the harness: {said})"
+        ) from None
     by_doc = defaultdict(list)
     for inst in task.instances:
         if inst.request_type != "loglikelihood":
@@ -183,6 +199,75 @@ def _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start) -> Leaf:
         n_choices=n_choices,
         num_fewshot=int(task.get_config("num_fewshot") or 0),
         filter_key=filters[0].name,
+    )
+
+
+def fewshot_pool(task: Any) -> tuple[int | None, str | None, bool]:
+    """(documents the task draws few-shot examples from, or None where unknown; the split they
+    come from, or None; whether the document asked is left out of its own examples, as the
+    harness does when the few-shot split is the test split)."""
+    config = getattr(task, "config", None)
+    fewshot = getattr(task, "fewshot_cfg", None)
+    named = getattr(fewshot, "split", None)
+    split = named
+    if split is None and getattr(fewshot, "samples", None) is None:  # the harness's fallback
+        for has, attr in (
+            ("has_training_docs", "training_split"),
+            ("has_validation_docs", "validation_split"),
+            ("has_test_docs", "test_split"),
+        ):
+            try:
+                if getattr(task, has)():
+                    split = getattr(config, attr, None)
+                    break
+            except Exception:  # noqa: BLE001  (a task of another shape: no name, no harm)
+                break
+    sampler = getattr(task, "sampler", None)
+    if sampler is None:  # the harness made none: the task has no few-shot documents at all
+        return 0, split, False
+    try:
+        docs = sampler.fewshot_docs() if hasattr(sampler, "fewshot_docs") else sampler.df
+        pool = len(docs)
+    except (AttributeError, TypeError):  # a sampler of another shape: the harness decides
+        return None, split, False
+    return pool, split, named is not None and named == getattr(config, "test_split", None)
+
+
+def check_fewshot_pool(name: str, task: Any, shots: int, from_flag: bool) -> None:
+    """A one-line UsageError when ``shots`` few-shot examples cannot be drawn for a document of
+    ``task`` (``from_flag``: ``num_fewshot`` / ``--num-fewshot`` asked for them, else the task's
+    YAML); the harness's sampler would raise "Sample larger than population" instead."""
+    if shots <= 0:
+        return
+    pool, split, leaves_one_out = fewshot_pool(task)
+    if pool is None or pool - leaves_one_out >= shots:
+        return
+    raise UsageError(_too_few(name, shots, pool - leaves_one_out, split, from_flag, leaves_one_out))
+
+
+def _too_few(
+    name: str,
+    shots: int,
+    pool: int | None,
+    split: str | None,
+    from_flag: bool,
+    leaves_one_out: bool = False,
+) -> str:
+    source = (
+        "--num-fewshot / num_fewshot="
+        if from_flag
+        else "set by the task's YAML; --num-fewshot / num_fewshot= overrides it"
+    )
+    where = (
+        f" (split {split!r}{', less the document asked' if leaves_one_out else ''})"
+        if split
+        else ""
+    )
+    holds = "an unknown number of" if pool is None else f"only {max(pool, 0)}"
+    fits = f"; use --num-fewshot {max(pool, 0)} or fewer" if pool is not None else ""
+    return (
+        f"task {name}: num_fewshot={shots} ({source}) asks for {shots} few-shot examples per "
+        f"document, but its few-shot pool{where} holds {holds} usable documents{fits}"
     )
 
 

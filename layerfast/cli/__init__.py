@@ -25,6 +25,7 @@ import warnings
 
 from .. import threads
 from ..errors import LayerfastError, LayerfastWarning
+from ..progress import bars_hidden
 from .checks import check_flags, check_paths
 from .common import close_games, interrupted
 from .flags import FlagError
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check is not None:
             args.check(args)  # the verb's own
         check_paths(args)
-        with warnings.catch_warnings():
+        # --no-progress hides the bars; a step longer than a minute still prints a heartbeat
+        with warnings.catch_warnings(), bars_hidden(bool(getattr(args, "no_progress", False))):
             warnings.showwarning = _one_line(args.verb, warnings.showwarning)
             return args.run(args)
     except FlagError as e:  # argparse's: the flag and the value

@@ -60,7 +60,7 @@ def options(args: argparse.Namespace) -> Any:
         batch_tokens=AUTO if args.batch_tokens is None else args.batch_tokens,
         memory_budget=AUTO if args.memory_budget is None else args.memory_budget,
         kernel_bytes=args.kernel_bytes,
-        progress=not args.no_progress,
+        progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         command=shlex.join(["layerfast", *args.argv]),
         threads=args.threads,
         trust_remote_code=args.trust_remote_code,

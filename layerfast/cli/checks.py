@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sqlite3
 from pathlib import Path
 
 from ..errors import UsageError
@@ -204,38 +203,11 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def check_cache(path: Path, what: str) -> None:
-    """The cache file is not a folder and, when it exists and is not empty, is an SQLite
-    database that passes ``PRAGMA quick_check``; ``what`` names it in the message."""
-    if path.is_dir():
-        raise UsageError(f"{what} is a folder; name a file, e.g. {path / 'utilities.sqlite'}")
-    if not path.exists():
-        check_writable_folder(path.parent, what)
-        return
-    if not path.is_file():
-        raise UsageError(f"{what} is not a regular file")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if not head:
-        return  # an empty file: SQLite makes a new database in it
-    if head != b"SQLite format 3\x00":
-        raise UsageError(
-            f"{what} is not an SQLite database (the cache of evaluated coalitions); "
-            "move it away or name another file with --cache"
-        )
-    try:
-        db = sqlite3.connect(path, timeout=60)
-        try:
-            result = db.execute("PRAGMA quick_check").fetchone()
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as e:
-        result = (str(e),)
-    if result is None or result[0] != "ok":
-        detail = result[0] if result else "no answer"
-        raise UsageError(
-            f"{what} is a corrupted SQLite database ({detail}); delete it (its coalitions "
-            "will be evaluated again) or name another file with --cache"
-        )
+    """The cache file (``--cache``, default ``OUT/utilities.sqlite``) can be used: read and
+    written (:func:`layerfast.evaluation.cache.check_cache_file`; ``what`` names it)."""
+    from ..evaluation.cache import check_cache_file
+
+    check_cache_file(path, what)
 
 
 def check_blocks(args: argparse.Namespace, n_blocks: int) -> None:

@@ -59,7 +59,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         batch_tokens=batch_tokens,
         memory_budget=values.memory_budget(args),
         max_length=args.max_length,
-        progress=not args.no_progress,
+        progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         workers=workers if distributed else None,
         ray_address=getattr(args, "ray_address", None),
         threads_per_worker=n_threads if distributed else None,

@@ -46,7 +46,7 @@ def cmd_eavss(args: argparse.Namespace) -> int:
             backend=args.backend,
             n_boot=args.n_boot,
             seed=args.seed,
-            progress=not args.no_progress,
+            progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
             game=game,
         )
     written += outputs.save_eavss(
@@ -82,7 +82,7 @@ def _finetune(args: argparse.Namespace, game, meta: dict, stats_dtype: str | Non
         stats_dtype=stats_dtype,
         fractions=args.split,
         seed=args.seed,
-        progress=not args.no_progress,
+        progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         keep=("eavss-top",) if args.save else (),
     )
     table = tables.finetune_table(out["rows"], args.utility)

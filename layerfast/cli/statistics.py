@@ -50,7 +50,7 @@ def run_stats(args: argparse.Namespace, model) -> dict:
         max_length=DOCUMENT_TOKENS if args.max_length is None else args.max_length,  # prune
         backend=args.backend,
         stats_dtype=args.stats_dtype,
-        progress=not args.no_progress,
+        progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
     )
     st["wall_s"], st["n_texts"], st["texts"] = time.time() - t0, len(texts), args.texts
     print(tables.stats_summary(st, args.eps))

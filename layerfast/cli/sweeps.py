@@ -81,7 +81,7 @@ def cmd_shapley(args: argparse.Namespace) -> int:
         method=args.method,
         budget=args.budget,
         seed=args.seed,
-        progress=not args.no_progress,
+        progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         item_bootstrap=args.item_bootstrap,
         budget_compute=args.budget_compute,
         **options,
@@ -111,7 +111,7 @@ def report_pair(args: argparse.Namespace) -> tuple:
         game,
         method="proximity",
         window=window,
-        progress=not args.no_progress,
+        progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         item_bootstrap=args.item_bootstrap,
     )
     meta["wall_s"] = wall = time.time() - t0

@@ -15,6 +15,10 @@ Keys: a :class:`CacheKey` (every input that changes the numbers), stored as thre
 (model fingerprint; one string of the task, requests and options; device type), and the mask's
 :func:`layerfast.coalitions.coalition_key` (a '0'/'1' string in player order, the one key
 encoding of the package); partials add the batch index.
+
+A file that cannot serve (a folder, not SQLite, corrupted, read-only, on a full disk) is named
+in one line, before any work by :func:`check_cache_file` and at open or a write by
+:class:`UtilityCache` itself (:mod:`.cache_file`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import assets
-from ..errors import warn
+from ..errors import OutputError, warn
+from ..paths import reason as write_reason
+from .cache_file import _Connection, cache_error, check_cache_file, check_writable
+
+__all__ = [
+    "CacheKey",
+    "Columns",
+    "Key",
+    "UtilityCache",
+    "cache_error",
+    "check_cache_file",
+    "default_path",
+    "warn_unfinished_elsewhere",
+]
 
 Columns = tuple[str, str, str]  # (model, requests and options, device type): how a key is stored
 _WHERE = "model=? AND requests=? AND device=?"
@@ -126,19 +143,37 @@ class UtilityCache:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS coalitions (model TEXT, requests TEXT, device TEXT, "
-            "mask TEXT, loglik BLOB, PRIMARY KEY (model, requests, device, mask))"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS partials (model TEXT, requests TEXT, device TEXT, "
-            "mask TEXT, batch INTEGER, loglik BLOB, "
-            "PRIMARY KEY (model, requests, device, mask, batch))"
-        )
-        self._db.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(
+                f"the cache {self.path}: its folder {self.path.parent} cannot be made "
+                f"({write_reason(e)})",
+                errno=e.errno,
+            ) from None
+        if self.path.is_file():  # else SQLite opens it read-only, without a word
+            check_writable(self.path, f"the cache {self.path}")
+        try:
+            db = sqlite3.connect(self.path, timeout=60, factory=_Connection)
+        except sqlite3.Error as e:
+            raise cache_error(self.path, e) from None
+        db.path = self.path  # errors from here on name it (see cache_error)
+        self._db = db
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS coalitions (model TEXT, requests TEXT, device TEXT, "
+                "mask TEXT, loglik BLOB, PRIMARY KEY (model, requests, device, mask))"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS partials (model TEXT, requests TEXT, device TEXT, "
+                "mask TEXT, batch INTEGER, loglik BLOB, "
+                "PRIMARY KEY (model, requests, device, mask, batch))"
+            )
+            self._db.commit()
+        except BaseException:
+            db.close()
+            raise
 
     def _select(self, table: str, columns: str, key: Key, masks: list[str]):
         for start in range(0, len(masks), 500):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..paths import write_text
+
 FENCE = "```"
 ALIGN_RULES = {"l": "---", "r": "---:", "c": ":-:"}  # a pipe table's rule cell per alignment
 
@@ -110,9 +112,7 @@ def markdown_blocks(blocks: Iterable[Block]) -> str:
 
 def write_markdown(path: Path, doc: Document) -> Path:
     """Write :func:`render_markdown` of ``doc`` to ``path`` as UTF-8; return ``path``."""
-    path = Path(path)
-    path.write_text(render_markdown(doc), encoding="utf-8")
-    return path
+    return write_text(path, render_markdown(doc))
 
 
 def _markdown(block: Block) -> str:

@@ -5,6 +5,10 @@ papers; :func:`with_svg`).
 
 Every JSON file goes through :func:`write_json`: NaN and ±inf become ``null`` and the file is
 strict JSON (no bare ``NaN``), so any JSON parser reads it.
+
+Every file is written through :func:`layerfast.paths.atomic_write` (a temporary name in the same
+folder, renamed into place once complete): a failed write leaves the old file or none, never a
+truncated one, and raises one :class:`~layerfast.errors.OutputError` naming the path and why.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..estimators.ablation import AblationResult
+from ..paths import atomic_write
+from ..paths import write_text as _write_text
 from .plots import plot_ablation, plot_blocks, plot_convergence, plot_shapley
 
 # the per-block statistics of ``lf.stats`` written as CSV columns by ``save_avss``
@@ -78,13 +84,12 @@ def write_json(path: Path, payload: dict) -> Path:
     JSON) should a non-finite number get through.
     """
     text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False)
-    path.write_text(text + "\n")
-    return path
+    return _write_text(path, text + "\n")
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
     """One row per dict; the columns are the first dict's keys."""
-    with open(path, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -238,7 +243,7 @@ def save_eavss(
 def save_finetune(out: Path, payload: dict, table: str) -> list[Path]:
     """``finetune.json`` (``payload`` holds ``rows``), ``finetune.csv`` and ``finetune.md``."""
     rows = [{**r, "blocks": " ".join(map(str, r["blocks"]))} for r in payload["rows"]]
-    (out / "finetune.md").write_text(table + "\n")
+    _write_text(out / "finetune.md", table + "\n")
     return [
         write_json(out / "finetune.json", payload),
         write_csv(out / "finetune.csv", rows),

@@ -97,9 +97,13 @@ def save_grid(out: Path, models, tasks, results) -> list[Path]:
     """``grid.png`` and ``grid.svg`` in ``out``."""
     import matplotlib.pyplot as plt
 
+    from .plots import save_figure
+
     fig = grid_figure(models, tasks, results)
     paths = [out / "grid.png", out / "grid.svg"]
-    fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
-    plt.close(fig)
+    try:
+        save_figure(fig, paths[0], dpi=130)
+        save_figure(fig, paths[1])
+    finally:
+        plt.close(fig)
     return paths

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..paths import write_text
 from .document import Block, Bullets, Code, Document, Figure, Heading, Paragraph, Table
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
@@ -77,8 +78,7 @@ def write_html(path: Path, doc: Document, folder: Path | None = None) -> Path:
     """
     path = Path(path)
     text = render_html(doc, path.parent if folder is None else folder)
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_text(path, text)
 
 
 def render_html(doc: Document, folder: Path) -> str:

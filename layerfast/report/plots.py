@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import atomic_write
 from ..players import KINDS, as_players
 
 ATTN_COLOR, MLP_COLOR = "tab:red", "tab:blue"
@@ -103,8 +104,15 @@ def _figure(n: int):
     return fig, fig.add_subplot()
 
 
-def _save(fig, path: str | Path) -> Path:
-    fig.savefig(path)
+def save_figure(fig, path: str | Path, **options) -> Path:
+    """``fig.savefig(path, **options)`` through :func:`~layerfast.paths.atomic_write`, in the
+    format of ``path``'s suffix: a failed write leaves no partial file and raises one
+    :class:`~layerfast.errors.OutputError` naming ``path``."""
+    import matplotlib
+
+    kind = Path(path).suffix.lstrip(".") or matplotlib.rcParams["savefig.format"]
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=kind, **options)
     return Path(path)
 
 
@@ -174,7 +182,7 @@ def plot_ablation(
     utility: str = "",
 ) -> Path:
     """:func:`ablation_figure` saved to ``path``."""
-    return _save(ablation_figure(players, values, full, chance, title, utility), path)
+    return save_figure(ablation_figure(players, values, full, chance, title, utility), path)
 
 
 def shapley_figure(
@@ -216,7 +224,7 @@ def plot_shapley(
     title: str = "",
 ) -> Path:
     """:func:`shapley_figure` saved to ``path``."""
-    return _save(shapley_figure(players, values, stderr, title), path)
+    return save_figure(shapley_figure(players, values, stderr, title), path)
 
 
 def blocks_figure(
@@ -253,7 +261,7 @@ def plot_blocks(
     interval: tuple | None = None,
 ) -> Path:
     """:func:`blocks_figure` saved to ``path``."""
-    return _save(blocks_figure(values, ylabel, title, highlight, interval), path)
+    return save_figure(blocks_figure(values, ylabel, title, highlight, interval), path)
 
 
 def plot_convergence(
@@ -305,6 +313,8 @@ def plot_convergence(
     if len(idx) <= 12:
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
     return str(path)

@@ -375,6 +375,15 @@ CASES = [
     ),
     flag_case("ablate", "--num-fewshot", "-1"),
     Case(
+        "bench-kernel-bytes-above-free-memory",
+        lambda w: (
+            ["bench", "--model", w.model, "--only", "kernels", "--kernel-bytes", "1TiB"]
+            + ["--out", w.out, "--no-progress"]
+        ),
+        lambda w: ["--kernel-bytes", "1 TiB", "free"],
+        before_load=False,
+    ),
+    Case(
         "unknown-flag-names-the-verb",
         lambda w: w.sweep("ablate", "--windw", "3"),
         lambda w: ["--windw", "layerfast ablate --help"],
@@ -593,3 +602,32 @@ def test_sigint_stops_a_running_sweep_with_exit_130(model_dir, tmp_path, workers
         ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
         left = [p for p in ps.splitlines() if f"_{proc.pid}/" in p or f"_{proc.pid} " in p]
         assert not left, left
+
+
+def test_a_read_only_cache_is_not_called_corrupted(
+    capsys, model_dir, task_file, tmp_path, monkeypatch
+):
+    """A sound cache this process may not write (a read-only file or file system): one line that
+    says it cannot be written and why, never "corrupted" or "delete it" (issue 27, item 2)."""
+    import numpy as np
+
+    from layerfast.evaluation import cache_file
+    from layerfast.evaluation.cache import UtilityCache
+
+    cache = tmp_path / "ro.sqlite"
+    UtilityCache(cache).put(("m", "r", "cpu"), "11", np.zeros(2))
+    real_access = os.access
+
+    def access(path, mode, **kw):  # what access(2) answers for a read-only file
+        if Path(path) == cache and mode & os.W_OK:
+            return False
+        return real_access(path, mode, **kw)
+
+    monkeypatch.setattr(cache_file.os, "access", access)
+    where = Where(model_dir, task_file, tmp_path)
+    rc = cli.main([str(a) for a in where.sweep("ablate", "--cache", cache)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert "cannot be written" in line and str(cache) in line
+    assert "corrupted" not in line.replace("not corrupted", "") and "delete" not in line

@@ -5,6 +5,11 @@ Ray cluster or joins one (``ray_address``), creates K :class:`~layerfast.evaluat
 SweepWorker` actors, hands them units (:mod:`layerfast.evaluation.ray.partition`) as they become
 free and passes each result to a callback that stores it: only the driver writes the cache.
 
+Start-up: before any actor is made, what the K actors ask for (CPUs, GPUs) is checked against
+the cluster's nodes (:func:`check_resources`), since Ray keeps an actor it can never place
+pending forever; actors that could be placed but do not start (the resources are busy) fail
+after :data:`READY_TIMEOUT` seconds, naming the workers still pending.
+
 Faults: an actor whose process dies is restarted by Ray (``max_restarts``) and loads the model
 again; the units it had in flight are put back at the front of the queue and run again
 (counted in :attr:`RayPool.units_rerun`). An actor that has died more often than it may restart
@@ -28,7 +33,14 @@ from .partition import IN_FLIGHT, Unit
 from .schedule import RETRY_S, Scheduler, WorkerError, WorkerLost
 from .worker import SweepWorker, batches_digest
 
-__all__ = ["RayPool", "IN_FLIGHT", "MAX_RESTARTS", "READY_TIMEOUT", "SweepWorker"]
+__all__ = [
+    "RayPool",
+    "IN_FLIGHT",
+    "MAX_RESTARTS",
+    "READY_TIMEOUT",
+    "SweepWorker",
+    "check_resources",
+]
 
 MAX_RESTARTS = 3  # per actor
 READY_TIMEOUT = 600.0  # seconds for every actor to load its model
@@ -77,11 +89,22 @@ class RayPool:
             gpus_per_worker = gpus_of(model, self.spec) if on_cuda else 0
         self.threads, self.gpus_per_worker = threads, gpus_per_worker
         self._owns_ray = start_ray(ray, ray_address, max(cores, n_workers * threads))
+        try:  # an error or Ctrl-C while the workers start leaves no actor or local cluster
+            self._start(model, n_workers, threads, gpus_per_worker, on_cuda)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, model, n_workers: int, threads: int, gpus: float, on_cuda: bool) -> None:
+        """Check the cluster can place the workers, start them and wait until they are ready."""
+        ray = self._ray
+        # Ray would keep actors it can never place pending forever, without a word
+        check_resources(ray, n_workers, threads, gpus, self.device_type)
         # held for the pool's life: a restarted actor reads its constructor arguments again
         self._hf_ref = None if self.spec else ray.put(model.hf_model)
         actor = ray.remote(SweepWorker).options(
             num_cpus=threads,
-            num_gpus=gpus_per_worker,
+            num_gpus=gpus,
             max_restarts=MAX_RESTARTS,
             max_task_retries=0,  # the driver requeues a lost unit itself, and counts it
         )
@@ -100,17 +123,24 @@ class RayPool:
         self.workers = self._ready(model)
 
     # --- start-up -----------------------------------------------------------------------------
-    def _gather(self, refs: list, what: str, timeout: float = READY_TIMEOUT) -> list:
-        """ray.get of one call per actor; errors name the worker and carry its message, and
-        stop the pool."""
+    def _gather(self, refs: list, what: str, timeout: float | None = None) -> list:
+        """ray.get of one call per actor (waiting at most ``timeout`` s, default
+        :data:`READY_TIMEOUT`); errors name the worker and carry its message, and stop the
+        pool."""
         ray = self._ray
+        timeout = READY_TIMEOUT if timeout is None else timeout
         done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         if pending:
+            waiting = set(pending)
+            late = ", ".join(str(i) for i, ref in enumerate(refs) if ref in waiting)
+            free, total = _count(ray.available_resources()), _count(ray.cluster_resources())
             self.close()
             raise UsageError(
-                f"only {len(done)} of {len(refs)} Ray workers {what} within {timeout:.0f} s; the "
-                f"cluster has {ray.cluster_resources()}; each worker asks for {self.threads} "
-                f"CPU(s) and {self.gpus_per_worker} GPU(s): lower --workers"
+                f"only {len(done)} of {len(refs)} Ray workers could {what} within {timeout:.0f} "
+                f"s; still pending: worker(s) {late}, each asking for "
+                f"{_ask(self.threads, self.gpus_per_worker)}; the Ray cluster has {free} free "
+                f"of {total} (other jobs may hold the rest): lower --workers, free the "
+                "cluster, or see `ray status`"
             )
         out = []
         for i, ref in enumerate(refs):
@@ -228,6 +258,55 @@ class RayPool:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         self._owns_ray = False
+
+
+def check_resources(
+    ray, n_workers: int, cpus: float, gpus: float, device_type: str = "cpu"
+) -> None:
+    """A UsageError at once when the Ray cluster can never place ``n_workers`` actors of
+    ``cpus`` CPUs and ``gpus`` GPUs each (Ray would keep them pending forever): an actor needs
+    all it asks for on one alive node, so a node takes ``min over resources of floor(has /
+    asks)`` of them. Resources that exist but are busy are not counted against it (they may
+    come free: :meth:`RayPool._gather` times out on those)."""
+    ask = {k: float(v) for k, v in (("CPU", cpus), ("GPU", gpus)) if v and v > 0}
+    if not ask:
+        return
+    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive", True)]
+    nodes = nodes or [ray.cluster_resources()]
+    room = sum(min(int(node.get(k, 0.0) / v + 1e-9) for k, v in ask.items()) for node in nodes)
+    if room >= n_workers:
+        return
+    total = ray.cluster_resources()
+    short = [k for k, v in ask.items() if total.get(k, 0.0) < n_workers * v] or list(ask)
+    if "GPU" in short and not total.get("GPU"):
+        advice = (
+            "leave out --gpus-per-worker (gpus_per_worker=None): the model runs on the CPU here"
+            if device_type == "cpu"
+            else "use a Ray cluster with GPUs (--ray-address) or run without --workers"
+        )
+    elif "GPU" in short:
+        advice = "use fewer --workers or a smaller --gpus-per-worker"
+    else:
+        advice = "use fewer --workers or fewer --threads per worker (threads_per_worker=)"
+    where = f" on {len(nodes)} nodes" if len(nodes) > 1 else ""
+    raise UsageError(
+        f"{n_workers} Ray workers (--workers) ask for {_ask(cpus, gpus)} each, and the Ray "
+        f"cluster has {_count(total)}{where}: room for {room}; {advice}"
+    )
+
+
+def _ask(cpus: float, gpus: float) -> str:
+    """``"1 CPU and 1 GPU"``: what one worker asks for."""
+    return f"{_n(cpus)} CPU{'s' * (cpus != 1)} and {_n(gpus)} GPU{'s' * (gpus != 1)}"
+
+
+def _count(resources: dict) -> str:
+    """``"2 CPUs and 0 GPUs"`` of a Ray resources dict."""
+    return _ask(resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+
+
+def _n(x: float) -> str:
+    return f"{x:g}"
 
 
 class _RayBackend:

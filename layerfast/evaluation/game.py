@@ -32,6 +32,7 @@ from .executors import check_executor, make_executor
 from .players import choose_players
 from .prefix_executor import prefix_steps, trie_order
 from .ray.runner import check_workers
+from .ray.runner import start as start_ray
 from .runner import LocalRunner
 from .sizing import AUTO, longest_row, resolve_sizes
 
@@ -141,11 +142,9 @@ class Game:
             self.executor = make_executor(executor, model, self.requests, options)
             self.runner = LocalRunner(self.executor, chunk)
             self.sizing = {"batch_tokens": tokens, "memory_budget": budget, "how": how}
-        else:
-            from .ray.runner import start
-
+        else:  # on Ray workers: sizes resolved on their devices, the smallest kept
             options = {"batch_tokens": batch_tokens, "memory_budget": memory_budget, "pack": pack}
-            self.runner, self.sizing = start(
+            self.runner, self.sizing = start_ray(
                 model, self.requests, executor, options, seq_len, workers, ray_address,
                 threads_per_worker, gpus_per_worker,
             )  # fmt: skip

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import UsageError
 from ..models.adapter import attention_implementation
+from ..models.placement import cuda_devices
 from ..tasks.requests import Request
 from .logprobs import DEFAULT_VOCAB_CHUNK
 
@@ -130,23 +131,6 @@ def memory_budget_for(
         forward = max(forward, per_token * max(int(batch_tokens), seq_len))
     budget = int(free - forward) - MARGIN
     return max(0, budget // MIB * MIB)
-
-
-def cuda_devices(model: Any) -> list[torch.device]:
-    """The CUDA devices holding the model: those of ``hf_device_map`` when it has one, else the
-    device of its first parameter; [] when the model is not on CUDA."""
-    if model.device.type != "cuda":
-        return []
-    device_map = getattr(getattr(model, "hf_model", None), "hf_device_map", None) or {}
-    devices = []
-    for where in device_map.values():
-        try:
-            device = torch.device("cuda", where) if isinstance(where, int) else torch.device(where)
-        except (RuntimeError, TypeError, ValueError):  # "disk" and other non-devices
-            continue
-        if device.type == "cuda":
-            devices.append(torch.device("cuda", device.index or 0))
-    return sorted(set(devices), key=str) or [model.device]
 
 
 def free_memory(model: Any) -> tuple[int, str] | None:

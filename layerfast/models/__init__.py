@@ -5,7 +5,8 @@ causal LM as an ordered list of skippable sublayers (the players).
 config names) with one adapter per family (``prenorm``, ``sandwich``, ``gpt2``, ``gpt_neox``);
 ``sublayer_model`` (the forward loop); ``inputs`` (token lists -> model inputs); ``loading``
 (``lf.load``), ``hub`` (model hub ids through the HF cache), ``folders`` (the checks of a model
-folder), ``placement`` (device maps: the one module that knows accelerate), ``digest`` (the
+folder), ``placement`` (device maps: the one module that knows accelerate), ``device_map`` (a map's
+keys checked against the model), ``digest`` (the
 weights' hash), ``saving``; ``pruning`` (a pruned ``transformers`` model).
 """
 

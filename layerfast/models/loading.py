@@ -35,6 +35,7 @@ from torch import nn
 from .. import assets
 from ..errors import UsageError
 from . import digest, hub, placement
+from .device_map import check_device_map
 from .folders import check_folder
 from .saving import save_pretrained_checked
 from .sublayer_model import SublayerModel
@@ -340,7 +341,7 @@ def _load_folder(
     check_folder(folder, trust_remote_code=trust, own_tokenizer=tokenizer is None)
     device_map = placing.get("device_map")
     if isinstance(device_map, dict):  # its names, before any weight is read
-        placement.check_device_map(placement.skeleton(folder, trust), device_map, str(folder))
+        check_device_map(placement.skeleton(folder, trust), device_map, str(folder))
     try:
         with placement.quiet_whole_disk(device_map):
             hf_model = AutoModelForCausalLM.from_pretrained(

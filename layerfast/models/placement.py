@@ -1,24 +1,19 @@
-"""Where the parts of a model split over devices run, and their offloaded weights on demand.
+"""Everything about where a model's parts live: placing it, and running it once placed.
 
 A model loaded with a ``device_map`` (``lf.load(..., device_map=...)``) is *dispatched* by
 ``accelerate``: each placed module carries an ``_hf_hook`` (an ``AlignDevicesHook``, or a
-``SequentialHook`` wrapping several) that, when the module is called, moves the inputs to the
-module's *execution device* and, for weights offloaded to CPU or disk (held as ``meta`` tensors
-between calls), loads them there for the duration of the call. The forward loop calls submodules
-directly, so it only needs to know (1) where a module runs, to move the residual stream there,
-and (2) how to hold a module's weights in memory while reading them directly (``lm_head.weight``
-for the chunked log-softmax). This module answers both; nothing else in layerfast knows about
-accelerate's hooks. On a model that is not dispatched every function here is a no-op.
-
-Placing a model is here too, so that no other module imports accelerate or knows a device map's
-structure: the arguments (:func:`check_placement`), the map's names (:func:`check_device_map`, on a
-``meta`` skeleton before any weight is read), accelerate's dispatch, and where Ray workers run.
+``SequentialHook`` wrapping several) that moves the module's inputs to its *execution device* and
+loads weights offloaded to CPU or disk (``meta`` tensors between calls) for the call. The forward
+loop calls submodules directly, so it asks here where a module runs and how to hold a module's
+weights while reading them (``lm_head.weight`` for the chunked log-softmax). Placing is here too
+(the arguments, the map's names checked on a ``meta`` skeleton, accelerate's dispatch, the CUDA
+devices a model spans, where Ray workers run): no other module imports accelerate or reads a
+device map. On a model that is not dispatched every function here is a no-op.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from .device_map import check_device_map
 
 
 def _hooks(module: nn.Module) -> list[Any]:
@@ -168,7 +164,6 @@ def tensor_value(model: nn.Module, name: str, tensor: torch.Tensor) -> torch.Ten
 FLAG = "device_map= (--device-map)"
 STRING_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 WHOLE_ON_DISK = {"": "disk"}  # the CLI driver's copy of a model the Ray workers run
-SHOWN = 5  # names listed in an error before "and N more"
 
 
 def check_placement(
@@ -228,68 +223,6 @@ def skeleton(folder: Path, trust: bool) -> nn.Module:
     config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust)
     with init_empty_weights():
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
-
-
-def check_device_map(model: nn.Module, device_map: dict[str, Any], where: str = "") -> None:
-    """UsageError unless every key of ``device_map`` names a module of ``model`` ("" is the
-    whole model) and every tensor of its state dict falls under a key (accelerate's rules). The
-    message lists the culprits and what valid names look like; ``where`` (e.g. the folder)
-    prefixes it."""
-    tensors = list(model.state_dict(keep_vars=True))
-    names = {n for n, _ in model.named_modules(remove_duplicate=False)}
-    unknown = [str(k) for k in device_map if k not in names]
-    keys = [str(k) for k in device_map if k in names]
-    uncovered = [t for t in tensors if not any(k in ("", t) or t.startswith(k + ".") for k in keys)]
-    if not unknown and not uncovered:
-        return
-    problems = [f"no module of the model is called {_few(unknown)}"] if unknown else []
-    if uncovered:
-        problems.append(f"no key gives a device to {_few(_summarise(uncovered, tensors))}")
-    raise UsageError(
-        f"{where + ': ' if where else ''}{FLAG}: {'; '.join(problems)}. Keys are module names "
-        f'of the model such as {", ".join(_outline(model))}, or "" for the whole model'
-    )
-
-
-def _few(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:SHOWN])
-    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
-
-
-def _summarise(uncovered: list[str], tensors: list[str]) -> list[str]:
-    """The uncovered tensors as the largest modules none of whose tensors is covered."""
-    total: Counter[str] = Counter(p for t in tensors for p in _prefixes(t))
-    missing: Counter[str] = Counter(p for t in uncovered for p in _prefixes(t))
-    out = (next((p for p in _prefixes(t) if missing[p] == total[p]), t) for t in uncovered)
-    return list(dict.fromkeys(out))
-
-
-def _prefixes(name: str) -> list[str]:
-    """The modules above tensor ``name``, outermost first: "a.b.w" -> ["a", "a.b"]."""
-    parts = name.split(".")
-    return [".".join(parts[:cut]) for cut in range(1, len(parts))]
-
-
-def _outline(model: nn.Module) -> list[str]:
-    """The names a typical map uses: each decoder block (the longest ModuleList; first and
-    last) and every other module beside the path down to it."""
-    lists = [(len(m), n) for n, m in model.named_modules() if isinstance(m, nn.ModuleList)]
-    blocks = max(lists)[1] if lists else None
-    out: list[str] = []
-
-    def cover(module: nn.Module, prefix: str) -> None:
-        for name, child in module.named_children():
-            full = f"{prefix}.{name}" if prefix else name
-            if full == blocks:
-                last = len(child) - 1
-                out.append(f'"{full}.0"' + (f' ... "{full}.{last}"' if last > 0 else ""))
-            elif blocks is not None and blocks.startswith(full + "."):
-                cover(child, full)
-            else:
-                out.append(f'"{full}"')
-
-    cover(model, "")
-    return out
 
 
 def dispatch(
@@ -381,15 +314,34 @@ def gpus_of(model: Any, spec: dict | None) -> float:
     ):
         if isinstance(mapping, dict):
             values = mapping.values() if mapping is not (spec or {}).get("max_memory") else mapping
-            gpus = {str(d) for d in values if _is_gpu(d)}
+            gpus = {_gpu(d) for d in values} - {None}  # 0, "0" and "cuda:0" are one GPU
             if gpus:
                 return float(len(gpus))
     return 1.0
 
 
+def cuda_devices(model: Any) -> list[torch.device]:
+    """The CUDA devices holding ``model`` (a SublayerModel): those of its device map when it has
+    one, else its input device; [] when the model is not on CUDA."""
+    if model.device.type != "cuda":
+        return []
+    device_map = getattr(model.hf_model, "hf_device_map", None) or {}
+    devices = {_gpu(where) for where in device_map.values()} - {None}
+    return sorted(devices, key=str) or [model.device]
+
+
+def _gpu(where: Any) -> torch.device | None:
+    """``where`` (0, "0", "cuda", "cuda:1", "cpu", "disk", ...) as a CUDA device, else None."""
+    if isinstance(where, bool):
+        return None
+    if isinstance(where, int) or str(where).isdigit():
+        return torch.device("cuda", int(where))
+    try:
+        device = torch.device(where)
+    except (RuntimeError, TypeError, ValueError):  # "disk" and other non-devices
+        return None
+    return torch.device("cuda", device.index or 0) if device.type == "cuda" else None
+
+
 def _is_gpu(where: Any) -> bool:
-    return (
-        (isinstance(where, int) and not isinstance(where, bool))
-        or str(where).startswith("cuda")
-        or str(where).isdigit()
-    )
+    return _gpu(where) is not None

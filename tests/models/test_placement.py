@@ -170,6 +170,9 @@ def test_worker_device_type_and_gpus_of(tiny_llama):
     assert placement.gpus_of(tiny_llama, {"device_map": {"a": 0, "b": "cuda:1", "c": "cpu"}}) == 2.0
     assert placement.gpus_of(tiny_llama, {"max_memory": {0: "1GiB", "1": "1GiB"}}) == 2.0
     assert placement.gpus_of(tiny_llama, {"device_map": {"a": True, "b": "cpu"}}) == 1.0
+    # one GPU however it is spelled (counted as three different strings before)
+    assert placement.gpus_of(tiny_llama, {"device_map": {"a": 0, "b": "0", "c": "cuda:0"}}) == 1.0
+    assert placement.cuda_devices(tiny_llama) == []  # on the CPU
 
 
 def test_only_placement_imports_accelerate():

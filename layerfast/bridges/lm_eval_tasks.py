@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..tasks.kinds import HARNESS_PREFIX as PREFIX
-from ..tasks.requests import Request, check_tokenizer, encode_request
+from ..tasks.requests import EmptyContinuation, Request, check_tokenizer, encode_request
 
 DEFAULT_FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED: simple_evaluate's default
 ACCURACY_METRICS = ("acc", "acc_norm", "acc_bytes", "acc_mutual_info")  # 0/1 per document
@@ -155,7 +155,7 @@ class HarnessTask:
                                 tokenizer, context, continuation, max_length, group, inst.idx
                             )
                         )
-                    except ValueError as e:
+                    except EmptyContinuation as e:
                         raise UsageError(
                             f"task {leaf.name} document {doc_id} request {inst.idx}: {e}"
                         ) from None

@@ -19,7 +19,6 @@ def check_model_spec(
     from ..models.loading import check_spec
 
     try:
-        check_spec(spec, revision, trust_remote_code, own_tokenizer)
+        check_spec(spec, revision, trust_remote_code, own_tokenizer, f"--revision {revision}")
     except UsageError as e:
-        text = str(e).replace(f"revision= {revision!r}", f"--revision {revision}")
-        raise UsageError(f"{flag}: {text}") from None
+        raise UsageError(f"{flag}: {e}") from None

@@ -161,7 +161,6 @@ class Game:
                 if cache is None or cache is False
                 else UtilityCache(None if cache is True else cache)
             )
-            self._device_type = getattr(self.runner, "device_type", model.device.type)
             if self._cache is not None:
                 warn_unfinished_elsewhere(self._cache, self.key)
         except BaseException:
@@ -176,7 +175,8 @@ class Game:
         """Every input that changes the numbers (:class:`~.cache.CacheKey`); computed once, on
         first use (it hashes the weights)."""
         if "_key" not in self.__dict__:
-            self.__dict__["_key"] = self._make_key(self.sizing["batch_tokens"], self._device_type)
+            batch_tokens, device_type = self.sizing["batch_tokens"], self.runner.device_type
+            self.__dict__["_key"] = self._make_key(batch_tokens, device_type)
         return self.__dict__["_key"]
 
     @property
@@ -215,7 +215,7 @@ class Game:
     def pool(self) -> Any:
         """The :class:`~layerfast.evaluation.ray.pool.RayPool` of ``workers`` (None in this
         process, or once closed)."""
-        return getattr(self.runner, "pool", None)
+        return self.runner.pool
 
     def close(self) -> None:
         """Stop the Ray workers (and the local Ray cluster this game started), if any."""
@@ -368,7 +368,7 @@ class Game:
 
     def per_item(self, mask, utility: str | None = None) -> np.ndarray:
         """The utility's per-item terms for one coalition, float64 [n_items]."""
-        return self.scorer.per_item(self.loglik(mask)[0], utility or self.utility)
+        return self.item_values(mask, utility)[0]
 
     def item_values(self, masks, utility: str | None = None) -> np.ndarray:
         """Per-item terms of many coalitions, float64 [m, n_items], in one batched run."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,7 +35,11 @@ Note = Callable[[str], None]  # a status line (per-worker throughput)
 
 
 class Runner(Protocol):
-    """What a Game needs from whoever runs its coalitions."""
+    """What a Game needs from whoever runs its coalitions. ``device_type``: where they run
+    ("cpu" or "cuda", part of the cache key); ``pool``: the Ray pool, or None."""
+
+    device_type: str
+    pool: Any
 
     def run(
         self,
@@ -67,6 +71,8 @@ class LocalRunner:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.executor = executor
+        self.device_type = executor.model.device.type
+        self.pool = None  # no Ray workers
         self.chunk = int(chunk)
         self.flush_coalitions = int(flush_coalitions)
         self.flush_seconds = float(flush_seconds)

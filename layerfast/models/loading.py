@@ -198,12 +198,14 @@ def copy_as(model: SublayerModel, dtype: str | torch.dtype) -> SublayerModel:
 FOLDER, PACKAGED_MODEL, HUB = "folder", "packaged", "hub"
 
 
-def classify(spec: str, revision: str | None = None) -> str:
+def classify(spec: str, revision: str | None = None, revision_label: str | None = None) -> str:
     """What ``lf.load(spec, revision=)`` makes of ``spec``, in its order of precedence:
     ``"folder"`` (an existing local folder with config.json), ``"packaged"`` (a packaged name)
     or ``"hub"`` (a model hub id); reads nothing but the file system's names. UsageError for a
     file, a folder without config.json, a revision given for a folder or a packaged short name,
-    or a spec that is none of the three."""
+    or a spec that is none of the three. ``revision_label`` names the revision in messages
+    (default ``revision= 'v1'``; the command line's ``--revision v1``)."""
+    label = revision_label or f"revision= {revision!r}"
     path = Path(spec).expanduser()
     if path.is_file():
         raise UsageError(f"model {spec!r} is a file; give the folder that holds config.json")
@@ -211,14 +213,12 @@ def classify(spec: str, revision: str | None = None) -> str:
         if not (path / "config.json").is_file():
             raise UsageError(f"{path} has no config.json: not a Hugging Face model folder")
         if revision is not None:
-            raise UsageError(
-                f"revision= {revision!r} names a model hub commit; {spec!r} is a local folder"
-            )
+            raise UsageError(f"{label} names a model hub commit; {spec!r} is a local folder")
         return FOLDER
     if spec.lower() in PACKAGED and (revision is None or "/" not in spec):  # org/name: the hub's
         if revision is not None:
             raise UsageError(
-                f"revision= {revision!r} names a model hub commit; {spec!r} is a packaged model "
+                f"{label} names a model hub commit; {spec!r} is a packaged model "
                 "(give its hub id, org/name, to read that revision from the hub)"
             )
         return PACKAGED_MODEL
@@ -234,13 +234,14 @@ def check_spec(
     revision: str | None = None,
     trust_remote_code: bool = False,
     own_tokenizer: bool = True,
+    revision_label: str | None = None,
 ) -> None:
     """A UsageError unless ``lf.load(spec, revision=)`` can find the model, told without reading
     a weight or downloading one: a folder passes the folder checks; a packaged name passes; a
     hub id must be cached with its config (offline: and its weights) or, when the hub may be
     used, have a ``config.json`` there (one small request). ``report --models A,B`` checks B
     this way before A's pairs are computed."""
-    kind = classify(spec, revision)
+    kind = classify(spec, revision, revision_label)
     if kind == FOLDER:
         check_folder(Path(spec).expanduser(), trust_remote_code, own_tokenizer)
     elif kind == HUB:

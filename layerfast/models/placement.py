@@ -334,10 +334,8 @@ def _gpu(where: Any) -> torch.device | None:
     """``where`` (0, "0", "cuda", "cuda:1", "cpu", "disk", ...) as a CUDA device, else None."""
     if isinstance(where, bool):
         return None
-    if isinstance(where, int) or str(where).isdigit():
-        return torch.device("cuda", int(where))
     try:
-        device = torch.device(where)
+        device = _as_device(int(where) if str(where).isdigit() else where)
     except (RuntimeError, TypeError, ValueError):  # "disk" and other non-devices
         return None
     return torch.device("cuda", device.index or 0) if device.type == "cuda" else None

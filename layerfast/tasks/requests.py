@@ -117,6 +117,17 @@ def requests_fingerprint(requests: list[Request]) -> bytes:
     return np.concatenate(parts).tobytes()
 
 
+class EmptyContinuation(ValueError):
+    """A continuation that encodes to no tokens after its context (nothing to score)."""
+
+
+def check_max_length(max_length: int) -> int:
+    """``max_length`` if it is at least one token; UsageError otherwise."""
+    if max_length < 1:
+        raise UsageError(f"max_length must be >= 1 token, got {max_length}")
+    return max_length
+
+
 def truncate(
     context: Sequence[int], continuation: Sequence[int], max_length: int
 ) -> tuple[tuple[int, ...], tuple[int, ...], int]:
@@ -124,8 +135,7 @@ def truncate(
     continuation) token pair, the input ``(context + continuation)[-(max_length + 1):][:-1]``
     and the targets the continuation's tokens still inside it (all of them unless the
     continuation alone is longer than ``max_length``)."""
-    if max_length < 1:
-        raise UsageError(f"max_length must be >= 1 token, got {max_length}")
+    check_max_length(max_length)
     context, continuation = list(context), list(continuation)
     whole = (context + continuation)[-(max_length + 1) :]
     n_scored = min(len(continuation), len(whole) - 1)
@@ -138,12 +148,12 @@ def encode_request(
 ) -> Request:
     """One ``(context, continuation)`` string pair as a :class:`Request`, tokenised by
     :func:`encode_pair` and left-truncated by :func:`truncate` (``Request.n_dropped`` says how
-    many tokens it lost). Raises ValueError when the continuation encodes to no tokens."""
-    if max_length < 1:
-        raise UsageError(f"max_length must be >= 1 token, got {max_length}")
+    many tokens it lost). Raises :class:`EmptyContinuation` when the continuation encodes to no
+    tokens, UsageError for a ``max_length`` below one token."""
+    check_max_length(max_length)
     ctx, cont = encode_pair(tokenizer, context, continuation)
     if not cont:
-        raise ValueError(
+        raise EmptyContinuation(
             f"the continuation {continuation!r} encodes to no tokens after its context"
         )
     return Request(group, unit, *truncate(ctx, cont, max_length))

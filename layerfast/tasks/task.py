@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError, warn
-from .requests import DEFAULT_MAX_LENGTH, Request, check_tokenizer, encode_request
+from .requests import (
+    DEFAULT_MAX_LENGTH,
+    EmptyContinuation,
+    Request,
+    check_tokenizer,
+    encode_request,
+)
 from .scoring import DEFAULT_UTILITY, UTILITIES, Scorer, check_utility
 
 
@@ -120,8 +126,8 @@ class Task:
                             tokenizer, item.context, self.delimiter + choice, max_length, i, c
                         )
                     )
-                except ValueError:
-                    raise ValueError(
+                except EmptyContinuation:
+                    raise EmptyContinuation(
                         f"item {item.id!r} choice {c} ({choice!r}) encodes to no tokens "
                         "after its context"
                     ) from None

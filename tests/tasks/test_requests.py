@@ -172,3 +172,18 @@ def test_cli_max_length_reaches_the_game(
     assert rc == 0, err
     assert re.search(r"warning: \d+ of 18 requests .* longer than max_length=8 tokens and", err)
     assert games[0].truncation["max_length"] == 8 and games[0].truncation["n_truncated"] > 0
+
+
+def test_a_max_length_below_one_token_is_named_not_read_as_an_empty_choice(tiny_llama):
+    """``task.requests(tok, 0)`` says the limit is wrong; only a choice that really encodes to no
+    tokens is reported as one (both are ValueErrors, so the item loop once mistook the first
+    for the second)."""
+    from layerfast.errors import UsageError
+    from layerfast.tasks import Item, Task
+    from layerfast.tasks.requests import EmptyContinuation
+
+    with pytest.raises(UsageError, match="max_length must be >= 1 token, got 0"):
+        TASK.requests(tiny_llama.tokenizer, 0)
+    empty = Task("empty", [Item("Q:", ("a", ""), 0, "q1")], delimiter="")
+    with pytest.raises(EmptyContinuation, match="item 'q1' choice 1 .* encodes to no tokens"):
+        empty.requests(tiny_llama.tokenizer, 64)

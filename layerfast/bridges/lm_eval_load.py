@@ -1,7 +1,10 @@
-"""Loading an lm-evaluation-harness task or group as a :class:`~.lm_eval_tasks.HarnessTask`,
-as ``lm_eval.simple_evaluate`` does: the harness's ``TaskManager`` finds it (built in, or a YAML
-under ``include_path``), ``num_fewshot`` and the few-shot seed are set on every task the way
-``simple_evaluate`` sets them, and each task renders its own instances (``build_all_requests``).
+"""Loading an lm-evaluation-harness task or group as a :class:`~.lm_eval_tasks.HarnessTask`
+(``multiple_choice`` tasks), or one ``generate_until`` task as a
+:class:`~.lm_eval_gen_tasks.HarnessGenTask`, as ``lm_eval.simple_evaluate`` does: the harness's
+``TaskManager`` finds it (built in, or a YAML under ``include_path``), ``num_fewshot`` and the
+few-shot seed are set on every task the way ``simple_evaluate`` sets them, and each task renders
+its own instances (``build_all_requests``). Other output types are refused in one line, and so
+is a group that holds a ``generate_until`` task.
 ``limit`` takes the *first* N documents of each task, as the harness's ``--limit`` does.
 A ``num_fewshot`` larger than a task's few-shot pool is refused in one line naming the task and
 its pool (:func:`check_fewshot_pool`), where the harness would fail deep in its sampler.
@@ -19,7 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from .lm_eval_gen_tasks import HarnessGenTask
 from .lm_eval_tasks import DEFAULT_FEWSHOT_SEED, LIST_TASKS_HINT, HarnessTask, Leaf
+
+MULTIPLE_CHOICE, GENERATE, LOGLIKELIHOOD = "multiple_choice", "generate_until", "loglikelihood"
 
 
 def load_harness(
@@ -28,8 +34,9 @@ def load_harness(
     num_fewshot: int | None = None,
     limit: int | None = None,
     fewshot_seed: int | None = DEFAULT_FEWSHOT_SEED,
-) -> HarnessTask:
-    """The harness task or group ``spec`` (a name, or a YAML path) as a :class:`HarnessTask`.
+) -> HarnessTask | HarnessGenTask:
+    """The harness task or group ``spec`` (a name, or a YAML path) as a :class:`HarnessTask`
+    (multiple-choice tasks), or a ``generate_until`` task as a :class:`HarnessGenTask`.
 
     include_path: folder(s) of task YAMLs searched besides the built-in tasks (the harness's
         ``--include_path``). num_fewshot: few-shot examples per prompt; as in the harness, a
@@ -71,21 +78,7 @@ def load_harness(
             "datasets cache first"
         ) from None
     tasks = loaded["tasks"]
-    for name, task in tasks.items():
-        output_type = getattr(task, "OUTPUT_TYPE", None) or task.get_config("output_type")
-        if output_type != "multiple_choice":
-            raise UsageError(
-                f"task {name} (of lm_eval:{spec}) has output_type {output_type!r}; layerfast "
-                "scores multiple_choice tasks only (loglikelihood, loglikelihood_rolling and "
-                "generate_until are not supported yet)"
-            )
-        if getattr(task, "MULTIMODAL", False):
-            raise UsageError(f"task {name} (of lm_eval:{spec}) is multimodal; not supported")
-    leaves, start = [], 0
-    for name, task in tasks.items():
-        leaf = _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start)
-        leaves.append(leaf)
-        start += leaf.n_requests
+    types = {name: _output_type(spec, name, task) for name, task in tasks.items()}
     options = {
         "include_path": [str(p) for p in paths] or None,
         "num_fewshot": num_fewshot,
@@ -93,7 +86,41 @@ def load_harness(
         "fewshot_seed": fewshot_seed,
         "lm_eval": lm_eval.__version__,
     }
+    generative = [name for name, t in types.items() if t == GENERATE]
+    if generative:
+        if len(tasks) > 1:
+            others = sorted({f"{t} ({name})" for name, t in types.items() if t != GENERATE})
+            raise UsageError(
+                f"lm_eval:{spec} holds {len(tasks)} tasks, {len(generative)} of output_type "
+                f"generate_until ({', '.join(generative[:5])}"
+                + (", ..." if len(generative) > 5 else "")
+                + ")"
+                + (f" besides {', '.join(others[:5])}" if others else "")
+                + "; layerfast scores a generate_until task one at a time: load each by its name"
+            )
+        name, task = next(iter(tasks.items()))
+        docs, instances, shots = _build(name, task, num_fewshot, limit, fewshot_seed, GENERATE)
+        return HarnessGenTask(spec, name, task, docs, instances, shots, options)
+    leaves, start = [], 0
+    for name, task in tasks.items():
+        leaf = _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start)
+        leaves.append(leaf)
+        start += leaf.n_requests
     return HarnessTask(spec, leaves, _root_group(loaded.get("groups") or {}), options)
+
+
+def _output_type(spec: str, name: str, task: Any) -> str:
+    """The task's output type if layerfast scores it; a UsageError otherwise."""
+    output_type = getattr(task, "OUTPUT_TYPE", None) or task.get_config("output_type")
+    if output_type not in (MULTIPLE_CHOICE, GENERATE):
+        raise UsageError(
+            f"task {name} (of lm_eval:{spec}) has output_type {output_type!r}; layerfast scores "
+            "multiple_choice and generate_until tasks (loglikelihood and loglikelihood_rolling "
+            "are not supported yet)"
+        )
+    if getattr(task, "MULTIMODAL", False):
+        raise UsageError(f"task {name} (of lm_eval:{spec}) is multimodal; not supported")
+    return output_type
 
 
 def _check_count(what: str, value: Any, lowest: int) -> int | None:
@@ -150,7 +177,32 @@ def _manager(TaskManager, spec: str, paths: list[Path]):
 
 
 def _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start) -> Leaf:
-    """Configure ``task`` as simple_evaluate does, build its instances as evaluate does."""
+    """A multiple-choice task configured and built (:func:`_build`) as a :class:`Leaf`."""
+    filters = getattr(task, "_filters", None)
+    if not filters or len(filters) != 1:
+        raise UsageError(
+            f"task {name} has {len(filters or [])} filter pipelines; layerfast scores "
+            "multiple_choice tasks with exactly one (the default 'none')"
+        )
+    docs, instances, shots = _build(name, task, num_fewshot, limit, fewshot_seed, LOGLIKELIHOOD)
+    n_choices = np.array([len(task.doc_to_choice(doc)) for _, doc in docs], dtype=np.int64)
+    return Leaf(
+        name=name,
+        task=task,
+        docs=docs,
+        instances=instances,
+        start=start,
+        n_requests=sum(len(insts) for insts in instances),
+        n_choices=n_choices,
+        num_fewshot=shots,
+        filter_key=filters[0].name,
+    )
+
+
+def _build(name, task, num_fewshot, limit, fewshot_seed, request_type):
+    """Configure ``task`` as simple_evaluate does and build its instances as evaluate does:
+    ``(docs [(doc_id, doc)], per document its instances by idx, num_fewshot)``; every instance
+    must ask for ``request_type``."""
     if num_fewshot is not None:
         if task.get_config("num_fewshot") != 0:  # the harness never overrides a set 0
             task.set_config(key="num_fewshot", value=num_fewshot)
@@ -159,12 +211,6 @@ def _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start) -> Leaf:
     task.set_fewshot_seed(seed=fewshot_seed)
     shots = int(task.get_config("num_fewshot") or 0)
     check_fewshot_pool(name, task, shots, from_flag=num_fewshot is not None)
-    filters = getattr(task, "_filters", None)
-    if not filters or len(filters) != 1:
-        raise UsageError(
-            f"task {name} has {len(filters or [])} filter pipelines; layerfast scores tasks "
-            "with exactly one (the default 'none')"
-        )
     try:
         task.build_all_requests(limit=limit, rank=0, world_size=1)
     except (ValueError, AssertionError) as e:  # the sampler's, should the pool check miss one
@@ -180,26 +226,15 @@ def _build_leaf(name, task, num_fewshot, limit, fewshot_seed, start) -> Leaf:
         ) from None
     by_doc = defaultdict(list)
     for inst in task.instances:
-        if inst.request_type != "loglikelihood":
+        if inst.request_type != request_type:
             raise UsageError(
-                f"task {name} asks for {inst.request_type!r} requests; only loglikelihood ones "
-                "are supported"
+                f"task {name} asks for {inst.request_type!r} requests; only {request_type} ones "
+                "are supported for it"
             )
         by_doc[inst.doc_id].append(inst)
     docs = list(task.doc_iterator(rank=0, limit=limit, world_size=1))
     instances = [sorted(by_doc[doc_id], key=lambda i: i.idx) for doc_id, _ in docs]
-    n_choices = np.array([len(task.doc_to_choice(doc)) for _, doc in docs], dtype=np.int64)
-    return Leaf(
-        name=name,
-        task=task,
-        docs=docs,
-        instances=instances,
-        start=start,
-        n_requests=sum(len(insts) for insts in instances),
-        n_choices=n_choices,
-        num_fewshot=int(task.get_config("num_fewshot") or 0),
-        filter_key=filters[0].name,
-    )
+    return docs, instances, int(task.get_config("num_fewshot") or 0)
 
 
 def fewshot_pool(task: Any) -> tuple[int | None, str | None, bool]:

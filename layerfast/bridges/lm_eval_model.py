@@ -8,7 +8,9 @@ head run only at continuation positions, in vocabulary chunks. Each request gets
 log-likelihood, is_greedy)``, where ``is_greedy`` says that every continuation token is the
 argmax of the logits at its position (:func:`~layerfast.evaluation.logprobs.token_logprobs_greedy`).
 ``loglikelihood_rolling`` follows the harness's rolling windows (``get_rolling_token_windows`` +
-``make_disjoint_window``, as HFLM); ``generate_until`` is refused.
+``make_disjoint_window``, as HFLM). ``generate_until`` decodes greedily with the removed sublayers
+skipped (a KV cache of the attention sublayers that run), reading ``until`` and ``max_gen_toks``
+as HFLM does and refusing sampling options (:mod:`.lm_eval_generate`).
 
 Arguments come from the harness as ``model_args``::
 
@@ -48,6 +50,7 @@ from ..tasks.requests import (  # encode: the harness's tok_encode, as encode_pa
 )
 from .lm_eval_args import as_bool, load_model, parse_model_args
 from .lm_eval_args import thread_count as thread_count_arg
+from .lm_eval_generate import DEFAULT_MAX_GEN_TOKS, generate_until
 
 # TokenPair: (context token ids, continuation token ids), as the harness's _loglikelihood_tokens
 TokenPair = tuple[Sequence[int], Sequence[int]]
@@ -129,6 +132,7 @@ class LayerfastLM(LM):
             else model_max_length(self.model.config, self.model.tokenizer)[0]
         )
         self.packing_note: str | None = None  # the last call's reason packing was off, if it was
+        self.near_ties: list[int] = []  # per request of the last generate_until call
         self._device = self.model.device
         if threads is not None:  # "auto": as the CLI chooses them for this model
             auto = resolve_sizes(self.model, self.batch_tokens, 0)[0]
@@ -164,6 +168,11 @@ class LayerfastLM(LM):
     @property
     def max_length(self) -> int:
         return self._max_length
+
+    @property
+    def max_gen_toks(self) -> int:
+        """New tokens of a generate_until request that sets no ``max_gen_toks`` (HFLM's 256)."""
+        return DEFAULT_MAX_GEN_TOKS
 
     @property
     def eot_token_id(self) -> int | None:
@@ -219,12 +228,10 @@ class LayerfastLM(LM):
         return totals
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        tasks = sorted({str(getattr(r, "task_name", None) or "?") for r in requests})
-        raise UsageError(
-            f"the layerfast model scores log-likelihoods only; task(s) {', '.join(tasks)} ask "
-            f"for output_type generate_until ({len(requests)} requests): use tasks of output "
-            "type multiple_choice, loglikelihood or loglikelihood_rolling"
-        )
+        """One greedy generation per ``req.args = (context, gen_kwargs)``, in request order, as
+        HFLM's ``generate_until`` (:mod:`.lm_eval_generate`); ``self.near_ties`` then holds,
+        per request, the greedy steps whose top-2 logits were within rounding."""
+        return generate_until(self, requests, disable_tqdm)
 
     # --- the work -------------------------------------------------------------------------------
     @torch.inference_mode()

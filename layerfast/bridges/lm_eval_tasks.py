@@ -14,10 +14,11 @@ group aggregation (``Group.aggregate``), so every number is the harness's.
 ``is_greedy`` is fed as False: the multiple-choice metrics (acc, acc_norm, acc_bytes,
 acc_mutual_info) do not read it. ``exact_match`` does, so it is not offered as a utility.
 
-Only ``multiple_choice`` tasks are supported; other output types (``loglikelihood``,
-``loglikelihood_rolling``, ``generate_until``) raise a :class:`~layerfast.errors.UsageError`
-naming the task and its type. ``limit`` takes the *first* N documents of each task, as the
-harness's ``--limit`` does (not a random subset as for layerfast's own tasks), so numbers line up.
+This module holds ``multiple_choice`` tasks; ``generate_until`` tasks are generative tasks of
+:mod:`.lm_eval_gen_tasks`; other output types (``loglikelihood``, ``loglikelihood_rolling``)
+raise a :class:`~layerfast.errors.UsageError` naming the task and its type. ``limit`` takes the
+*first* N documents of each task, as the harness's ``--limit`` does (not a random subset as for
+layerfast's own tasks), so numbers line up.
 
 lm_eval is imported only when a harness task is loaded.
 """

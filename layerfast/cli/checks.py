@@ -3,8 +3,8 @@ before any model loads (a value out of range already failed at parse time: the `
 functions of :mod:`layerfast.cli.values`). Each error is a :class:`~layerfast.errors.UsageError`
 that names the flag (or the file) and the value.
 
-* :func:`check_flags`: the task's kind against the flags that depend on it (harness and text
-  tasks, ``--utility``, ``--target-delimiter``), the scale-out and placement flags, the
+* :func:`check_flags`: the task's kind against the flags that depend on it (harness, text and
+  generative tasks, ``--utility``, ``--target-delimiter``), the scale-out and placement flags, the
   calibration text file;
 * :func:`check_paths`: ``--out`` is a folder that can be made and written; the cache file is not a
   folder and, when it exists, is a sound SQLite database;
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..paths import check_writable_folder
-from ..tasks.kinds import LM_EVAL, TEXT, kind
+from ..tasks.kinds import LM_EVAL, TEXT, is_generative_spec, kind
 from . import values
 
 
@@ -31,6 +31,7 @@ def check_flags(args: argparse.Namespace) -> None:
     """The cheap checks of flags that depend on each other or on the task's kind."""
     harness_flags(args)
     text_task_flags(args)
+    generative_flags(args)
     utility(args)
     delimiter_flag(args)
     scale_flags(args)
@@ -95,6 +96,23 @@ def text_task_flags(args: argparse.Namespace) -> None:
                 raise UsageError(f"--utility: {e}") from None
 
 
+def generative_flags(args: argparse.Namespace) -> None:
+    """A generative task (``*-gen``) on a verb or with flags that cannot take one."""
+    generative = [t for t in task_names(args) if is_generative_spec(t)]
+    if not generative:
+        return
+    if args.verb == "bench":
+        raise UsageError(
+            f"--task {generative[0]} is generative; bench times likelihood sweeps (give a "
+            "multiple-choice task, or time a generative sweep with benchmarks/bench_generation.py)"
+        )
+    if values.n_workers(args) >= 2:
+        raise UsageError(
+            f"--workers {values.n_workers(args)}: generative tasks ({generative[0]}) run in this "
+            "process for now; drop --workers"
+        )
+
+
 def utility(args: argparse.Namespace) -> None:
     """``--utility`` on a multiple-choice task: one of layerfast's utilities (None: the task's
     default, set when it loads); an lm_eval: task's metrics are checked once it loads, before
@@ -102,7 +120,14 @@ def utility(args: argparse.Namespace) -> None:
     name = getattr(args, "utility", None)
     if name is None or _kinds(args) & {LM_EVAL, TEXT}:
         return
+    from ..tasks.gen_scoring import UTILITIES as GENERATIVE
     from ..tasks.scoring import UTILITIES
+
+    specs = task_names(args)
+    if any(is_generative_spec(t) for t in specs) or (
+        name in GENERATIVE and any(is_generative_spec(t) is None for t in specs)
+    ):
+        return  # a generative task (or a JSONL file that may be one): checked once it loads
 
     if name not in UTILITIES:
         raise UsageError(

@@ -5,6 +5,7 @@ convergence runs) and ``report`` (both, with figures and ``report.md``; several 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 from .. import __version__
@@ -13,8 +14,10 @@ from ..estimators.ablation import ablate
 from ..estimators.convergence import convergence
 from ..report import files as outputs
 from ..report import tables
+from ..report.agreement import agreement_blocks, agreement_line, likelihood_agreement
 from ..report.document import write_markdown
 from ..report.html import write_html
+from . import values
 from .common import done, setup
 from .flags import PLAYERS, RUN, SWEEP, add, verb
 from .multi_report import check_report, cmd_multi_report
@@ -114,10 +117,27 @@ def report_pair(args: argparse.Namespace) -> tuple:
         progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         item_bootstrap=args.item_bootstrap,
     )
+    # a generative built-in: how its ranks compare with its likelihood form's (same model)
+    twin = likelihood_agreement(
+        game,
+        args.limit,
+        args.seed,
+        players=getattr(args, "players", None),
+        unit=getattr(args, "unit", "sublayer"),
+        cache=values.cache_path(args),
+        batch_tokens=values.batch_tokens(args),
+        memory_budget=values.memory_budget(args),
+        max_length=args.max_length,
+    )
     meta["wall_s"] = wall = time.time() - t0
     written = outputs.save_ablation(args.out, abl, meta)
     written += outputs.save_shapley(args.out, res, meta)
     doc = tables.pair_document(meta, abl, res, wall, tables.provenance(meta, __version__))
+    if twin is not None:
+        agreement, views, record = twin
+        blocks = doc.blocks + agreement_blocks(agreement, views)
+        doc = dataclasses.replace(doc, blocks=blocks)
+        written.append(outputs.write_json(args.out / "agreement.json", {**meta, **record}))
     written += [
         write_markdown(args.out / "report.md", doc),
         write_html(args.out / "report.html", doc),
@@ -128,5 +148,7 @@ def report_pair(args: argparse.Namespace) -> tuple:
         f"{tables.cornerstone_summary(abl)}"
     )
     print(tables.top_players(res))
+    if twin is not None:
+        print(agreement_line(twin[0]))
     done(written, wall)
     return abl, res, meta

@@ -130,6 +130,14 @@ def warn_unfinished_elsewhere(cache: UtilityCache, key: CacheKey) -> None:
         )
 
 
+def open_cache(cache: bool | str | Path | None) -> UtilityCache | None:
+    """A Game's ``cache=`` argument opened: None/False none, True the user cache file, else the
+    SQLite file at that path."""
+    if cache is None or cache is False:
+        return None
+    return UtilityCache(None if cache is True else cache)
+
+
 def default_path() -> Path:
     return assets.cache_dir() / "utilities.sqlite"
 

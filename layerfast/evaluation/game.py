@@ -26,9 +26,11 @@ from ..errors import UsageError
 from ..models import SublayerModel
 from ..progress import progress as progress_bar
 from ..tasks.contract import TaskKind
+from ..tasks.prompts import is_generative
 from ..tasks.requests import requests_fingerprint, tokenise
-from .cache import CacheKey, UtilityCache, warn_unfinished_elsewhere
+from .cache import CacheKey, open_cache, warn_unfinished_elsewhere
 from .executors import check_executor, make_executor
+from .generative_game import GenerativeGame
 from .players import choose_players
 from .prefix_executor import prefix_steps, trie_order
 from .ray.runner import check_workers
@@ -44,7 +46,8 @@ class Game:
         model: a :class:`SublayerModel` (see ``lf.load``).
         task: a task of any kind (``lf.tasks.load``; the contract is
             :class:`~layerfast.tasks.contract.TaskKind`): multiple-choice items, ``text:`` or
-            ``lm_eval:``.
+            ``lm_eval:``. A generative task (``task.generative``) makes a
+            :class:`~.generative_game.GenerativeGame` instead (same arguments).
         utility: one of ``task.utilities``: "acc" | "acc_norm" | "acc_bytes" | "logprob" |
             "margin" for multiple-choice items, "nll" | "ppl" for text, a metric of an
             ``lm_eval:`` task. None: the task's default (``task.default_utility``).
@@ -61,10 +64,8 @@ class Game:
             does, with one warning counting them (``truncation``). None: the model's own limit
             (:func:`~layerfast.tasks.requests.model_max_length`).
         progress: show a progress bar counting coalitions.
-        pack: share each item's context across its choices (one row per item, see
-            :mod:`layerfast.evaluation.batching`); turned off, with the reason in ``packing_note``,
-            where it would not be exact (sliding-window attention over long inputs, flash
-            attention).
+        pack: share each item's context across its choices (:mod:`.batching`); turned off, with
+            the reason in ``packing_note``, where it would not be exact.
         chunk: coalitions evaluated together, batch by batch (more shares more prefixes);
             finished coalition-batches are stored as they come, at most 4 at a time or 2 s
             apart (:mod:`.runner`), so a kill loses at most that much finished work.
@@ -95,6 +96,11 @@ class Game:
     rest came from the memo or the cache). It keeps the estimators' contract
     (:mod:`layerfast.estimators.contract`).
     """
+
+    def __new__(cls, model: Any = None, task: Any = None, *args: Any, **kwargs: Any):
+        if cls is Game and is_generative(task):  # scored on generated text: its own game
+            return GenerativeGame(model, task, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -156,11 +162,7 @@ class Game:
             self.players = list(self.player_set.names)
             self.n_players = len(self.players)
             self._memo: dict[str, np.ndarray] = {}
-            self._cache = (
-                None
-                if cache is None or cache is False
-                else UtilityCache(None if cache is True else cache)
-            )
+            self._cache = open_cache(cache)
             if self._cache is not None:
                 warn_unfinished_elsewhere(self._cache, self.key)
         except BaseException:
@@ -243,8 +245,7 @@ class Game:
         return self.runner.compute_run
 
     @property
-    def draws_progress(self) -> bool:
-        """True when this game draws its own progress bar (``progress=True``)."""
+    def draws_progress(self) -> bool:  # a bar of its own (progress=True)
         return bool(self.progress)
 
     def with_utility(self, utility: str) -> Game:
@@ -376,8 +377,7 @@ class Game:
         terms = [self.scorer.per_item(ll, utility or self.utility) for ll in rows]
         return np.stack(terms) if terms else np.zeros((0, self.n_items))
 
-    def full_mask(self) -> np.ndarray:
-        """bool [n_players], every player kept."""
+    def full_mask(self) -> np.ndarray:  # bool [n_players], every player kept
         return np.ones(self.n_players, dtype=bool)
 
     def __repr__(self) -> str:

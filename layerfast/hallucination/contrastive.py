@@ -11,6 +11,10 @@ harness does):
   choices'.
 
 total = nll + weight * infonce, averaged over a batch of items drawn with a seeded generator.
+
+A generative task is trained as the multiple-choice task of its first target against the model's
+own wrong answer (:func:`.generative.contrastive_task`); an item with one choice (answered right)
+adds its NLL and an InfoNCE term of 0.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ AVSS^G_b = AV^G_b / AS^G_b (NaN where AS^G_b = 0). Per block:
   positive where wrong answers come with relatively more variance and less sparsity.
 
 Each score has a percentile bootstrap interval over items (resampled within each group).
+
+Generative tasks (``task.generative``): items are split by the full model's greedily generated
+answer (right when the 0/1 utility, ``exact_match`` by default, scores it 1) and each item's
+sequence is its prompt followed by the tokens the model generated: :mod:`.generative`.
 """
 
 from __future__ import annotations
@@ -171,7 +175,7 @@ class EAVSSResult:
     scopes: dict[str, dict[str, np.ndarray]]  # scope -> score name -> [n_blocks]
     intervals: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # scope -> score -> (lo, hi)
     correct: np.ndarray  # [n_items] 1 = answered right (group C)
-    predictions: np.ndarray  # [n_items] chosen choice
+    predictions: np.ndarray  # [n_items] chosen choice (generative: the generated text, object)
     utility: str
     dtype: str
     eps: float
@@ -179,6 +183,7 @@ class EAVSSResult:
     backend: str
     level: float = 0.95
     meta: dict = field(default_factory=dict)
+    generations: list[dict] | None = None  # generative: one row per item (.generative.item_rows)
 
     @property
     def n_blocks(self) -> int:
@@ -221,7 +226,7 @@ def _check_scope(scope: str) -> str:
 def eavss(
     model: SublayerModel,
     task,
-    utility: str = "acc_norm",
+    utility: str | None = None,
     stats_dtype: str | torch.dtype | None = STATS_DTYPE,
     eps: float = 1e-5,
     relative: bool = False,
@@ -233,7 +238,10 @@ def eavss(
     game=None,
 ) -> EAVSSResult:
     """Split ``task``'s items by whether the full model answers them right (``utility``: acc,
-    acc_norm or acc_bytes), then score every block (see the module docstring).
+    acc_norm or acc_bytes; None: acc_norm), then score every block (see the module docstring).
+    On a generative task: ``exact_match`` (None) or another 0/1 utility of the generated answers,
+    the statistics on prompt + generated tokens (:mod:`.generative`); one empty group raises
+    :class:`~.generative.OneGroupEmpty` (a UsageError carrying the split).
 
     stats_dtype: the dtype of the statistics pass (default "bf16", as the AVSS authors ran: in
     fp32 almost no residual entry is below 1e-5, see docs/stats.md); "model" (or None) runs the
@@ -241,25 +249,43 @@ def eavss(
     game: an existing ``lf.Game`` on ``task`` to reuse its cached evaluations.
     """
     from ..evaluation.game import Game
+    from ..tasks.prompts import is_generative
     from ..tasks.scoring import ACCURACY_UTILITIES
 
-    if utility not in ACCURACY_UTILITIES:
-        raise UsageError(
-            f"utility must be one of {ACCURACY_UTILITIES} (a right/wrong split), got {utility!r}"
-        )
-    parse_stats_dtype(stats_dtype)  # a bad name fails before the evaluation
-    game = game or Game(model, task, utility=utility, progress=progress)
-    loglik = game.loglik(game.full_mask()[None])[0]
-    predictions = game.scorer.predictions(loglik, utility)
-    correct = (predictions == game.scorer.gold).astype(int)
-    c_idx, h_idx = split_by_outcome(correct)
-    if not len(c_idx) or not len(h_idx):
-        raise UsageError(
-            f"the model answers {len(c_idx)} of {len(correct)} items right: both "
-            "groups need items (use a harder or easier task, or more items)"
-        )
+    if is_generative(task):
+        from . import generative as gen
+
+        utility = gen.check_utility(task, utility)
+        parse_stats_dtype(stats_dtype)  # a bad name fails before the generation
+        got = gen.outcomes(model, task, utility, game=game, progress=progress)
+        correct, reqs = got.correct, got.requests
+        predictions = np.asarray(got.texts, dtype=object)
+        record, rows = gen.split_record(task, got), gen.item_rows(task, correct, got.texts)
+        c_idx, h_idx = split_by_outcome(correct)
+        if not len(c_idx) or not len(h_idx):
+            raise gen.OneGroupEmpty(gen.empty_group_message(task, record), record, rows)
+        extra = {"generative": record}
+    else:
+        utility = "acc_norm" if utility is None else utility
+        if utility not in ACCURACY_UTILITIES:
+            raise UsageError(
+                f"utility must be one of {ACCURACY_UTILITIES} (a right/wrong split), got "
+                f"{utility!r}"
+            )
+        parse_stats_dtype(stats_dtype)  # a bad name fails before the evaluation
+        game = game or Game(model, task, utility=utility, progress=progress)
+        loglik = game.loglik(game.full_mask()[None])[0]
+        predictions = game.scorer.predictions(loglik, utility)
+        correct = (predictions == game.scorer.gold).astype(int)
+        c_idx, h_idx = split_by_outcome(correct)
+        if not len(c_idx) or not len(h_idx):
+            raise UsageError(
+                f"the model answers {len(c_idx)} of {len(correct)} items right: both "
+                "groups need items (use a harder or easier task, or more items)"
+            )
+        reqs = answer_requests(game.requests, predictions)
+        extra, rows = {}, None
     stats_model = model_for_stats(model, stats_dtype)
-    reqs = answer_requests(game.requests, predictions)
     per_scope = item_stats(
         stats_model,
         reqs,
@@ -289,5 +315,7 @@ def eavss(
             "n_items": len(correct),
             "nonfinite": nonfinite,
             "accuracy": float(correct.mean()),
+            **extra,
         },
+        generations=rows,
     )

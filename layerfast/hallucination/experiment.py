@@ -6,10 +6,15 @@ Splits are disjoint and fixed by a seed: EAVSS is computed on the training items
 fine-tuning sees only training items, validation and test items are scored before and after.
 The effect of choosing layers by EAVSS is the difference between the ``eavss-top`` row and the
 ``random`` rows; the effect of fine-tuning at all is any row against ``before``.
+
+On a generative task the same runs with the fine-tuning task and the measures of
+:mod:`.generative`: the first target against the model's own wrong answer, accuracy of freshly
+generated answers, the first target's log-prob.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -19,6 +24,8 @@ from ..errors import UsageError
 from ..evaluation.game import Game
 from ..models import SublayerModel
 from ..tasks import Task
+from ..tasks.prompts import is_generative
+from . import generative as gen
 from .contrastive import FinetuneConfig, finetune
 from .eavss import eavss
 
@@ -26,7 +33,8 @@ from .eavss import eavss
 def split_task(
     task: Task, fractions: Sequence[float] = (0.5, 0.25, 0.25), seed: int = 0
 ) -> tuple[Task, Task, Task]:
-    """Disjoint (train, validation, test) subsets, drawn by ``seed``, each kept in task order."""
+    """Disjoint (train, validation, test) subsets, drawn by ``seed``, each kept in task order
+    (of the task's own kind: a generative task keeps its stops and token limit)."""
     f = np.asarray(fractions, dtype=float)
     if f.shape != (3,) or (f <= 0).any() or abs(f.sum() - 1) > 1e-9:
         raise UsageError(
@@ -40,6 +48,17 @@ def split_task(
     order = np.random.default_rng(seed).permutation(n)
     bounds = np.cumsum(counts)[:-1]
     parts = np.split(order, bounds)
+    if is_generative(task):
+        gen_items = gen.check_items(task, "splitting into train/val/test")
+        return tuple(
+            dataclasses.replace(
+                task,
+                name=f"{task.name}-{name}",
+                items=[gen_items[i] for i in sorted(p)],
+                notes={**task.notes, "split": name, "split_seed": seed},
+            )
+            for name, p in zip(("train", "val", "test"), parts, strict=True)
+        )
     return tuple(
         Task(
             f"{task.name}-{name}",
@@ -53,7 +72,10 @@ def split_task(
 
 
 def evaluate(model: SublayerModel, task: Task, utility: str = "acc_norm") -> dict:
-    """Accuracy (``utility``) and mean gold log-prob on ``task``, with per-item terms."""
+    """Accuracy (``utility``) and mean gold log-prob on ``task``, with per-item terms (a
+    generative task: :func:`.generative.evaluate`)."""
+    if is_generative(task):
+        return gen.evaluate(model, task, utility)
     game = Game(model, task, utility=utility, progress=False)
     full = game.full_mask()
     correct = game.per_item(full)
@@ -73,7 +95,7 @@ def compare(
     config: FinetuneConfig | None = None,
     n_random: int = 3,
     scope: str = "answer",
-    utility: str = "acc_norm",
+    utility: str | None = None,
     stats_dtype="bf16",
     fractions: Sequence[float] = (0.5, 0.25, 0.25),
     seed: int = 0,
@@ -82,9 +104,16 @@ def compare(
     keep: Sequence[str] = (),
 ) -> dict:
     """Run every condition; returns {"rows": [...], "eavss": EAVSSResult (train items), "models":
-    the fine-tuned models of the conditions named in ``keep``, ...}. ``config``: None = defaults."""
+    the fine-tuned models of the conditions named in ``keep``, ...}. ``config``: None = defaults;
+    ``utility`` None: acc_norm (generative: exact_match)."""
     if config is None:
         config = FinetuneConfig()
+    generative = is_generative(task)
+    if generative:
+        utility = gen.check_utility(task, utility)
+        gen.check_items(task, "--finetune")
+    elif utility is None:
+        utility = "acc_norm"
     if task.notes.get("canary"):
         raise UsageError(
             f"{task.name} carries a canary ({task.notes['canary']!r}): it is not "
@@ -110,12 +139,19 @@ def compare(
         for i in range(n_random)
     ]
     conditions.append(("all", list(range(n))))
+    # the task the fine-tuning trains on: a generative item's first target against its own
+    # generated answer (.generative.contrastive_task)
+    train_on = (
+        gen.contrastive_task(train, result.correct, list(result.predictions))
+        if generative
+        else train
+    )
     before = {"val": evaluate(model, val, utility), "test": evaluate(model, test, utility)}
     rows = [_row("before", [], before, before, [])]
     models = {}
     for name, blocks in conditions:
         t0 = time.time()
-        tuned, losses = finetune(model, train, blocks, config, progress=progress)
+        tuned, losses = finetune(model, train_on, blocks, config, progress=progress)
         after = {"val": evaluate(tuned, val, utility), "test": evaluate(tuned, test, utility)}
         rows.append(_row(name, blocks, before, after, losses))
         r = rows[-1]

@@ -42,6 +42,11 @@ _CACHE_KWARGS = frozenset(
 )
 
 
+# The names transformers has given the KV-cache argument of an attention module, newest first.
+CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
+_CACHE_ARGUMENT_OF: dict[type, str] = {}  # attention module class -> its cache argument
+
+
 @dataclass
 class ParallelState:
     """Residual state inside a parallel-residual block.
@@ -161,7 +166,12 @@ class Adapter:
     @property
     def sliding_window(self) -> int | None:
         """The sliding window of local attention layers in tokens, or None."""
-        return getattr(self.config, "sliding_window", None) or None
+        text = getattr(self.config, "text_config", None) or self.config  # Gemma 3 image-text
+        return (
+            getattr(self.config, "sliding_window", None)
+            or getattr(text, "sliding_window", None)
+            or None
+        )
 
     # --- the two branches ----------------------------------------------------------------------
     def attn_branch(
@@ -181,6 +191,56 @@ class Adapter:
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+    # --- decoding with a KV cache (:mod:`layerfast.models.generation`) ---------------------------
+    def cache_argument(self, layer: nn.Module) -> str:
+        """The name under which block ``layer``'s attention module takes its KV cache (transformers
+        has renamed it: ``cache``, ``past_key_values``, ``past_key_value``, ``layer_past``)."""
+        attn = self.branch_modules(layer)[0]
+        found = _CACHE_ARGUMENT_OF.get(type(attn))
+        if found is not None:
+            return found
+        params = inspect.signature(type(attn).forward).parameters
+        for name in CACHE_ARGUMENTS:
+            if name in params:
+                _CACHE_ARGUMENT_OF[type(attn)] = name
+                return name
+        raise UsageError(
+            f"{type(attn).__name__}.forward takes no KV cache argument "
+            f"({', '.join(CACHE_ARGUMENTS)})"
+            "; layerfast cannot decode with this transformers version"
+        )
+
+    @staticmethod
+    def query_rows(kwargs: dict[str, Any], start: int) -> dict[str, Any]:
+        """A block's branch arguments, recorded for queries 0..T-1, cut to queries start..T-1
+        (the keys stay 0..T-1): the 4D mask's query rows [B, 1, T, T] -> [B, 1, T - start, T],
+        rotary cos/sin [B, T, dh] -> [B, T - start, dh], position ids [B, T] -> [B, T - start].
+        A 2D padding mask (flash attention) is over keys and stays; a None mask (the kernel's
+        own causal mask) stays, which is exact for one query row."""
+        if start == 0:
+            return dict(kwargs)
+        out: dict[str, Any] = {}
+        for name, value in kwargs.items():
+            if name == "attention_mask" and isinstance(value, torch.Tensor) and value.ndim == 4:
+                value = value[:, :, start:, :]
+            elif name == "position_embeddings" and isinstance(value, tuple):
+                value = tuple(t[..., start:, :] for t in value)
+            elif name == "position_ids" and isinstance(value, torch.Tensor):
+                value = value[..., start:]
+            elif name == "cache_position" and isinstance(value, torch.Tensor):
+                value = value[start:]
+            elif (
+                name == "attention_mask"
+                and value is not None
+                and not isinstance(value, torch.Tensor)
+            ):
+                raise UsageError(
+                    f"attention mask of type {type(value).__name__} cannot be cut to new queries;"
+                    " load the model with attn_implementation='sdpa' or 'eager' to generate"
+                )
+            out[name] = value
+        return out
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod

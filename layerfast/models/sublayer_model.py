@@ -33,7 +33,7 @@ from torch import nn
 from ..coalitions import as_mask
 from ..errors import UsageError
 from ..players import sublayer_players
-from . import placement
+from . import generation, placement
 from .adapter import PLAYER_KINDS, Adapter, ParallelState, adapter_for
 
 State = Any  # torch.Tensor [B, T, d] or ParallelState
@@ -273,6 +273,33 @@ class SublayerModel(nn.Module):
         """Logits [B, T, V] on :attr:`device` for input_ids [B, T]; keep: bool [n_players], None
         = all kept."""
         return self.logits(self.hidden_states(input_ids, keep, attention_mask)).to(self.device)
+
+    # --- generation ----------------------------------------------------------------------------
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        keep=None,
+        max_new_tokens: int = 32,
+        stop: Sequence[str] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        batch_size: int = 8,
+    ) -> torch.Tensor:
+        """Greedy new tokens int64 [B, <= max_new_tokens] for input_ids [B, T] (left-padded where
+        ``attention_mask`` [B, T] says so), only the kept players run; a row that stopped early
+        (EOS, or a ``stop`` string in its new text) is padded with the pad id. The KV cache is
+        keyed by original layer index: see :mod:`layerfast.models.generation`."""
+        if input_ids.ndim != 2:
+            raise UsageError(
+                f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}"
+            )
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        rows = [ids[m.bool()].tolist() for ids, m in zip(input_ids.cpu(), mask.cpu())]
+        gen = generation.generate_ids(self, rows, keep, max_new_tokens, stop, batch_size)
+        width = max((len(t) for t in gen.tokens), default=0)
+        out = torch.full((len(rows), width), generation.pad_id(self), dtype=torch.long)
+        for b, tokens in enumerate(gen.tokens):
+            out[b, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+        return out.to(self.device)
 
     # --- identity ------------------------------------------------------------------------------
     def fingerprint(self, recompute: bool = False) -> str:

@@ -8,6 +8,13 @@ scorer that turns a coalition's per-request log-likelihoods into utilities. The 
 :mod:`.builtin`; scored by :mod:`.scoring`), plain text (:mod:`.text_task`) and
 lm-evaluation-harness tasks (``lm_eval:``, the bridge :mod:`layerfast.bridges.lm_eval_tasks`).
 :mod:`.texts` holds the calibration text of the statistics pass.
+
+Generative tasks (:func:`is_generative`) are scored on the text the model generates, and keep
+the parallel contract of :mod:`.prompts`: ``task.prompts(tokenizer, max_length)`` gives one
+:class:`~.prompts.Prompt` per item, ``task.scorer(prompts)`` the scorer of one generated text per
+prompt. :class:`GenTask` (:mod:`.gen_task`: JSONL files whose items have ``targets``, and the
+built-in ``capitals-gen``, ``analogies-gen``, ``bigbench-gen:<task>`` of :mod:`.gen_builtin`) is
+scored by :mod:`.gen_scoring` (``exact_match``, ``f1``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from typing import Any
 from ..errors import UsageError
 from .builtin import BUILTIN, bigbench
 from .contract import Scorer, TaskKind
-from .kinds import HARNESS_PREFIX, LM_EVAL, TEXT, TEXT_PREFIX, kind
+from .gen_builtin import GEN_BUILTIN, bigbench_gen
+from .gen_task import GenItem, GenTask, is_generative_file, read_gen_jsonl
+from .kinds import GENERATIVE_PREFIX, HARNESS_PREFIX, LM_EVAL, TEXT, TEXT_PREFIX, kind
+from .prompts import Prompt, is_generative
 from .requests import Request
 from .task import Item, Task, TaskFormatError, read_jsonl
 from .text_task import TextTask, load_text
@@ -35,6 +45,10 @@ __all__ = [
     "kind",
     "Task",
     "TextTask",
+    "GenTask",
+    "GenItem",
+    "Prompt",
+    "is_generative",
     "TaskKind",
     "Scorer",
     "Request",
@@ -42,17 +56,24 @@ __all__ = [
     "Item",
     "TaskFormatError",
     "read_jsonl",
+    "read_gen_jsonl",
     "available",
     "BUILTIN",
+    "GEN_BUILTIN",
 ]
 
 
 def available() -> list[str]:
-    return sorted(BUILTIN) + [
-        "bigbench:<task>",
-        HARNESS_PREFIX + "<task or group>",
-        TEXT_PREFIX + "<lee|pydoc|file.txt|file.jsonl>",
-    ]
+    return (
+        sorted(BUILTIN)
+        + sorted(GEN_BUILTIN)
+        + [
+            "bigbench:<task>",
+            GENERATIVE_PREFIX + "<task>",
+            HARNESS_PREFIX + "<task or group>",
+            TEXT_PREFIX + "<lee|pydoc|file.txt|file.jsonl>",
+        ]
+    )
 
 
 def text(name_or_path: str | Path, n: int | None = None) -> TextTask:
@@ -64,14 +85,16 @@ def text(name_or_path: str | Path, n: int | None = None) -> TextTask:
 
 
 def load(
-    name_or_path: str | Path | Task,
+    name_or_path: str | Path | Task | GenTask,
     limit: int | None = None,
     seed: int = 0,
     delimiter: str | None = None,
     include_path: str | Path | None = None,
     num_fewshot: int | None = None,
-) -> TaskKind:
-    """A task by built-in name ('capitals', 'analogies', 'bigbench:<task>'), JSONL path, or
+) -> TaskKind | GenTask:
+    """A task by built-in name ('capitals', 'analogies', 'bigbench:<task>'; generative:
+    'capitals-gen', 'analogies-gen', 'bigbench-gen:<task>'), JSONL path (a file whose items
+    have ``targets`` is a :class:`GenTask`), or
     lm-evaluation-harness task or group ('lm_eval:<name>',
     :mod:`layerfast.bridges.lm_eval_tasks`), or
     plain text ('text:lee', 'text:pydoc', 'text:<file>', :func:`text`; limit: the first
@@ -81,9 +104,9 @@ def load(
     ``lm_eval:`` task the first ``limit`` documents of each task, as the harness's --limit.
     include_path, num_fewshot: for ``lm_eval:`` tasks only, as the harness's --include_path
     (a folder of task YAMLs) and --num_fewshot.
-    delimiter: for a JSONL file, the string between context and each choice; it wins over the
-    file's own ``{"delimiter": ...}`` line, which wins over " ". Tasks by name set their own:
-    giving one for them is a UsageError.
+    delimiter: for a multiple-choice JSONL file, the string between context and each choice;
+    it wins over the file's own ``{"delimiter": ...}`` line, which wins over " ". Tasks by name
+    set their own, and generative files have none: giving one for them is a UsageError.
     """
     if delimiter is not None and sets_own_delimiter(name_or_path):
         what = (
@@ -108,24 +131,28 @@ def load(
         return load_text(name_or_path, limit)
     if isinstance(name_or_path, TextTask):
         return name_or_path.subset(limit)
-    if not _is_spec(name_or_path) and not isinstance(name_or_path, Task):
+    if not _is_spec(name_or_path) and not isinstance(name_or_path, (Task, GenTask)):
         if limit is not None:  # another kind's object (an lm_eval: task): chosen when loaded
             raise UsageError(
                 f"limit={limit}: a loaded {type(name_or_path).__name__} keeps the documents it "
                 "was loaded with; give the limit when loading it"
             )
         return name_or_path
-    if isinstance(name_or_path, Task):
+    if isinstance(name_or_path, (Task, GenTask)):
         task = name_or_path
     else:
         spec = str(name_or_path)
         path = Path(spec).expanduser()
         if path.is_file():
-            task = read_jsonl(path, delimiter)
+            task = _read_file(path, delimiter)
         elif path.is_dir():
             raise UsageError(f"task {spec} is a folder, not a JSONL file")
         elif spec in BUILTIN:
             task = BUILTIN[spec]()
+        elif spec in GEN_BUILTIN:
+            task = GEN_BUILTIN[spec]()
+        elif spec.startswith(GENERATIVE_PREFIX):
+            task = bigbench_gen(spec[len(GENERATIVE_PREFIX) :])
         elif spec.startswith("bigbench:"):
             task = bigbench(spec.split(":", 1)[1])
         elif spec.endswith((".jsonl", ".json")) or "/" in spec:
@@ -146,7 +173,20 @@ def sets_own_delimiter(name_or_path: str | Path | Any) -> bool:
     spec = str(name_or_path)
     if Path(spec).expanduser().exists():
         return False
-    return spec in BUILTIN or re.match(r"[A-Za-z_]\w*:", spec) is not None
+    return spec in BUILTIN or spec in GEN_BUILTIN or re.match(r"[A-Za-z_][\w-]*:", spec) is not None
+
+
+def _read_file(path: Path, delimiter: str | None) -> Task | GenTask:
+    """A JSONL task file: generative when its first item has ``targets``
+    (:func:`~.gen_task.is_generative_file`), multiple choice otherwise."""
+    if not is_generative_file(path):
+        return read_jsonl(path, delimiter)
+    if delimiter is not None:
+        raise UsageError(
+            f"delimiter {delimiter!r} applies to multiple-choice JSONL files; {path} holds "
+            "generative items ('targets'), which have none"
+        )
+    return read_gen_jsonl(path)
 
 
 def _is_spec(name_or_path: Any) -> bool:

@@ -38,11 +38,17 @@ def _with_distractors(
     return choices, choices.index(gold)
 
 
-def capitals() -> Task:
-    """'Q: What is the capital of X?\\nA:' -> ' <capital>' among 4 capitals."""
+def capital_questions() -> dict[str, list[str]]:
+    """The source's questions in file order, each with its valid answers (the first is the
+    canonical one; the rest are other spellings or other capitals)."""
     path = assets.fetch(assets.WORLD_CAPITALS)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    questions = {q: answers for q, answers in data.items() if q != "AUTHOR"}
+    return {q: [str(a) for a in answers] for q, answers in data.items() if q != "AUTHOR"}
+
+
+def capitals() -> Task:
+    """'Q: What is the capital of X?\\nA:' -> ' <capital>' among 4 capitals."""
+    questions = capital_questions()
     pool = [answers[0] for answers in questions.values()]
     rng = random.Random(_DISTRACTOR_SEED)
     items = []
@@ -60,8 +66,9 @@ def capitals() -> Task:
     )
 
 
-def analogies() -> Task:
-    """'Athens is to Greece as Baghdad is to' -> ' Iraq' among 4 words of the same section."""
+def analogy_sections() -> dict[str, list[list[str]]]:
+    """The analogy rows ``[a, b, c, d]`` ("a is to b as c is to d") of each section, in file
+    order."""
     path = assets.fetch(assets.ANALOGIES)
     sections: dict[str, list[list[str]]] = {}
     section = None
@@ -74,6 +81,12 @@ def analogies() -> Task:
             if section is None or len(words) != 4:
                 raise TaskFormatError(f"{path}:{lineno}: expected 4 words after a ': section' line")
             sections[section].append(words)
+    return sections
+
+
+def analogies() -> Task:
+    """'Athens is to Greece as Baghdad is to' -> ' Iraq' among 4 words of the same section."""
+    sections = analogy_sections()
     rng = random.Random(_DISTRACTOR_SEED)
     items = []
     for name, rows in sections.items():
@@ -92,8 +105,8 @@ def analogies() -> Task:
 BIGBENCH = assets.PackagedFile("bigbench==1.0.0", "", "Apache-2.0")
 
 
-def bigbench(name: str) -> Task:
-    """A BIG-bench JSON task with ``target_scores`` e.g. 'movie_recommendation'."""
+def bigbench_json(name: str) -> tuple[dict, str]:
+    """(the parsed ``task.json`` of BIG-bench task ``name``, its path in the archive)."""
     archive = assets.download_archive(BIGBENCH.requirement)
     member = f"bigbench/benchmark_tasks/{name}/task.json"
     with tarfile.open(archive) as tf:
@@ -107,9 +120,20 @@ def bigbench(name: str) -> Task:
                 }
             )
             raise UsageError(f"no BIG-bench task {name!r}; available: {', '.join(available)}")
-        data = json.load(tf.extractfile(found[0]))
+        return json.load(tf.extractfile(found[0])), member
+
+
+def bigbench_context(data: dict, example: dict) -> str:
+    """An example's prompt: the task's input prefix (default "Q: "), the input, its output
+    prefix (default "\\nA:")."""
     prefix = data.get("example_input_prefix", "\nQ: ").lstrip("\n")
     out_prefix = data.get("example_output_prefix", "\nA:").rstrip(" ")
+    return f"{prefix}{example['input']}{out_prefix}"
+
+
+def bigbench(name: str) -> Task:
+    """A BIG-bench JSON task with ``target_scores`` e.g. 'movie_recommendation'."""
+    data, member = bigbench_json(name)
     items = []
     for k, ex in enumerate(data.get("examples", [])):
         scores = ex.get("target_scores")
@@ -117,7 +141,7 @@ def bigbench(name: str) -> Task:
             continue
         choices = list(scores)
         gold = max(range(len(choices)), key=lambda i: scores[choices[i]])
-        items.append(Item(f"{prefix}{ex['input']}{out_prefix}", tuple(choices), gold, str(k)))
+        items.append(Item(bigbench_context(data, ex), tuple(choices), gold, str(k)))
     if not items:
         raise UsageError(f"BIG-bench task {name!r} has no multiple-choice examples")
     return Task(

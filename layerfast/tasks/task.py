@@ -95,12 +95,9 @@ class Task:
 
     def subset(self, limit: int | None, seed: int = 0) -> Task:
         """``limit`` items drawn at random (reproducibly by ``seed``), kept in file order."""
-        if limit is None or limit >= len(self.items):
+        keep = subset_indices(len(self.items), limit, seed)
+        if keep is None:
             return self
-        if limit <= 0:
-            raise UsageError(f"limit must be positive, got {limit}")
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(len(self.items), size=limit, replace=False))
         return Task(
             self.name,
             [self.items[i] for i in keep],
@@ -166,6 +163,17 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, {len(self.items)} items, chance={self.chance:.3f})"
+
+
+def subset_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray | None:
+    """The sorted indices of ``limit`` of ``n`` items drawn at random by ``seed`` (int
+    [limit]); None when ``limit`` is None or keeps every item. Every task kind's ``subset``."""
+    if limit is None or limit >= n:
+        return None
+    if limit <= 0:
+        raise UsageError(f"limit must be positive, got {limit}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=limit, replace=False))
 
 
 def read_jsonl(path: str | Path, delimiter: str | None = None) -> Task:
@@ -264,6 +272,11 @@ def text_lines(path: Path) -> Iterator[str]:
 def _item_from_row(row: object, where: str, default_id: str) -> Item:
     if not isinstance(row, dict):
         raise TaskFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if "targets" in row and "choices" not in row:
+        raise TaskFormatError(
+            f"{where}: a generative item ('targets') in a multiple-choice file; "
+            "lf.tasks.load reads a file of generative items"
+        )
     missing = [k for k in ("context", "choices", "gold") if k not in row]
     if missing:
         raise TaskFormatError(f"{where}: missing field(s) {', '.join(missing)}")

@@ -290,9 +290,11 @@ def test_unknown_argument_and_device_twice(runs):
         )
 
 
-def test_generate_until_is_refused_naming_the_type(lm):
-    request = SimpleNamespace(args=("Q:", {"until": ["\n"]}), task_name="gsm_like")
-    with pytest.raises(UsageError, match="gsm_like ask for output_type generate_until"):
+def test_generate_until_refuses_sampling_naming_the_option(lm):
+    request = SimpleNamespace(
+        args=("Q:", {"until": ["\n"], "do_sample": True, "max_gen_toks": 4}), task_name="gsm_like"
+    )
+    with pytest.raises(UsageError, match="do_sample"):
         lm.generate_until([request])
 
 

@@ -331,20 +331,19 @@ def test_unknown_task_says_how_to_find_names(world):
     assert "--include-path" in msg and str(world.paths.tasks) in msg
 
 
-def test_generate_until_task_is_refused_naming_its_type(world, tmp_path):
-    folder = tmp_path / "gen"
+def test_rolling_task_is_refused_naming_its_type(world, tmp_path):
+    folder = tmp_path / "roll"
     folder.mkdir()
-    data = write_jsonl(tmp_path / "gen.jsonl", [{"q": "2+2=", "a": "4"}, {"q": "3+3=", "a": "6"}])
-    (folder / "lf_gen.yaml").write_text(
-        "task: lf_gen\n"
+    data = write_jsonl(tmp_path / "roll.jsonl", [{"q": "2+2=4"}, {"q": "3+3=6"}])
+    (folder / "lf_roll.yaml").write_text(
+        "task: lf_roll\n"
         + local_data({"test": data}, world.paths.cache)
-        + "test_split: test\noutput_type: generate_until\n"
-        'doc_to_text: "{{q}}"\ndoc_to_target: "{{a}}"\n'
-        "generation_kwargs:\n  until: ['\\n']\n"
+        + "test_split: test\noutput_type: loglikelihood_rolling\n"
+        'doc_to_text: ""\ndoc_to_target: "{{q}}"\n'
     )
     with pytest.MonkeyPatch.context() as mp, offline(mp):
-        with pytest.raises(UsageError, match="lf_gen.*generate_until"):
-            lf.tasks.load("lm_eval:lf_gen", include_path=folder)
+        with pytest.raises(UsageError, match="lf_roll.*loglikelihood_rolling"):
+            lf.tasks.load("lm_eval:lf_roll", include_path=folder)
 
 
 def test_missing_include_path_is_named(tmp_path):

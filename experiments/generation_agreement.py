@@ -19,12 +19,13 @@ from pathlib import Path
 import layerfast as lf
 from layerfast.report.agreement import likelihood_agreement
 
-CASES = (("analogies-gen", 60), ("capitals-gen", 40))
+CASES = "analogies-gen:60,capitals-gen:40"  # task:items
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="smollm2-135m,gemma3-270m")
+    parser.add_argument("--cases", default=CASES, help="task:items, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/generation_agreement.json"))
     parser.add_argument(
         "--cache", type=Path, default=Path("benchmarks/generation_agreement.sqlite")
@@ -33,7 +34,8 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         model = lf.load(name)
-        for spec, limit in CASES:
+        for case in args.cases.split(","):
+            spec, limit = case.split(":")[0], int(case.split(":")[1])
             t0 = time.time()
             game = lf.Game(model, lf.tasks.load(spec, limit=limit), cache=args.cache)
             abl = lf.ablate(game, item_bootstrap=0)
@@ -51,7 +53,8 @@ def main() -> None:
                 "decoded_tokens": game.decoded_tokens,
                 "wall_s": round(time.time() - t0, 1),
             }
-            print(json.dumps(row, default=str), flush=True)
+            row["agreement"] = record  # every player's drops and ranks in both views
+            print(json.dumps({k: v for k, v in row.items() if k != "agreement"}, default=str))
             rows.append(row)
     args.out.write_text(json.dumps(rows, indent=1, default=str) + "\n")
     print(f"wrote {args.out}")

@@ -583,6 +583,8 @@ def test_sigint_stops_a_running_sweep_with_exit_130(model_dir, tmp_path, workers
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # a shell's background job inherits SIGINT ignored, and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = proc.stdout.readline()  # "model ... | task ... | loaded in ...": the sweep starts

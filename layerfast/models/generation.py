@@ -228,6 +228,15 @@ def _start(ids: torch.Tensor, past) -> tuple[KVStore, int]:
     return KVStore.prefilled(past, ids.shape[1] - 1), ids.shape[1] - 1
 
 
+def _keep_unfinished(store: KVStore, ids, attn, active: list[int], still: list[int]):
+    """(ids, attn, active) and ``store`` cut to the batch rows ``still`` (those not finished)."""
+    if len(still) == len(active):
+        return ids, attn, active
+    rows = torch.as_tensor(still, dtype=torch.long)
+    store.keep_rows(rows)
+    return ids[rows.to(ids.device)], attn[rows.to(attn.device)], [active[b] for b in still]
+
+
 def _decode_batch(model, rows, prompts, kept, stopper: _Stopper, out: Generation, past=None):
     ids, attn = left_pad([list(prompts[r]) + out.tokens[r] for r in rows], pad_id(model))
     ids, attn = ids.to(model.device), attn.to(model.device)
@@ -247,11 +256,7 @@ def _decode_batch(model, rows, prompts, kept, stopper: _Stopper, out: Generation
                 still.append(b)
         if not still:
             return
-        if len(still) < len(active):
-            keep_rows = torch.as_tensor(still, dtype=torch.long)
-            store.keep_rows(keep_rows)
-            ids, attn = ids[keep_rows.to(ids.device)], attn[keep_rows.to(attn.device)]
-            active = [active[b] for b in still]
+        ids, attn, active = _keep_unfinished(store, ids, attn, active, still)
         start = ids.shape[1]
         column = torch.as_tensor([out.tokens[r][-1] for r in active], device=ids.device)
         ids = torch.cat([ids, column[:, None]], dim=1)  # [B, T + 1]
@@ -308,11 +313,7 @@ def _decode_with_drafts(
                 still.append(b)
         if not still:
             return
-        if len(still) < len(active):
-            keep_rows = torch.as_tensor(still, dtype=torch.long)
-            store.keep_rows(keep_rows)
-            ids, attn = ids[keep_rows.to(ids.device)], attn[keep_rows.to(attn.device)]
-            active = [active[b] for b in still]
+        ids, attn, active = _keep_unfinished(store, ids, attn, active, still)
         proposed = {r: _propose(r, out, stopper, drafts, lengths[r]) for r in active}
         block_ids, block_mask = _block(
             model, [[out.tokens[r][-1], *proposed[r]] for r in active], attn.dtype

@@ -9,8 +9,8 @@
 
 Importing the package is cheap: the model, task and estimator modules load on first use. The
 stages, in the order a coalition travels: models -> tasks -> evaluation -> estimators -> report
-(side paths: activations, hallucination, bench; bridges to lm-evaluation-harness and shapiq;
-the command line in cli). ``layerfast.harness.register()`` makes
+(side paths: activations, hallucination, pruning, bench; bridges to lm-evaluation-harness and
+shapiq; the command line in cli). ``layerfast.harness.register()`` makes
 ``lm_eval.simple_evaluate(model="layerfast", ...)`` work.
 """
 
@@ -33,6 +33,8 @@ _LAZY = {
     "avss": ("layerfast.activations.collect", "avss"),
     "eavss": ("layerfast.hallucination.eavss", "eavss"),
     "prune": ("layerfast.models.pruning", "prune"),
+    "prune_search": ("layerfast.pruning.search", "prune_search"),
+    "pruned_model": ("layerfast.pruning.search", "pruned_model"),
     "shapley": ("layerfast.estimators", "shapley"),
     "ShapleyResult": ("layerfast.estimators", "ShapleyResult"),
 }
@@ -46,6 +48,7 @@ _SUBMODULES = {
     "activations": "layerfast.activations",
     "hallucination": "layerfast.hallucination",
     "report": "layerfast.report",
+    "pruning": "layerfast.pruning",
     "utility": "layerfast.tasks.scoring",
     "executor": "layerfast.evaluation.naive_executor",
     "cache": "layerfast.evaluation.cache",

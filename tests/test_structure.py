@@ -34,6 +34,7 @@ SIDE_PATHS = {  # folder -> the folders it may import from, besides the top-leve
     "kernels": set(),
     "activations": {"models", "tasks", "kernels"},
     "hallucination": {"models", "tasks", "evaluation", "activations"},
+    "pruning": {"models", "tasks", "evaluation", "estimators"},
     "bench": {"models", "tasks", "evaluation", "estimators", "activations", "report"},
     "bridges": {"models", "tasks", "evaluation", "estimators"},
     "cli": {
@@ -44,6 +45,7 @@ SIDE_PATHS = {  # folder -> the folders it may import from, besides the top-leve
         "report",
         "activations",
         "hallucination",
+        "pruning",
         "bench",
         "bridges",
     },

@@ -87,7 +87,7 @@ def text_task_flags(args: argparse.Namespace) -> None:
                 f"--task {task}: {args.verb} needs multiple-choice items, which a text task "
                 "has not; use a JSONL or built-in task"
             )
-        if getattr(args, "utility", None) is not None:
+        if getattr(args, "utility", None) not in (None, "kl"):
             from ..tasks.text_task import check_text_utility
 
             try:
@@ -115,9 +115,14 @@ def generative_flags(args: argparse.Namespace) -> None:
 
 def utility(args: argparse.Namespace) -> None:
     """``--utility`` on a multiple-choice task: one of layerfast's utilities (None: the task's
-    default, set when it loads); an lm_eval: task's metrics are checked once it loads, before
-    the model (:func:`layerfast.cli.common.setup`); a text: task's in :func:`text_task_flags`."""
+    default, set when it loads; ``kl`` on any task but a generative one); an lm_eval: task's
+    metrics are checked once it loads, before the model (:func:`layerfast.cli.common.setup`);
+    a text: task's in :func:`text_task_flags`."""
     name = getattr(args, "utility", None)
+    if name == "kl":  # any task with scored positions (lf.Game checks the kind once it loads)
+        if args.verb in ("eavss", "bench"):
+            raise UsageError(f"--utility kl: {args.verb} scores answers; kl has none")
+        return
     if name is None or _kinds(args) & {LM_EVAL, TEXT}:
         return
     from ..tasks.gen_scoring import UTILITIES as GENERATIVE
@@ -239,7 +244,7 @@ def check_blocks(args: argparse.Namespace, n_blocks: int) -> None:
     """Checks that need the block count of the loaded model, before the expensive pass."""
     if args.verb == "eavss" and args.k > n_blocks:
         raise UsageError(f"--k {args.k}: the model has only {n_blocks} blocks")
-    if args.verb == "prune" and args.rule == "lowest":
+    if args.verb == "prune" and args.rule == "lowest" and args.by != "search":
         removed = int(round(args.fraction * n_blocks))
         if removed >= n_blocks:
             raise UsageError(

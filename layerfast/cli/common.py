@@ -27,6 +27,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """(``lf.Game`` of the task and model the flags name, cached in OUT; the metadata every output
     file records). The task loads first, so a bad one fails before the model loads."""
     from .. import Game
+    from ..evaluation.kl import refuse_kl
     from ..evaluation.sizing import resolve_sizes
 
     t0 = time.time()
@@ -35,7 +36,10 @@ def setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     except FileNotFoundError as e:  # a --task path that is not there
         raise UsageError(f"--task: {e}") from e
     try:  # every kind knows its utilities now, before the model loads
-        args.utility = task.check_utility(args.utility)
+        if args.utility == "kl":  # a Game's utility on any kind with scored positions
+            refuse_kl(task, args.utility)
+        else:
+            args.utility = task.check_utility(args.utility)
     except UsageError as e:
         raise UsageError(f"--utility: {e}") from None
     model = load_model(args)

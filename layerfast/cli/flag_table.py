@@ -271,10 +271,38 @@ FLAGS: dict[str, dict[str, Any]] = {
     },
     "--by": {
         "default": "avss",
-        "choices": ["avss", "bi", "angular", "ablation"],
-        "help": "score that ranks the blocks (higher = more important)",
+        "choices": ["avss", "bi", "angular", "ablation", "search"],
+        "help": "score that ranks the blocks (higher = more important), or 'search': greedy "
+        "(or --beam) removal, re-evaluating every remaining candidate on --task each step",
     },
-    "--fraction": {"type": v.fraction, "default": 0.25, "help": "fraction of blocks to remove"},
+    "--fraction": {
+        "type": v.fraction,
+        "default": 0.25,
+        "help": "fraction of blocks to remove (with --by search: of the --unit units)",
+    },
+    "--beam": {
+        "type": v.integer(2),
+        "default": None,
+        "metavar": "K",
+        "help": "with --by search: beam search keeping the K best sets each step (default: greedy)",
+    },
+    "--keep-first": {
+        "type": v.integer(0),
+        "default": 0,
+        "help": "with --by search: never remove the first N blocks' units",
+    },
+    "--keep-last": {
+        "type": v.integer(0),
+        "default": 0,
+        "help": "with --by search: never remove the last N blocks' units",
+    },
+    "--eval-tasks": {
+        "type": v.names,
+        "default": None,
+        "metavar": "TASKS",
+        "help": "with --by search: comma-separated held-out tasks, each scored (its default "
+        "utility, same --limit) after every removal of the chosen path",
+    },
     "--rule": {"default": "lowest", "choices": ["lowest", "cumulative"]},
     "--save": {"type": Path, "default": None, "help": "save the pruned model here"},
     # --- eavss -------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from ..estimators.ablation import ablate
 from ..report import files as outputs
 from ..report import tables
 from .common import done, load_model, save_model, setup, use_threads
-from .flags import MODEL, PLACEMENT, RUN, STATS, SWEEP, add, verb
+from .flags import MODEL, PLACEMENT, PLAYERS, RUN, STATS, SWEEP, add, verb
+from .pruning import check_prune, cmd_search
 
 STATS_BATCH_SIZE = 8  # documents per batch of lf.stats (its default)
 DOCUMENT_TOKENS = 256  # the tokens of a calibration document unless --max-length says otherwise
@@ -30,9 +31,12 @@ def register(sub) -> None:
         sub,
         "prune",
         cmd_prune,
-        help="remove the lowest-scored blocks and evaluate what is retained",
+        help="remove the lowest-scored blocks (or search: --by search) and evaluate what is "
+        "retained",
+        check=check_prune,
     )
-    add(p, *SWEEP, *RUN, *STATS, "--by", "--fraction", "--rule", "--save")
+    add(p, *SWEEP, *PLAYERS, *RUN, *STATS, "--by", "--fraction", "--rule", "--save")
+    add(p, "--beam", "--keep-first", "--keep-last", "--eval-tasks")
 
 
 def run_stats(args: argparse.Namespace, model) -> dict:
@@ -72,6 +76,8 @@ def cmd_avss(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from ..models.pruning import prune, select
 
+    if args.by == "search":
+        return cmd_search(args)
     game, meta = setup(args)
     model = game.model
     if args.by == "ablation":

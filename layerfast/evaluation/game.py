@@ -31,6 +31,7 @@ from ..tasks.requests import requests_fingerprint, tokenise
 from .cache import CacheKey, open_cache, warn_unfinished_elsewhere
 from .executors import check_executor, make_executor
 from .generative_game import GenerativeGame
+from .kl import KL, kl_scorer, make_kl_executor, refuse_kl
 from .players import choose_players
 from .prefix_executor import prefix_steps, trie_order
 from .ray.runner import check_workers
@@ -50,7 +51,8 @@ class Game:
             :class:`~.generative_game.GenerativeGame` instead (same arguments).
         utility: one of ``task.utilities``: "acc" | "acc_norm" | "acc_bytes" | "logprob" |
             "margin" for multiple-choice items, "nll" | "ppl" for text, a metric of an
-            ``lm_eval:`` task. None: the task's default (``task.default_utility``).
+            ``lm_eval:`` task; or "kl" on any non-generative task (:mod:`.kl`: the rows then
+            hold KL divergences from the full model). None: the task's default.
         executor: "prefix" (shares the hidden states of common prefixes; bit-identical to the
             reference) or "naive" (the reference: every coalition from scratch).
         cache: None (memory only), True (the user cache file) or a path to an SQLite file.
@@ -84,21 +86,20 @@ class Game:
             ``block0, ...`` with ``unit="block"``), as a list or a comma-separated string; the
             other sublayers are always kept. None: every one.
         unit: "sublayer" (a player is one sublayer) or "block" (both sublayers of a block).
-            Masks given to the game are over its players; a coalition is evaluated as the model
-            keep-mask with the absent players' sublayers off
+            A coalition runs as the model keep-mask with the absent players' sublayers off
             (:mod:`layerfast.evaluation.players`), so sub-games share the full game's cache.
 
     Attributes: ``requests``, ``scorer``, ``truncation`` ({"max_length", "limit_source",
     "n_truncated", "n_requests"}), ``sizing`` ({"batch_tokens", "memory_budget", "how"}),
     ``packing_note``, ``runner``, ``executor``, ``key`` (:class:`~.cache.CacheKey`, computed on
     first use: it hashes the weights), ``cache_key`` (its stored columns), ``n_forward``
-    (coalitions this game ran a batch of) and ``n_batches_run`` (coalition-batches it ran; the
-    rest came from the memo or the cache). It keeps the estimators' contract
-    (:mod:`layerfast.estimators.contract`).
+    (coalitions this game ran a batch of), ``n_batches_run`` (coalition-batches it ran) and
+    ``kl``. It keeps the estimators' contract (:mod:`layerfast.estimators.contract`).
     """
 
     def __new__(cls, model: Any = None, task: Any = None, *args: Any, **kwargs: Any):
         if cls is Game and is_generative(task):  # scored on generated text: its own game
+            refuse_kl(task, kwargs.get("utility", args[0] if args else None))
             return GenerativeGame(model, task, *args, **kwargs)
         return super().__new__(cls)
 
@@ -138,14 +139,18 @@ class Game:
         self.model = model
         self.task = task
         self.requests, self.truncation = tokenise(task, model.tokenizer, model.config, max_length)
-        self.scorer = task.scorer(self.requests)
+        self.kl = utility == KL  # rows hold KL divergences, not log-likelihoods (:mod:`.kl`)
+        if self.kl and workers is not None:
+            raise UsageError("utility 'kl' runs in this process: leave out workers (--workers)")
+        self.scorer = kl_scorer(task, self.requests) if self.kl else task.scorer(self.requests)
         self.utility = self.scorer.check(utility)
         self.workers = workers
         seq_len = longest_row(self.requests, pack)
         if workers is None:
             tokens, budget, how = resolve_sizes(model, batch_tokens, memory_budget, seq_len)
             options = {"batch_tokens": tokens, "memory_budget": budget, "pack": pack}
-            self.executor = make_executor(executor, model, self.requests, options)
+            make = make_kl_executor if self.kl else make_executor
+            self.executor = make(executor, model, self.requests, options)
             self.runner = LocalRunner(self.executor, chunk)
             self.sizing = {"batch_tokens": tokens, "memory_budget": budget, "how": how}
         else:  # on Ray workers: sizes resolved on their devices, the smallest kept
@@ -193,7 +198,7 @@ class Game:
             model=model.fingerprint(),
             task=self.task.fingerprint(),
             requests=hashlib.sha256(requests_fingerprint(self.requests)).hexdigest()[:16],
-            layout="trie-packed" if ex.pack else "unpacked",
+            layout=("trie-packed" if ex.pack else "unpacked") + ("-kl" if self.kl else ""),
             max_length=int(self.truncation["max_length"]),
             batch_tokens=int(batch_tokens),
             vocab_chunk=int(ex.vocab_chunk),
@@ -237,16 +242,14 @@ class Game:
     @property
     def n_items(self) -> int:
         """Items of the task: the per-item terms of :meth:`per_item`."""
-        return len(self.task)
+        return int(getattr(self.scorer, "n_items", len(self.task)))
 
     @property
     def compute_run(self) -> int:
         """Token-sublayer evaluations this game's runner has run (every worker's, with Ray)."""
         return self.runner.compute_run
 
-    @property
-    def draws_progress(self) -> bool:  # a bar of its own (progress=True)
-        return bool(self.progress)
+    draws_progress = property(lambda self: bool(self.progress))  # a bar of its own
 
     def with_utility(self, utility: str) -> Game:
         """The same game (sharing its memo, cache and runner) scored by another utility."""
@@ -381,10 +384,8 @@ class Game:
         return np.ones(self.n_players, dtype=bool)
 
     def __repr__(self) -> str:
-        every = self.player_set.is_every_sublayer
-        note = (
-            "" if every else f", players={self.players[0]}..{self.players[-1]} ({self.n_players})"
-        )
+        p, every = self.players, self.player_set.is_every_sublayer
+        note = "" if every else f", players={p[0]}..{p[-1]} ({self.n_players})"
         return (
             f"Game({self.model.name!r}, task={self.task.name!r} ({len(self.task)} items), "
             f"utility={self.utility!r}, executor={self.executor.name!r}, "
@@ -393,7 +394,6 @@ class Game:
 
 
 def _progress(total: int, show: bool):
-    if not show:
-        return None
     fmt = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
-    return progress_bar(total=total, desc="evaluating", unit="coalition", bar_format=fmt)
+    bar = progress_bar if show else lambda **_: None
+    return bar(total=total, desc="evaluating", unit="coalition", bar_format=fmt)

@@ -109,6 +109,35 @@ def prune(
     return hf
 
 
+def prune_keep(model: SublayerModel, keep: Sequence[bool] | np.ndarray, unit: str = "sublayer"):
+    """A pruned deep copy of ``model.hf_model`` with the sublayers ``keep`` turns off (bool
+    [n_players], True = kept; what a pruning search found): for ``unit="block"`` the blocks
+    whose every sublayer is off are deleted (each must be whole), otherwise each removed
+    sublayer's output projection is zeroed. Equal to the masked model (``model(x, keep=keep)``)."""
+    keep = np.asarray(model.keep_mask(keep), dtype=bool)
+    if unit not in UNITS:
+        raise UsageError(f"unit must be 'block' or 'sublayer', got {unit!r}")
+    placement.refuse_dispatched(model.hf_model, "pruning")
+    removed = np.flatnonzero(~keep).tolist()
+    blocks = [b for b in range(model.n_blocks) if not keep[model.players_of(b)].any()]
+    if unit == "block":
+        split = [str(model.players[j]) for j in removed if model.block_of(j)[0] not in blocks]
+        if split:
+            raise UsageError(f"unit 'block' removes whole blocks; {split} leave their block half")
+    hf = copy.deepcopy(model.hf_model)
+    pruned = SublayerModel(hf)
+    if unit == "block":
+        remove_blocks(pruned, blocks)
+    else:
+        for j in removed:
+            zero_branch(pruned, j)
+    names = (
+        [f"block{b}" for b in blocks] if unit == "block" else [model.players[j] for j in removed]
+    )
+    hf.config.layerfast_pruned = {"unit": unit, "removed": names, "rule": "search"}
+    return hf
+
+
 def remove_blocks(model: SublayerModel, blocks: Sequence[int]) -> None:
     """Delete decoder blocks in place and renumber the config and the layer indices.
 

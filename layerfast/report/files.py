@@ -28,7 +28,7 @@ import numpy as np
 from ..estimators.ablation import AblationResult
 from ..paths import atomic_write
 from ..paths import write_text as _write_text
-from .plots import plot_ablation, plot_blocks, plot_convergence, plot_shapley
+from .plots import plot_ablation, plot_blocks, plot_convergence, plot_search, plot_shapley
 
 # the per-block statistics of ``lf.stats`` written as CSV columns by ``save_avss``
 AVSS_COLUMNS = ("av", "as", "avss", "navss", "bi", "angular", "angular_last", "norm", "channel_var")
@@ -196,6 +196,29 @@ def save_prune(out: Path, result: dict, model_name: str) -> list[Path]:
             ),
             out / "prune.png",
         ),
+    ]
+
+
+def save_search(out: Path, result: dict, model_name: str) -> list[Path]:
+    """A pruning search: ``prune.json`` (``result``: the metadata and
+    ``SearchResult.to_dict()``), ``prune.csv`` (one row per step: the unit removed, v and its
+    interval, each held-out task's v and retention) and ``prune.png`` / ``.svg``."""
+    path, rows = result["search"], []
+    for i in range(len(path["values"])):
+        row = {"step": i, "removed": "" if i == 0 else result["order"][i - 1]}
+        for name, values in [("search", path), *result["held_out"].items()]:
+            for key in ("values", "lo", "hi", "retained", "retained_lo", "retained_hi"):
+                column = key.replace("values", "v")
+                row[f"{name}_{column}"] = None if values[key] is None else values[key][i]
+        rows.append(row)
+    title = (
+        f"{model_name}: {result['method']} removal of {result['unit']}s on {result['task']} "
+        f"({path['utility']})"
+    )
+    return [
+        write_json(out / "prune.json", result),
+        write_csv(out / "prune.csv", rows),
+        *with_svg(lambda p: plot_search(result, p, title), out / "prune.png"),
     ]
 
 

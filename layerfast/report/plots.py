@@ -318,3 +318,41 @@ def plot_convergence(
     finally:
         plt.close(fig)
     return str(path)
+
+
+def search_figure(result: dict, title: str):
+    """A pruning search's path (``SearchResult.to_dict()``): v after each removal with its 95%
+    item-bootstrap band, and the held-out tasks' retention (right axis) where they have one."""
+    path = result["search"]
+    steps = np.arange(len(path["values"]))
+    fig, ax = _figure(len(steps))
+    ax.plot(steps, path["values"], marker="o", ms=3, color="black", label=path["utility"])
+    if path["lo"] is not None:
+        ax.fill_between(steps, path["lo"], path["hi"], color="black", alpha=0.15, lw=0)
+    ax.set_xlabel("units removed")
+    ax.set_ylabel(f"{path['utility']} (search task)")
+    held = {k: v for k, v in result.get("held_out", {}).items() if v["retained"] is not None}
+    lines = ax.get_lines()
+    if held:
+        right = ax.twinx()
+        for name, values in held.items():
+            (line,) = right.plot(steps, values["retained"], marker=".", ms=3, label=name)
+            if values["retained_lo"] is not None:
+                right.fill_between(
+                    steps, values["retained_lo"], values["retained_hi"], alpha=0.12, lw=0,
+                    color=line.get_color(),
+                )  # fmt: skip
+        right.set_ylabel("retained on held-out tasks (v / v(full))")
+        lines = [*lines, *right.get_lines()]
+    ax.legend(handles=lines, fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0),
+              ncol=len(lines), frameon=False)  # fmt: skip
+    ax.set_xticks(steps[:: _tick_step(len(steps))])
+    labels = ["full", *result["order"]]
+    ax.set_xticklabels([labels[i] for i in steps[:: _tick_step(len(steps))]], rotation=90,
+                       fontsize=7)  # fmt: skip
+    _title(fig, title)
+    return fig
+
+
+def plot_search(result: dict, path: str | Path, title: str) -> Path:
+    return save_figure(search_figure(result, title), path)

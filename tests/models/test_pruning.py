@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 import layerfast as lf
 from layerfast.errors import UsageError
 from layerfast.models import SublayerModel
-from layerfast.models.pruning import prune, remove_blocks, select, zero_branch
+from layerfast.models.pruning import prune, prune_keep, remove_blocks, select, zero_branch
 from tests.helpers.tiny_models import TINY_ARCHS, tiny_model
 
 ARCHS = ["llama", "gpt2", "gpt_neox", "gemma3", "mixtral", "qwen2_moe", "phi3"]
@@ -154,3 +154,48 @@ def test_moe_blocks_zero_every_expert(arch):
     assert "experts.down_proj" in names  # all experts' down projections, one 3-D parameter
     if arch == "qwen2_moe":
         assert "shared_expert.down_proj.weight" in names
+
+
+# --- prune_keep: the keep-mask a pruning search found --------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize(
+    "unit, removed",
+    [("sublayer", [1, 4]), ("sublayer", [0]), ("block", [2, 3]), ("block", [0, 1, 4, 5])],
+)
+def test_prune_keep_equals_masked_model_after_reload(arch, unit, removed, tmp_path):
+    model = lf.load(tiny_model(arch))
+    keep = np.ones(model.n_players, bool)
+    keep[removed] = False
+    want = masked_logits(model, keep)
+    with torch.no_grad():
+        assert (want - model(IDS)).abs().max().item() > 1e-4  # the removal matters
+    pruned = prune_keep(model, keep, unit=unit)
+    names = [model.players[j] for j in removed]
+    if unit == "block":
+        names = sorted({f"block{j // 2}" for j in removed})
+    assert pruned.config.layerfast_pruned == {"unit": unit, "removed": names, "rule": "search"}
+    assert len(model.blocks) == 3  # the original is untouched
+    with torch.no_grad():
+        direct = pruned(IDS, use_cache=False).logits
+    assert torch.equal(direct, want), (direct - want).abs().max().item()
+    pruned.save_pretrained(tmp_path)
+    # the original's attention implementation (eager): sdpa would differ in the last bits
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert len(lf.load(reloaded).blocks) == (3 - len(removed) // 2 if unit == "block" else 3)
+    with torch.no_grad():
+        got = reloaded(IDS, use_cache=False).logits
+    assert torch.equal(got, want), (got - want).abs().max().item()
+
+
+def test_prune_keep_refuses_half_blocks_and_bad_units():
+    model = lf.load(tiny_model("llama"))
+    keep = np.ones(model.n_players, bool)
+    keep[[2, 3, 4]] = False  # block 1 whole, attn2 alone
+    with pytest.raises(UsageError, match=r"unit 'block' removes whole blocks; \['attn2'\]"):
+        prune_keep(model, keep, unit="block")
+    with pytest.raises(UsageError, match="'layer'"):
+        prune_keep(model, keep, unit="layer")
+    with pytest.raises(ValueError):
+        prune_keep(model, keep[:-1])
+    # as sublayers the same mask is fine
+    assert prune_keep(model, keep).config.layerfast_pruned["removed"] == ["attn1", "mlp1", "attn2"]

@@ -7,13 +7,15 @@ block search, beam search (sublayers), and the one-shot rankings: ablation drop,
 (kernel and proximity) on the same game, AVSS, BI and angular distance from the statistics pass
 on the calibration documents. Each pruned model is then scored on the held-out tasks
 (``acc_norm``, 95% item-bootstrap intervals of the retention v/v(full)), and its forward speed
-measured against the full model's in the same run (tokens/s of the sublayer loop with the removed
-sublayers skipped, median of ``--repeat`` timings).
+measured against the full model's in the same run (the sublayer loop with the removed sublayers
+skipped, alternated with the full model, ratio of the median times).
 
     python experiments/pruning_comparison.py --model smollm2-135m \
         --out benchmarks/pruning_smollm2.json
 
 Searches go through a cache file (``--cache``), so a killed run resumes where it stopped.
+``speed JSON...`` measures the speed-ups again (on a quiet machine); ``render FIGURE JSON...``
+prints the Markdown tables and draws the figure.
 """
 
 from __future__ import annotations
@@ -31,16 +33,35 @@ from layerfast.pruning.path import path_values
 from layerfast.tasks.text_task import TextTask
 
 
-def speed(model, keep: np.ndarray, ids: torch.Tensor, repeat: int) -> float:
-    """Tokens per second of ``model(ids, keep=keep)`` (median of ``repeat`` timings)."""
-    times = []
+def speedup(model, keep: np.ndarray, ids: torch.Tensor, repeat: int) -> float:
+    """Forward speed-up of ``model(ids, keep=keep)`` over the full model: the ratio of the median
+    times of ``repeat`` forwards of each, the two alternated (so drift hits both alike)."""
+    full = np.ones(model.n_players, dtype=bool)
+    times: dict[bool, list[float]] = {True: [], False: []}
     with torch.inference_mode():
         model(ids[:, :8], keep=keep)
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            model(ids, keep=keep)
-            times.append(time.perf_counter() - t0)
-    return ids.numel() / float(np.median(times))
+            for is_full, mask in ((True, full), (False, keep)):
+                t0 = time.perf_counter()
+                model(ids, keep=mask)
+                times[is_full].append(time.perf_counter() - t0)
+    return float(np.median(times[True]) / np.median(times[False]))
+
+
+def measure_speed(path: Path, repeat: int, batch: int, tokens: int) -> None:
+    """Measure (again) every pruned model's speed-up in ``path`` (a JSON of :func:`main`), on
+    random token ids [batch, tokens]; run with nothing else on the machine."""
+    data = json.loads(path.read_text())
+    model = lf.load(data.get("spec", data["model"]))
+    torch.manual_seed(0)
+    ids = torch.randint(0, model.tokenizer.vocab_size, (batch, tokens))
+    for name, rows in data["methods"].items():
+        for f, row in rows.items():
+            keep = np.array([p not in set(row["removed"]) for p in model.players])
+            row["speedup"] = speedup(model, keep, ids, repeat)
+            print(f"{name} @ {float(f):.0%}: x{row['speedup']:.2f}", flush=True)
+    data["speed"] = {"batch": batch, "tokens": tokens, "repeat": repeat, "alternated": True}
+    path.write_text(json.dumps(data, indent=1, default=float) + "\n")
 
 
 def main() -> None:
@@ -73,9 +94,16 @@ def main() -> None:
     )  # fmt: skip
     n, n_blocks = model.n_players, model.n_blocks
     top = max(fractions)
-    out: dict = {"model": model.name, "calib": calib.name, "objective": args.objective,
-                 "calib_tokens": int(sum(len(r.targets) for r in game.requests)),
-                 "fractions": fractions, "methods": {}, "searches": {}}  # fmt: skip
+    out: dict = {
+        "model": model.name,
+        "spec": args.model,
+        "calib": calib.name,
+        "objective": args.objective,
+        "calib_tokens": int(sum(len(r.targets) for r in game.requests)),
+        "fractions": fractions,
+        "methods": {},
+        "searches": {},
+    }
     removal: dict[str, dict[float, np.ndarray]] = {}  # method -> fraction -> keep mask [n]
 
     def from_path(name: str, res, per_unit: int) -> None:
@@ -118,8 +146,6 @@ def main() -> None:
         task = lf.tasks.load(name, limit=int(limit) if limit else None)
         held[name] = lf.Game(model, task, utility="acc_norm", cache=args.cache, progress=False)
     ids = torch.stack([torch.tensor(r.input_ids[:96]) for r in game.requests[:1]] * 4)
-    full_speed = speed(model, np.ones(n, bool), ids, args.repeat)
-    out["full_tokens_per_s"] = full_speed
     for name, by_fraction in removal.items():
         rows = {}
         for f, keep in by_fraction.items():
@@ -127,7 +153,7 @@ def main() -> None:
             for task_name, g in held.items():
                 row[task_name] = path_values(g, np.stack([np.ones(n, bool), keep]), 1000, 0)
             row["objective"] = float(game(keep[None])[0])
-            row["speedup"] = speed(model, keep, ids, args.repeat) / full_speed
+            row["speedup"] = speedup(model, keep, ids, args.repeat)
             rows[str(f)] = row
             r = {t: row[t]["retained"][1] for t in held}
             print(f"{name} @ {f:.0%}: retained {r}, x{row['speedup']:.2f}", flush=True)
@@ -197,5 +223,8 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["render"]:  # render FIGURE JSON...
         print(render([Path(p) for p in sys.argv[3:]], Path(sys.argv[2])))
+    elif sys.argv[1:2] == ["speed"]:  # speed JSON...: the speed-ups again, on a quiet machine
+        for p in sys.argv[2:]:
+            measure_speed(Path(p), repeat=5, batch=4, tokens=128)
     else:
         main()

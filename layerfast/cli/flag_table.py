@@ -138,7 +138,8 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": f"what v(S) measures: {', '.join(UTILITIES)} (default acc_norm); for an "
         "lm_eval: task one of its metrics, e.g. acc, acc_norm, acc_mutual_info (default: "
         "acc_norm if it has it, else acc); for a text: task nll (v = -mean NLL per token in "
-        "nats, higher is better; the default) or ppl (v = -perplexity)",
+        "nats, higher is better; the default) or ppl (v = -perplexity); on any of these, kl "
+        "(v = -mean KL from the full model's next-token distribution, nats per token)",
     },
     "--cache": {
         "type": Path,

@@ -393,3 +393,12 @@ def test_search_on_a_generative_game_follows_its_utility():
         assert step.removed == game.players[best] and step.utility == values.max()
         removed.append(best)
     assert res.compute_naive is None  # no executor to count against; compute is the game's
+
+
+def test_ablation_after_a_search_runs_nothing_new(tiny_llama):
+    """A search's first step is the single-sublayer ablation sweep: lf.ablate reuses it."""
+    game = model_game(tiny_llama)
+    prune_search(game, target=1, n_boot=0)
+    ran = game.n_forward
+    abl = lf.ablate(game)
+    assert game.n_forward == ran and len(abl.values) == game.n_players

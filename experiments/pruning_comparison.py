@@ -188,7 +188,8 @@ def render(paths: list[Path], figure: Path | None) -> str:
                     r = row[t]
                     cells.append(f"{r['retained'][1]:.2f} [{r['retained_lo'][1]:.2f}, "
                                  f"{r['retained_hi'][1]:.2f}]")  # fmt: skip
-                cells += [f"{-row['objective']:.3f}", f"{row['speedup']:.2f}x"]
+                speed = "n/m" if row["speedup"] is None else f"{row['speedup']:.2f}x"
+                cells += [f"{-row['objective']:.3f}", speed]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         panels += [(data, t) for t in tasks]

@@ -27,11 +27,17 @@ def check_executor(name: str) -> str:
 
 
 def make_executor(
-    name: str, model: SublayerModel, requests: list[Request], options: dict[str, Any]
+    name: str,
+    model: SublayerModel,
+    requests: list[Request],
+    options: dict[str, Any],
+    table: dict[str, type[NaiveExecutor]] = EXECUTORS,
 ) -> NaiveExecutor:
-    """The executor ``name`` over ``requests``. ``options``: ``batch_tokens`` (int), ``pack``
-    (bool) and, read by the prefix executor only, ``memory_budget`` (bytes)."""
+    """The executor ``name`` over ``requests``, from ``table`` (the log-likelihood executors, or
+    the same two with another score: :data:`.kl.KL_EXECUTORS`, :data:`.verify.VERIFIERS`).
+    ``options``: ``batch_tokens`` (int), ``pack`` (bool) and, read by the prefix executor only,
+    ``memory_budget`` (bytes)."""
     options = dict(options)
     if check_executor(name) != "prefix":
         options.pop("memory_budget", None)
-    return EXECUTORS[name](model, requests, **options)
+    return table[name](model, requests, **options)

@@ -29,9 +29,9 @@ from ..tasks.contract import TaskKind
 from ..tasks.prompts import is_generative
 from ..tasks.requests import requests_fingerprint, tokenise
 from .cache import CacheKey, open_cache, warn_unfinished_elsewhere
-from .executors import check_executor, make_executor
+from .executors import EXECUTORS, check_executor, make_executor
 from .generative_game import GenerativeGame
-from .kl import KL, kl_scorer, make_kl_executor, refuse_kl
+from .kl import KL, KL_EXECUTORS, kl_scorer, refuse_kl
 from .players import choose_players
 from .prefix_executor import prefix_steps, trie_order
 from .ray.runner import check_workers
@@ -149,8 +149,8 @@ class Game:
         if workers is None:
             tokens, budget, how = resolve_sizes(model, batch_tokens, memory_budget, seq_len)
             options = {"batch_tokens": tokens, "memory_budget": budget, "pack": pack}
-            make = make_kl_executor if self.kl else make_executor
-            self.executor = make(executor, model, self.requests, options)
+            table = KL_EXECUTORS if self.kl else EXECUTORS
+            self.executor = make_executor(executor, model, self.requests, options, table)
             self.runner = LocalRunner(self.executor, chunk)
             self.sizing = {"batch_tokens": tokens, "memory_budget": budget, "how": how}
         else:  # on Ray workers: sizes resolved on their devices, the smallest kept

@@ -27,10 +27,9 @@ import torch
 
 from ..errors import UsageError
 from ..models import SublayerModel
+from ..models.greedy import chunk_logits
 from ..tasks.requests import Request
 from .batching import Batch
-from .executors import check_executor
-from .logprobs import DEFAULT_VOCAB_CHUNK
 from .naive_executor import NaiveExecutor
 from .prefix_executor import PrefixExecutor
 
@@ -83,19 +82,11 @@ class _KLScore:
         return refs[key]
 
 
-def _logits(hidden, weight, bias, cap, start: int, stop: int) -> torch.Tensor:
-    """fp32 logits [N, stop - start] of one vocabulary chunk (soft-capped where the model is)."""
-    z = torch.nn.functional.linear(
-        hidden, weight[start:stop], None if bias is None else bias[start:stop]
-    ).float()
-    return torch.tanh(z / cap) * cap if cap else z
-
-
 def _logsumexp(hidden, weight, bias, cap, chunk: int) -> torch.Tensor:
     """log-sum-exp of the logits, float32 [N], one vocabulary chunk at a time."""
     lse = torch.full((hidden.shape[0],), float("-inf"), device=hidden.device)
     for start in range(0, weight.shape[0], chunk):
-        z = _logits(hidden, weight, bias, cap, start, min(start + chunk, weight.shape[0]))
+        z = chunk_logits(hidden, weight, bias, cap, start, min(start + chunk, weight.shape[0]))
         lse = torch.logaddexp(lse, torch.logsumexp(z, dim=-1))
     return lse
 
@@ -111,14 +102,14 @@ def _full_reference(hidden, weight, bias, cap, chunk: int) -> tuple[torch.Tensor
                 f"over {MAX_FULL_BYTES / 2**30:.0f} GiB; use fewer --batch-tokens"
             )
         return (torch.cat([
-            _logits(hidden, weight, bias, cap, s, min(s + chunk, vocab)) - lse[:, None]
+            chunk_logits(hidden, weight, bias, cap, s, min(s + chunk, vocab)) - lse[:, None]
             for s in range(0, vocab, chunk)
         ], dim=1),)  # fmt: skip
     m = torch.zeros(hidden.shape, dtype=torch.float64, device=hidden.device)  # [N, d]
     c = torch.zeros(n, dtype=torch.float64, device=hidden.device)
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
-        logp = (_logits(hidden, weight, bias, None, start, stop) - lse[:, None]).double()
+        logp = (chunk_logits(hidden, weight, bias, None, start, stop) - lse[:, None]).double()
         p = logp.exp()  # [N, chunk]
         m += p @ weight[start:stop].double()
         c += (p * logp).sum(-1)
@@ -134,7 +125,7 @@ def _kl_full(hidden, weight, bias, cap, ref, chunk: int) -> torch.Tensor:
     kl = torch.zeros(hidden.shape[0], dtype=torch.float64, device=hidden.device)
     for start in range(0, weight.shape[0], chunk):
         stop = min(start + chunk, weight.shape[0])
-        logq = (_logits(hidden, weight, bias, cap, start, stop) - lse[:, None]).double()
+        logq = (chunk_logits(hidden, weight, bias, cap, start, stop) - lse[:, None]).double()
         logp = full[:, start:stop].double()
         kl += (logp.exp() * (logp - logq)).sum(-1)
     return kl
@@ -149,16 +140,6 @@ class PrefixKL(_KLScore, PrefixExecutor):
 
 
 KL_EXECUTORS: dict[str, type[NaiveExecutor]] = {"prefix": PrefixKL, "naive": NaiveKL}
-
-
-def make_kl_executor(
-    name: str, model: SublayerModel, requests: list[Request], options: dict[str, Any]
-) -> NaiveExecutor:
-    """The KL executor of executor ``name`` (same options as :func:`.executors.make_executor`)."""
-    options = dict(options)
-    if check_executor(name) != "prefix":
-        options.pop("memory_budget", None)
-    return KL_EXECUTORS[name](model, requests, vocab_chunk=DEFAULT_VOCAB_CHUNK, **options)
 
 
 class KLScorer:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ..models.greedy import chunk_logits
+
 DEFAULT_VOCAB_CHUNK = 8192
 
 
@@ -63,11 +65,7 @@ def _scan(
     best_id = torch.zeros(n, dtype=torch.long, device=hidden.device)
     for start in range(0, weight.shape[0], chunk):
         stop = min(start + chunk, weight.shape[0])
-        logits = torch.nn.functional.linear(
-            hidden, weight[start:stop], None if bias is None else bias[start:stop]
-        ).float()  # [N, chunk]
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+        logits = chunk_logits(hidden, weight, bias, softcap, start, stop)  # [N, chunk]
         lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=-1))
         inside = (targets >= start) & (targets < stop)
         if inside.any():

@@ -28,7 +28,7 @@ from ..models.kv_cache import KVRecorder
 from ..tasks.prompts import Prompt
 from ..tasks.requests import Request
 from .batching import Batch
-from .executors import check_executor
+from .executors import make_executor
 from .naive_executor import NaiveExecutor
 from .prefix_executor import PrefixExecutor
 
@@ -128,8 +128,5 @@ def make_verifier(
 ) -> NaiveExecutor:
     """The verifier of executor ``name`` over verification ``requests`` (never packed: each
     prompt is its own row)."""
-    options = dict(options, pack=False)
-    if check_executor(name) != "prefix":
-        options.pop("memory_budget", None)
     with torch.inference_mode():
-        return VERIFIERS[name](model, requests, **options)
+        return make_executor(name, model, requests, dict(options, pack=False), VERIFIERS)

@@ -16,6 +16,21 @@ def near_tie_tolerance(dtype: torch.dtype) -> float:
     return 64 * torch.finfo(dtype).eps
 
 
+def chunk_logits(
+    hidden: torch.Tensor,  # [N, d] final-normed hidden states
+    weight: torch.Tensor,  # [V, d] LM head weight
+    bias: torch.Tensor | None,  # [V]
+    softcap: float | None,
+    start: int,
+    stop: int,
+) -> torch.Tensor:
+    """The logits of vocabulary rows ``start:stop``, fp32 [N, stop - start]: the head's output in
+    its dtype, cast to fp32, then soft-capped where the model is (cap * tanh(z / cap))."""
+    b = None if bias is None else bias[start:stop]
+    logits = torch.nn.functional.linear(hidden, weight[start:stop], b).float()
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
 def greedy_scan(
     hidden: torch.Tensor,  # [N, d] final-normed hidden states
     weight: torch.Tensor,  # [V, d] LM head weight
@@ -32,10 +47,7 @@ def greedy_scan(
     best = torch.zeros(n, dtype=torch.long, device=hidden.device)
     for start in range(0, weight.shape[0], chunk):
         stop = min(start + chunk, weight.shape[0])
-        b = None if bias is None else bias[start:stop]
-        logits = torch.nn.functional.linear(hidden, weight[start:stop], b).float()  # [N, c]
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+        logits = chunk_logits(hidden, weight, bias, softcap, start, stop)  # [N, c]
         k = min(2, logits.shape[1])
         vals, ids = logits.topk(k, dim=-1)  # [N, k]
         first = logits.argmax(dim=-1)  # the lowest id among equal maxima

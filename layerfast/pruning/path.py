@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..estimators.bootstrap import resample_indices
+
 LEVEL = 0.95  # the intervals' coverage
 
 
@@ -33,7 +35,7 @@ def path_values(game: Any, masks: np.ndarray, n_boot: int = 1000, seed: int = 0)
     out["lo"] = out["hi"] = out["retained_lo"] = out["retained_hi"] = None
     if terms is not None and terms.shape[1] > 1:
         rng = np.random.default_rng(seed)
-        idx = rng.integers(0, terms.shape[1], size=(int(n_boot), terms.shape[1]))
+        idx = resample_indices(terms.shape[1], int(n_boot), rng)  # [n_boot, n_items]
         reps = terms[:, idx].mean(axis=2)  # [k + 1, n_boot]
         tail = 100 * (1 - LEVEL) / 2
         out["lo"], out["hi"] = (np.percentile(reps, q, axis=1).tolist() for q in (tail, 100 - tail))

@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import rows  # noqa: E402 (benchmarks/rows.py, next to this file)
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = ("permutation", "truncated", "kernel")
+OURS = ("permutation", "truncated", "kernel", "kernel_ht")
 WINDOWS = (1, 2, 3)
 SHAPIQ = (
     "KernelSHAP",
@@ -107,6 +107,8 @@ def exact_pass(args, lf):
 
     from layerfast.estimators.exact import int_to_masks
 
+    if args.table:
+        return stored_exact_pass(args, lf)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = lf.load(args.model)
@@ -150,6 +152,37 @@ def exact_pass(args, lf):
     if game.n_forward < cost["n_coalitions"]:
         cost["note"] = f"{cost['n_coalitions'] - game.n_forward} coalitions came from the cache"
     return game, exact, table, cost, compute
+
+
+def stored_exact_pass(args, lf):
+    """The exact pass of an earlier run (``--table ground_truth.json``): its 4,096 utilities and
+    cost, and the game rebuilt (no forward pass) for the compute of each estimator's coalitions."""
+    from layerfast.estimators.exact import shapley_from_table
+
+    old = json.loads(Path(args.table).read_text())
+    for key in ("model", "task", "items", "utility"):
+        want = {"model": None, "task": args.task, "items": args.limit, "utility": args.utility}[key]
+        if want is not None and old[key] != want:
+            raise SystemExit(f"--table {args.table}: {key} is {old[key]!r}, not {want!r}")
+    model = lf.load(args.model)
+    task = lf.tasks.load(args.task, limit=args.limit, seed=0)
+    game = lf.Game(model, task, unit="block", players=args.players, utility=args.utility)
+    if game.players != old["players"]:
+        raise SystemExit(f"--table {args.table}: players {old['players']} != {game.players}")
+    table = np.asarray(old["table"], dtype=np.float64)
+    n = game.n_players
+    exact = lf.ShapleyResult(
+        values=shapley_from_table(table, n),
+        stderr=np.zeros(n),
+        n_evaluations=1 << n,
+        method="exact",
+        players=game.players,
+        full=table[-1],
+        empty=table[0],
+    )
+    cost = dict(old["exact"]["cost"])
+    cost["note"] = f"exact pass reused from {args.table} ({old['machine'].get('date')})"
+    return game, exact, table, cost, Compute(game)
 
 
 def estimator_runs(args, lf, game, exact, table, compute) -> list[dict]:
@@ -247,6 +280,9 @@ def summarise(runs: list[dict]) -> list[dict]:
     out = []
     for (name, budget), rs in groups.items():
         row = {"estimator": name, "family": rs[0]["family"], "budget": budget, "n_seeds": len(rs)}
+        cover = np.array([r["coverage"] for r in rs], dtype=np.float64)
+        # pooled over seeds and players (every run has the same n players)
+        row["coverage_pooled"] = float(np.mean(cover)) if np.isfinite(cover).all() else None
         for key in ("rmse", "spearman", "coverage", "n_evaluations", "token_sublayers"):
             vals = np.array([r[key] for r in rs], dtype=np.float64)
             vals = vals[np.isfinite(vals)]
@@ -270,7 +306,7 @@ def print_table(summary, cost, exact_tokens) -> None:
     )
     print(head + "\n" + "-" * len(head))
     for s in sorted(summary, key=lambda s: (s["family"], s["estimator"], s["budget"])):
-        cover = "" if not np.isfinite(s["coverage_median"]) else f"{s['coverage_median']:.2f}"
+        cover = "" if s["coverage_pooled"] is None else f"{s['coverage_pooled']:.2f}"
         print(
             f"{s['estimator']:<32} {s['budget']:>6} {s['rmse_median']:8.4f} "
             f"[{s['rmse_p20']:.4f}, {s['rmse_p80']:.4f}] {s['spearman_median']:6.2f} "
@@ -421,7 +457,12 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=10, help="task items")
     p.add_argument("--utility", default="acc_norm")
     p.add_argument("--players", default=PLAYERS, help="12 (or fewer) block players")
-    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=30)
+    p.add_argument(
+        "--table",
+        default=None,
+        help="reuse the exact pass of an earlier run's ground_truth.json (no forward pass)",
+    )
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     p.add_argument("--shapiq", default=",".join(SHAPIQ), help="shapiq approximators ('' none)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")

@@ -37,6 +37,8 @@ _LAZY = {
     "pruned_model": ("layerfast.pruning.search", "pruned_model"),
     "shapley": ("layerfast.estimators", "shapley"),
     "ShapleyResult": ("layerfast.estimators", "ShapleyResult"),
+    "interactions": ("layerfast.estimators", "interactions"),
+    "InteractionResult": ("layerfast.estimators", "InteractionResult"),
 }
 # Stage packages, and the module names of 0.1 kept as aliases of their new homes.
 _SUBMODULES = {

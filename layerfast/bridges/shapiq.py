@@ -4,6 +4,9 @@
   ``n_players``) as a ``shapiq.Game`` with *raw* values (no normalisation), so shapiq's
   approximators (``PermutationSamplingSV``, ``KernelSHAP``, ``SVARM``, ...) run on it.
 * :func:`from_shapiq_game` turns a ``shapiq.Game`` into one of our games.
+* :func:`shapiq_interactions` runs one of shapiq's pairwise interaction approximators (SII or
+  k-SII, order 2) on one of our games, to compare with
+  :func:`layerfast.estimators.interaction_index.interactions`.
 """
 
 from __future__ import annotations
@@ -13,9 +16,27 @@ from typing import Any
 import numpy as np
 
 from ..coalitions import as_masks
+from ..errors import UsageError
 from ..estimators.contract import describe
 
-__all__ = ["to_shapiq_game", "from_shapiq_game", "ShapiqGameAdapter"]
+__all__ = [
+    "to_shapiq_game",
+    "from_shapiq_game",
+    "ShapiqGameAdapter",
+    "shapiq_interactions",
+    "INTERACTION_APPROXIMATORS",
+]
+
+# shapiq's approximators of the order-2 SII / k-SII (shapiq.approximator), and "exact"
+# (shapiq.ExactComputer over all 2^n coalitions)
+INTERACTION_APPROXIMATORS = (
+    "KernelSHAPIQ",
+    "InconsistentKernelSHAPIQ",
+    "SHAPIQ",
+    "SVARMIQ",
+    "PermutationSamplingSII",
+    "exact",
+)
 
 _CLASS = None
 
@@ -92,3 +113,43 @@ class ShapiqGameAdapter:
 def from_shapiq_game(g: Any, normalized: bool = False) -> ShapiqGameAdapter:
     """Turn a ``shapiq.Game`` into a layerfast-style game (callable with ``n_players``)."""
     return ShapiqGameAdapter(g, normalized=normalized)
+
+
+def shapiq_interactions(
+    game: Any,
+    approximator: str = "KernelSHAPIQ",
+    budget: int | None = None,
+    seed: int = 0,
+    index: str = "k-SII",
+) -> np.ndarray:
+    """shapiq's estimate of the pairwise interactions of ``game``: float64 [n, n], symmetric,
+    diagonal NaN (as :class:`~layerfast.estimators.interaction_result.InteractionResult`).
+
+    Args:
+        approximator: one of :data:`INTERACTION_APPROXIMATORS` (a ``shapiq.approximator`` class
+            built with ``n, max_order=2, index=index, random_state=seed``, or ``"exact"``).
+        budget: coalitions the approximator may evaluate (default: min(2^n, 100 n));
+            ignored by ``"exact"``.
+        index: ``"k-SII"`` or ``"SII"``; at the top order (2 here) the two are equal.
+    """
+    if approximator not in INTERACTION_APPROXIMATORS:
+        raise UsageError(
+            f"unknown approximator {approximator!r}; choose one of "
+            f"{list(INTERACTION_APPROXIMATORS)}"
+        )
+    if index not in ("SII", "k-SII"):
+        raise UsageError(f"index must be 'SII' or 'k-SII', got {index!r}")
+    shapiq = _import_shapiq()
+    sg = to_shapiq_game(game)
+    n = sg.n_players
+    if approximator == "exact":
+        iv = shapiq.ExactComputer(n_players=n, game=sg)(index, order=2)
+    else:
+        cls = getattr(shapiq.approximator, approximator)
+        approx = cls(n=n, max_order=2, index=index, random_state=seed)
+        iv = approx.approximate(int(budget or min(2**n, 100 * n)), sg)
+    values = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(i + 1, n):
+            values[i, j] = values[j, i] = float(iv[(i, j)])
+    return values

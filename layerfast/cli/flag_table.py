@@ -213,6 +213,15 @@ FLAGS: dict[str, dict[str, Any]] = {
         "kept sublayer run on one real token, prefix sharing counted; info['compute'] in "
         "shapley.json reports what was spent",
     },
+    "--target-stderr": {
+        "type": v.positive,
+        "default": None,
+        "metavar": "S",
+        "help": "stop when settled: grow the budget (x2, re-using coalitions) until every stderr "
+        "(total, with --item-bootstrap) is <= S; --budget is then the maximum",
+    },
+    "--until": {"metavar": "topK", "default": None, "help": "or until the top K are settled"},
+    "--confidence": {"type": v.fraction, "default": 0.95, "help": "for --until (default 0.95)"},
     "--budgets": {
         "type": v.budgets,
         "default": None,
@@ -233,6 +242,11 @@ FLAGS: dict[str, dict[str, Any]] = {
         "across coalitions, free: from the cached log-likelihoods) and rerun the estimator; "
         "adds stderr_items, stderr_total and rank stability (default 200; 0: coalition sampling "
         "only)",
+    },
+    "--interactions": {
+        "action": "store_true",
+        "help": "also the pairwise interaction index (exact SII up to 12 players, else the removal "
+        "interaction): interactions.json, .csv, .png and a report.md section",
     },
     "--models": {
         "type": v.names,

@@ -9,14 +9,18 @@ import dataclasses
 import time
 
 from .. import __version__
+from ..errors import UsageError
 from ..estimators import get_estimator, shapley
 from ..estimators.ablation import ablate
 from ..estimators.convergence import convergence
+from ..estimators.interaction_index import interactions
+from ..estimators.stopping import check_rule
 from ..report import files as outputs
 from ..report import tables
 from ..report.agreement import agreement_blocks, agreement_line, likelihood_agreement
 from ..report.document import write_markdown
 from ..report.html import write_html
+from ..report.interactions import interaction_blocks, interaction_summary, save_interactions
 from . import values
 from .common import done, setup
 from .flags import PLAYERS, RUN, SWEEP, add, verb
@@ -31,7 +35,9 @@ def register(sub) -> None:
     add(p, *SWEEP, *PLAYERS, *RUN, "--margin")
     p = verb(sub, "shapley", cmd_shapley, check_shapley, help="layer Shapley values")
     add(p, *SWEEP, *PLAYERS, "--item-bootstrap", *RUN, "--method", "--window", "--budget")
-    add(p, "--budget-compute", "--budgets", "--option")
+    add(
+        p, "--budget-compute", "--target-stderr", "--until", "--confidence", "--budgets", "--option"
+    )
     p = verb(
         sub,
         "report",
@@ -40,6 +46,7 @@ def register(sub) -> None:
         help="ablation sweep + proximity Shapley (window 3), with figures",
     )
     add(p, *SWEEP, *PLAYERS, "--item-bootstrap", *RUN, "--window", "--models", "--tasks")
+    add(p, "--interactions")
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -66,8 +73,14 @@ def estimator_options(args: argparse.Namespace) -> dict:
 
 
 def check_shapley(args: argparse.Namespace) -> None:
-    """Unknown or bad estimator options fail before the model loads."""
-    get_estimator(args.method, **estimator_options(args))
+    """Unknown or bad estimator options and stopping flags fail before the model loads."""
+    est = get_estimator(args.method, **estimator_options(args))
+    if args.target_stderr is None and args.until is None:
+        return
+    if args.budget_compute is not None:
+        raise UsageError("--budget-compute cannot be combined with --target-stderr/--until")
+    # the player count is not known yet: K < n and the budget are checked when the game is
+    check_rule(est, args.target_stderr, args.until, args.confidence)
 
 
 def cmd_shapley(args: argparse.Namespace) -> int:
@@ -87,11 +100,23 @@ def cmd_shapley(args: argparse.Namespace) -> int:
         progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         item_bootstrap=args.item_bootstrap,
         budget_compute=args.budget_compute,
+        target_stderr=args.target_stderr,
+        until=args.until,
+        confidence=args.confidence,
         **options,
     )
     meta["wall_s"] = time.time() - t0
     written += outputs.save_shapley(args.out, res, meta)
     print(res.table() if hasattr(res, "table") else res)
+    if "stop" in res.info:
+        for step in res.info["stop"]["steps"]:
+            print(
+                "  step: "
+                + ", ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in step.items()
+                )
+            )
+        print(res.info["stop"]["message"])
     done(written, meta["wall_s"])
     return 0
 
@@ -129,6 +154,7 @@ def report_pair(args: argparse.Namespace) -> tuple:
         memory_budget=values.memory_budget(args),
         max_length=args.max_length,
     )
+    pairs = report_interactions(game, args) if getattr(args, "interactions", False) else None
     meta["wall_s"] = wall = time.time() - t0
     written = outputs.save_ablation(args.out, abl, meta)
     written += outputs.save_shapley(args.out, res, meta)
@@ -138,6 +164,9 @@ def report_pair(args: argparse.Namespace) -> tuple:
         blocks = doc.blocks + agreement_blocks(agreement, views)
         doc = dataclasses.replace(doc, blocks=blocks)
         written.append(outputs.write_json(args.out / "agreement.json", {**meta, **record}))
+    if pairs is not None:
+        doc = dataclasses.replace(doc, blocks=doc.blocks + interaction_blocks(*pairs))
+        written += save_interactions(args.out, pairs[0], meta)
     written += [
         write_markdown(args.out / "report.md", doc),
         write_html(args.out / "report.html", doc),
@@ -150,5 +179,29 @@ def report_pair(args: argparse.Namespace) -> tuple:
     print(tables.top_players(res))
     if twin is not None:
         print(agreement_line(twin[0]))
+    if pairs is not None:
+        print(interaction_summary(*pairs))
     done(written, wall)
     return abl, res, meta
+
+
+INTERACTIONS_EXACT = 12  # report --interactions: the exact SII up to this many players
+
+
+def report_interactions(game, args: argparse.Namespace) -> tuple:
+    """``report --interactions``: the exact pairwise SII (2^n coalitions) up to
+    :data:`INTERACTIONS_EXACT` players, else the removal interaction (1 + n + n(n-1)/2
+    coalitions). Returns the arguments of the report's interaction parts: (InteractionResult,
+    pairs shown per kind, the note saying why it is not the exact SII, or "")."""
+    n = game.n_players
+    method, note = "exact", ""
+    if n > INTERACTIONS_EXACT:
+        method = "removal"
+        note = (
+            f"{n} players > {INTERACTIONS_EXACT}: the removal interaction, not the exact SII "
+            f"(2^{n} coalitions); lf.interactions(game, method='sampled') estimates the SII"
+        )
+    res = interactions(
+        game, method=method, seed=args.seed, progress=True, item_bootstrap=args.item_bootstrap
+    )
+    return res, 5, note

@@ -23,12 +23,15 @@ from .budget import BudgetedGame, BudgetExceeded, BudgetTooSmall
 from .contract import CoalitionGame, GameInfo, ItemGame, describe
 from .estimator import Estimator
 from .exact import ExactEstimator
+from .interaction_index import InteractionResult, interactions
 from .kernel import KernelEstimator
+from .kernel_ht import KernelHTEstimator
 from .options import check_budget_value
 from .permutation import PermutationEstimator
 from .proximity import ProximityEstimator, proximity_cost
 from .registry import ESTIMATORS, get_estimator
 from .result import ShapleyResult
+from .stopping import check_stopping, run_until
 from .truncated import TruncatedEstimator
 
 
@@ -43,6 +46,9 @@ def shapley(
     memo: dict | None = None,
     item_bootstrap: int = 0,
     budget_compute: float | None = None,
+    target_stderr: float | None = None,
+    until: str | None = None,
+    confidence: float = 0.95,
     **method_options: Any,
 ) -> ShapleyResult:
     """Estimate the Shapley value of every player of ``game``.
@@ -77,6 +83,14 @@ def shapley(
             by unit: permutation and kernel. With it, ``budget`` (coalitions) defaults to
             min(2^n, 100,000). ``info["compute"]`` reports the compute spent, with or without
             a cap, for a game that has ``cost``.
+        target_stderr: stop when settled: re-estimate at growing budgets (x2, re-using every
+            coalition) until every standard error (the total one with ``item_bootstrap``) is
+            <= this; ``budget`` is then the maximum (default 20x the method's minimum or its
+            default, whichever is larger). :mod:`.stopping`; ``info["stop"]`` says why it
+            stopped (settled, the maximum budget, or an item error above the target).
+        until: ``"topK"``: the same, until the top K players are known as a set with
+            probability >= ``confidence`` (both rules must hold when both are given).
+        confidence: for ``until`` (default 0.95).
 
     Raises:
         UsageError: an unknown method, a bad option value or budget (a budget that is not an
@@ -85,6 +99,29 @@ def shapley(
     """
     est = get_estimator(method, **method_options)
     budget = check_budget_value(budget)
+    if target_stderr is not None or until is not None:
+        if budget_compute is not None:
+            raise UsageError("budget_compute cannot be combined with target_stderr/until")
+        n = int(game.n_players)
+        target, k, conf, maximum = check_stopping(est, n, budget, target_stderr, until, confidence)
+        shared = {} if memo is None else memo
+        rng_start = seed if isinstance(seed, np.random.Generator) else None
+
+        def run(step_budget: int) -> ShapleyResult:
+            step_seed = copy.deepcopy(rng_start) if rng_start is not None else seed
+            return shapley(
+                game,
+                method,
+                step_budget,
+                step_seed,
+                progress,
+                eval_empty=eval_empty,
+                memo=shared,
+                item_bootstrap=item_bootstrap,
+                **method_options,
+            )
+
+        return run_until(run, est, n, shared, target, k, conf, maximum, seed)
     item_bootstrap = check_item_bootstrap(item_bootstrap)
     if eval_empty not in (None, True, False):
         raise UsageError("eval_empty must be None, True or False")
@@ -157,6 +194,8 @@ def shapley(
 __all__ = [
     "shapley",
     "ShapleyResult",
+    "interactions",
+    "InteractionResult",
     "ESTIMATORS",
     "Estimator",
     "BudgetedGame",
@@ -174,4 +213,5 @@ __all__ = [
     "PermutationEstimator",
     "TruncatedEstimator",
     "KernelEstimator",
+    "KernelHTEstimator",
 ]

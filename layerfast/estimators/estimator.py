@@ -33,6 +33,9 @@ class Estimator:
     stochastic: bool = True
     # grows its sample unit by unit, so a compute budget (shapley(budget_compute=)) can cap it
     compute_capped: bool = False
+    # its sample at a budget contains its sample at any smaller budget (same seed): growing
+    # the budget (shapley(target_stderr=)) re-uses every coalition
+    nested: bool = False
 
     def __init__(self, **options: Any) -> None:
         check_option_names(self.name, options, self.OPTIONS)
@@ -54,6 +57,11 @@ class Estimator:
         units), or None where the budget does not decide it (``exact``: no sampling error;
         ``proximity``: a fixed cost). Below it, :meth:`estimate` warns when stderr is NaN."""
         return None
+
+    def union_cost(self, n: int, budgets: list[int]) -> int:
+        """Distinct coalitions evaluated by estimates at all of ``budgets`` with one seed
+        (for a ``nested`` estimator; the others do not know it and return the sum)."""
+        return int(sum(budgets))
 
     def resolve_budget(self, n: int, budget: int | None) -> int:
         """The budget to run with: ``budget`` checked against ``min_budget(n)``, or the default."""

@@ -12,6 +12,7 @@ from ..errors import UsageError
 from .estimator import Estimator
 from .exact import ExactEstimator
 from .kernel import KernelEstimator
+from .kernel_ht import KernelHTEstimator
 from .permutation import PermutationEstimator
 from .proximity import ProximityEstimator
 from .truncated import TruncatedEstimator
@@ -26,6 +27,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         PermutationEstimator,
         TruncatedEstimator,
         KernelEstimator,
+        KernelHTEstimator,
     )
 }
 

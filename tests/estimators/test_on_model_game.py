@@ -29,6 +29,7 @@ SETTINGS = {
     "permutation": (30, {}),
     "truncated": (30, {"tolerance": 0.05}),  # acc_norm walks truncate at 1/3 (chance 0.36)
     "kernel": (30, {}),
+    "kernel_ht": (30, {}),
 }
 
 
@@ -88,6 +89,9 @@ def expected_nan(res) -> np.ndarray:
         return np.ones(N, bool)  # no sampling error
     if res.method == "proximity":
         return np.asarray(res.info["n_terms"]) < 2  # spread of one term is undefined
+    if res.method == "kernel_ht":  # a sampled size stratum with a single pair has no variance
+        single = [s["taken"] < 2 and not s["enumerated"] for s in res.info["strata"]]
+        return np.full(N, any(single))
     n_units = {"permutation": "n_pairs", "kernel": "n_pairs", "truncated": "n_units"}[res.method]
     return np.full(N, res.info[n_units] < 2)  # fewer than two i.i.d. units
 

@@ -74,7 +74,14 @@ def test_bad_masks_reaching_the_budgeted_game_are_usage_errors():
 
 
 def test_registry_is_the_one_list_of_methods():
-    assert sorted(ESTIMATORS) == ["exact", "kernel", "permutation", "proximity", "truncated"]
+    assert sorted(ESTIMATORS) == [
+        "exact",
+        "kernel",
+        "kernel_ht",
+        "permutation",
+        "proximity",
+        "truncated",
+    ]
     for name, cls in ESTIMATORS.items():
         assert cls.name == name
         assert type(get_estimator(name)) is cls

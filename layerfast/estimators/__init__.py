@@ -56,7 +56,7 @@ def shapley(
     Args:
         game: callable bool[m, n] -> float[m] with attribute ``n_players``.
         method: one of ``ESTIMATORS`` (``exact``, ``proximity``, ``permutation``,
-            ``truncated``, ``kernel``).
+            ``truncated``, ``kernel``, ``kernel_ht``: the most accurate sampler, docs/shapley.md).
         budget: maximum number of distinct coalitions evaluated. ``None``: the method's own
             cost (``exact``: 2^n, ``proximity``: sum_k (n-k+1) + 1) or a default of 50 n for
             the sampling methods.

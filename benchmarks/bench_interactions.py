@@ -57,6 +57,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench_ground_truth import TableGame as RecordingTable  # noqa: E402 (next to this file)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "benchmarks" / "interactions"
@@ -76,28 +78,15 @@ BLOCK_ABLATION = "block ablation drop (this run)"
 
 
 # --- shared -----------------------------------------------------------------------------------
-class TableGame:
-    """Utilities as a lookup (bool [m, n] -> float64 [m], coalition integer with bit i = player
-    i) that records the distinct coalitions asked for."""
+class TableGame(RecordingTable):
+    """bench_ground_truth's lookup of the memoised utilities; ``take`` counts the distinct
+    coalitions asked for since the last take."""
 
     def __init__(self, table, players: list[str]):
-        self.table = np.asarray(table, dtype=np.float64)
-        self.players = list(players)
-        self.n_players = len(self.players)
-        self.chance = None
-        self.bits = 1 << np.arange(self.n_players, dtype=np.int64)
-        self.asked: set[int] = set()
-
-    def __call__(self, masks) -> np.ndarray:
-        ints = np.asarray(masks, dtype=bool).astype(np.int64) @ self.bits
-        self.asked.update(ints.tolist())
-        return self.table[ints]
+        super().__init__(table, players, None)
 
     def take(self) -> int:
-        """Distinct coalitions asked for since the last take."""
-        k = len(self.asked)
-        self.asked = set()
-        return k
+        return len(super().take())
 
 
 def jsonable(x):

@@ -18,25 +18,13 @@ import platform
 from pathlib import Path
 
 import numpy as np
+from bench_ground_truth import TableGame  # (next to this file)
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {
     "acc_norm": ROOT / "benchmarks" / "ground_truth" / "ground_truth.json",
     "logprob": ROOT / "benchmarks" / "ground_truth_logprob" / "ground_truth.json",
 }
-
-
-class Table:
-    """The game's utilities as a lookup: keep-masks bool [m, 12] -> float64 [m]."""
-
-    def __init__(self, table: np.ndarray, players: list[str]):
-        self.table = table
-        self.players = players
-        self.n_players = len(players)
-        self.bits = 1 << np.arange(self.n_players, dtype=np.int64)
-
-    def __call__(self, masks) -> np.ndarray:
-        return self.table[np.asarray(masks, dtype=bool).astype(np.int64) @ self.bits]
 
 
 def rules(rms: float) -> list[dict]:
@@ -69,7 +57,7 @@ def main() -> None:
     for utility, path in TABLES.items():
         d = json.loads(path.read_text())
         table = np.asarray(d["table"], dtype=np.float64)
-        game = Table(table, d["players"])
+        game = TableGame(table, d["players"], None)
         truth = shapley_from_table(table, game.n_players)
         rms = float(np.sqrt(np.mean(truth**2)))
         for rule in rules(rms):

@@ -61,17 +61,6 @@ def write_task_file(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model_factory, tiny_tokenizer_fixture):
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    return save_tiny_model(folder, model_factory, tiny_tokenizer_fixture)
-
-
-@pytest.fixture(scope="module")
-def task_file(tmp_path_factory):
-    return write_task_file(tmp_path_factory.mktemp("task") / "tiny6.jsonl")
-
-
 def strict_json(path: Path):
     """Parse ``path`` as strict JSON: the constants NaN, Infinity and -Infinity raise."""
 

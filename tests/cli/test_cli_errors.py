@@ -27,18 +27,7 @@ import pytest
 import layerfast
 import layerfast.models
 from layerfast import cli
-from tests.cli.test_cli import ROOT, save_tiny_model, write_task_file
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model_factory, tiny_tokenizer_fixture):
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    return save_tiny_model(folder, model_factory, tiny_tokenizer_fixture)
-
-
-@pytest.fixture(scope="module")
-def task_file(tmp_path_factory):
-    return write_task_file(tmp_path_factory.mktemp("task") / "tiny6.jsonl")
+from tests.cli.test_cli import ROOT, write_task_file
 
 
 @dataclass

@@ -6,23 +6,10 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pytest
 
 import layerfast as lf
 from layerfast.cli.sweeps import INTERACTIONS_EXACT
-from tests.cli.test_cli import N, direct_game, run, save_tiny_model, strict_json, sweep
-from tests.cli.test_cli import write_task_file as task_jsonl
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model_factory, tiny_tokenizer_fixture):
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    return save_tiny_model(folder, model_factory, tiny_tokenizer_fixture)
-
-
-@pytest.fixture(scope="module")
-def task_file(tmp_path_factory):
-    return task_jsonl(tmp_path_factory.mktemp("task") / "tiny6.jsonl")
+from tests.cli.test_cli import N, direct_game, run, strict_json, sweep
 
 
 def test_report_interactions(capsys, model_dir, task_file, tmp_path):

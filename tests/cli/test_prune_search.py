@@ -15,7 +15,7 @@ import layerfast
 import layerfast as lf
 import layerfast.models
 from layerfast import cli
-from tests.cli.test_cli import direct_game, run, save_tiny_model, strict_json, sweep
+from tests.cli.test_cli import direct_game, run, strict_json, sweep
 from tests.conftest import TINY_ITEMS
 
 N = 6  # players of the tiny 3-block Llama
@@ -28,12 +28,6 @@ def write_items(path, rows, name):
             row = {"context": context, "choices": choices, "gold": gold, "id": f"{name}{i}"}
             f.write(json.dumps(row) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model_factory, tiny_tokenizer_fixture):
-    folder = tmp_path_factory.mktemp("model") / "tiny-llama"
-    return save_tiny_model(folder, model_factory, tiny_tokenizer_fixture)
 
 
 @pytest.fixture(scope="module")

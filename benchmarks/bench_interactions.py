@@ -42,7 +42,6 @@ against v(N \\ S). Output ``benchmarks/interactions/{smollm2,gemma3}.json`` and 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -58,6 +57,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_ground_truth import TableGame as RecordingTable  # noqa: E402 (next to this file)
+from bench_ground_truth import csv_write as write_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,36 +89,16 @@ class TableGame(RecordingTable):
         return len(super().take())
 
 
-def jsonable(x):
-    """NaN and inf become None; numpy scalars and arrays become Python ones."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
 def write_json(path: Path, record: dict) -> None:
+    """Strict JSON (NaN as null) through layerfast's writer, the folder made first."""
+    from layerfast.report.files import write_json as strict_json
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(record), indent=1) + "\n")
+    strict_json(path, record)
 
 
 def csv_write(path: Path, records: list[dict]) -> None:
-    keys: list[str] = []
-    for r in records:
-        keys += [k for k in r if k not in keys]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(records)
+    write_csv(path, records, drop=())
 
 
 def command() -> str:
@@ -339,17 +319,6 @@ def block_of(name: str) -> int:
     return int(re.sub(r"^(attn|mlp|block)", "", name))
 
 
-def removal_masks(n: int) -> np.ndarray:
-    """The coalitions of ``interactions(method="removal")``: N, N minus each player, N minus
-    each pair, bool [1 + n + n(n-1)/2, n]."""
-    pairs = list(combinations(range(n), 2))
-    masks = np.ones((1 + n + len(pairs), n), dtype=bool)
-    masks[1 + np.arange(n), np.arange(n)] = False
-    for r, (i, j) in enumerate(pairs):
-        masks[1 + n + r, [i, j]] = False
-    return masks
-
-
 def pruning_sets(pruning: dict, players: list[str], drops: np.ndarray, n_blocks: int):
     """(sets, skipped): every block set a method of ``pruning`` removed, as
     {method, kind, fraction, blocks}; methods with a set that is not whole blocks (or has a
@@ -405,6 +374,7 @@ def model_run(spec: str, args) -> dict:
 
     import layerfast as lf
     from layerfast.bench import machine
+    from layerfast.estimators.interaction_index import removal_masks
 
     pruning_path, stem = MODELS[spec]
     pruning = json.loads(pruning_path.read_text())
@@ -438,7 +408,7 @@ def model_run(spec: str, args) -> dict:
     print(f"{game}\n{n} block players, {tokens} calibration tokens, cache {cache}", flush=True)
 
     # the removal coalitions, in steps (a killed run resumes from the cache)
-    masks = removal_masks(n)
+    masks = removal_masks(n, list(combinations(range(n), 2)))
     t0 = time.perf_counter()
     done = 0
     steps = [1 + n] + [args.chunk] * math.ceil((len(masks) - 1 - n) / args.chunk)

@@ -9,7 +9,6 @@ import dataclasses
 import time
 
 from .. import __version__
-from ..errors import UsageError
 from ..estimators import get_estimator, shapley
 from ..estimators.ablation import ablate
 from ..estimators.convergence import convergence
@@ -77,10 +76,8 @@ def check_shapley(args: argparse.Namespace) -> None:
     est = get_estimator(args.method, **estimator_options(args))
     if args.target_stderr is None and args.until is None:
         return
-    if args.budget_compute is not None:
-        raise UsageError("--budget-compute cannot be combined with --target-stderr/--until")
     # the player count is not known yet: K < n and the budget are checked when the game is
-    check_rule(est, args.target_stderr, args.until, args.confidence)
+    check_rule(est, args.target_stderr, args.until, args.confidence, args.budget_compute)
 
 
 def cmd_shapley(args: argparse.Namespace) -> int:

@@ -100,10 +100,10 @@ def shapley(
     est = get_estimator(method, **method_options)
     budget = check_budget_value(budget)
     if target_stderr is not None or until is not None:
-        if budget_compute is not None:
-            raise UsageError("budget_compute cannot be combined with target_stderr/until")
         n = int(game.n_players)
-        target, k, conf, maximum = check_stopping(est, n, budget, target_stderr, until, confidence)
+        target, k, conf, maximum = check_stopping(
+            est, n, budget, target_stderr, until, confidence, budget_compute
+        )
         shared = {} if memo is None else memo
         rng_start = seed if isinstance(seed, np.random.Generator) else None
 

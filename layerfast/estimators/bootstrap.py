@@ -44,6 +44,9 @@ __all__ = [
     "ItemTerms",
     "ReweightedGames",
     "bootstrap_shapley",
+    "ItemResamples",
+    "item_resamples",
+    "NO_PER_ITEM",
 ]
 
 DEFAULT_ITEM_BOOTSTRAP = 200
@@ -207,28 +210,53 @@ def bootstrap_shapley(
     res.info["item_bootstrap"] = record
     if n_boot == 0:
         return res
-    if not has_per_item(game):
-        record.update(replicates=0, note=NO_PER_ITEM)
+    resamples = item_resamples(game, res.n_players, res.full, rng0, n_boot, record)
+    if resamples is None:
         return res
-    terms = ItemTerms(game)
-    n = res.n_players
-    full_terms = terms(np.ones((1, n), dtype=bool))[0]
-    n_items = full_terms.shape[0]
-    _check_mean(full_terms, res.full)
-    item_rng = np.random.default_rng(copy.deepcopy(rng0).integers(2**63))
-    weights = index_weights(resample_indices(n_items, n_boot, item_rng), n_items)
-    about = describe(game)
-    games = ReweightedGames(terms, weights, about.players, about.chance)
-    reps = np.empty((n_boot, n))
+    reps = np.empty((n_boot, res.n_players))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the main run already warned (e.g. no stderr)
         for b in range(n_boot):
-            reps[b] = run(BudgetedGame(games.replicate(b)), copy.deepcopy(rng0)).values
+            reps[b] = run(BudgetedGame(resamples.games.replicate(b)), copy.deepcopy(rng0)).values
     res.set_item_replicates(reps)
-    record.update(n_items=n_items, n_coalitions=terms.n_fetched)
-    if n_items < 2:
-        record["note"] = "one item: no item-level spread can be estimated"
+    resamples.close(record)
     return res
+
+
+class ItemResamples:
+    """The B reweighted games of an item bootstrap (:func:`item_resamples`)."""
+
+    def __init__(self, terms: ItemTerms, games: ReweightedGames, n_items: int) -> None:
+        self.terms, self.games, self.n_items = terms, games, n_items
+
+    def close(self, record: dict) -> None:
+        """Note in ``record`` (``info["item_bootstrap"]``) the items and the coalitions whose
+        per-item terms were fetched, and that one item gives no spread."""
+        record.update(n_items=self.n_items, n_coalitions=self.terms.n_fetched)
+        if self.n_items < 2:
+            record["note"] = "one item: no item-level spread can be estimated"
+
+
+def item_resamples(
+    game: Any, n: int, full: float, rng0: np.random.Generator, n_boot: int, record: dict
+) -> ItemResamples | None:
+    """The item bootstrap's B reweighted games of ``game`` (n players, v(N) = ``full``), the
+    resamples drawn from a generator seeded by a copy of ``rng0``; None, with the reason in
+    ``record``, for a game without per-item terms. Shared by :func:`bootstrap_shapley` and
+    :func:`~layerfast.estimators.interaction_index.interactions`."""
+    if not has_per_item(game):
+        record.update(replicates=0, note=NO_PER_ITEM)
+        return None
+    terms = ItemTerms(game)
+    full_terms = terms(np.ones((1, n), dtype=bool))[0]
+    n_items = full_terms.shape[0]
+    _check_mean(full_terms, full)
+    item_rng = np.random.default_rng(copy.deepcopy(rng0).integers(2**63))
+    weights = index_weights(resample_indices(n_items, n_boot, item_rng), n_items)
+    about = describe(game)
+    return ItemResamples(
+        terms, ReweightedGames(terms, weights, about.players, about.chance), n_items
+    )
 
 
 def _check_mean(full_terms: np.ndarray, full: float) -> None:

@@ -33,8 +33,9 @@ class Estimator:
     stochastic: bool = True
     # grows its sample unit by unit, so a compute budget (shapley(budget_compute=)) can cap it
     compute_capped: bool = False
-    # its sample at a budget contains its sample at any smaller budget (same seed): growing
-    # the budget (shapley(target_stderr=)) re-uses every coalition
+    # its sample at double a budget contains the sample at that budget (same seed), and
+    # union_cost counts the coalitions of several budgets: growing the budget
+    # (shapley(target_stderr=)) re-uses every coalition
     nested: bool = False
 
     def __init__(self, **options: Any) -> None:

@@ -54,16 +54,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError, warn
-from .bootstrap import (
-    NO_PER_ITEM,
-    ItemTerms,
-    ReweightedGames,
-    _check_mean,
-    check_item_bootstrap,
-    has_per_item,
-    index_weights,
-    resample_indices,
-)
+from .bootstrap import check_item_bootstrap, item_resamples
 from .budget import BudgetedGame
 from .exact import int_to_masks
 from .interaction_design import (
@@ -77,7 +68,7 @@ from .interaction_design import (
 from .interaction_result import InteractionResult
 from .options import check_budget_value, check_int_option, check_option_names
 
-__all__ = ["interactions", "InteractionResult", "METHODS", "OPTIONS"]
+__all__ = ["interactions", "InteractionResult", "METHODS", "OPTIONS", "removal_masks"]
 
 METHODS = ("exact", "removal", "sampled")
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -114,10 +105,7 @@ def _removal(g: BudgetedGame, budget: int | None, rng, opts: dict) -> Design:
     if opts["pairs"] == "all":
         pairs = list(combinations(range(n), 2))
     _need(budget, 1 + n + len(pairs), "removal")
-    masks = np.ones((1 + n + len(pairs), n), dtype=bool)
-    masks[1 + np.arange(n), np.arange(n)] = False
-    for r, (i, j) in enumerate(pairs):
-        masks[1 + n + r, [i, j]] = False
+    masks = removal_masks(n, pairs)
     pi, pj = np.array(pairs).T
 
     def combine(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +116,16 @@ def _removal(g: BudgetedGame, budget: int | None, rng, opts: dict) -> Design:
 
     info = {"pairs": opts["pairs"], "n_coalitions": len(masks)}
     return _with_values(Design(masks, combine, info), g(masks))
+
+
+def removal_masks(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """The coalitions of the removal interaction: N, N minus each player, N minus each pair of
+    ``pairs``; bool [1 + n + len(pairs), n]."""
+    masks = np.ones((1 + n + len(pairs), n), dtype=bool)
+    masks[1 + np.arange(n), np.arange(n)] = False
+    for r, (i, j) in enumerate(pairs):
+        masks[1 + n + r, [i, j]] = False
+    return masks
 
 
 def _sampled(g: BudgetedGame, budget: int | None, rng, opts: dict) -> Design:
@@ -275,22 +273,14 @@ def _item_bootstrap(
     record: dict = {"replicates": n_boot}
     res.info["item_bootstrap"] = record
     n = res.n_players
-    if not has_per_item(game):
-        record.update(replicates=0, note=NO_PER_ITEM)
+    full = float(design.y[np.all(design.masks, axis=1)][0])
+    resamples = item_resamples(game, n, full, rng0, n_boot, record)
+    if resamples is None:
         res.stderr_items = np.full((n, n), np.nan)
         return
-    terms = ItemTerms(game)
-    full_terms = terms(np.ones((1, n), dtype=bool))[0]
-    n_items = full_terms.shape[0]
-    _check_mean(full_terms, float(design.y[np.all(design.masks, axis=1)][0]))
-    item_rng = np.random.default_rng(copy.deepcopy(rng0).integers(2**63))
-    weights = index_weights(resample_indices(n_items, n_boot, item_rng), n_items)
-    games = ReweightedGames(terms, weights, res.players)
-    y = games.values(design.masks)  # [m, B]
+    y = resamples.games.values(design.masks)  # [m, B]
     reps = np.stack([_symmetric(design.combine(y[:, b])[0]) for b in range(n_boot)])
     res.item_replicates = reps
     with np.errstate(invalid="ignore"):
         res.stderr_items = reps.std(axis=0, ddof=1)
-    record.update(n_items=n_items, n_coalitions=terms.n_fetched)
-    if n_items < 2:
-        record["note"] = "one item: no item-level spread can be estimated"
+    resamples.close(record)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UsageError
-from .result import _jsonable
+from .result import _jsonable, total_stderr
 
 __all__ = ["InteractionResult", "TOP_KINDS"]
 
@@ -82,8 +82,7 @@ class InteractionResult:
         missing (no bootstrap, or a game without per-item terms)."""
         if self.stderr_items is None:
             return self.stderr.copy()
-        items = self.stderr_items
-        return np.where(np.isnan(items), self.stderr, np.sqrt(self.stderr**2 + items**2))
+        return total_stderr(self.stderr, self.stderr_items)
 
     def pairs(self) -> list[tuple[int, int, float, float]]:
         """Every estimated pair i < j as ``(i, j, value, stderr_total)``, sorted by value from

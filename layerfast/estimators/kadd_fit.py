@@ -69,10 +69,12 @@ def _to_shapley(n: int, subsets: list[tuple[int, ...]]) -> np.ndarray:
     return G
 
 
-def _inv_sqrt_2x2(B: np.ndarray) -> np.ndarray:
-    """B^{-1/2} for symmetric positive 2 x 2 blocks [J, 2, 2] (eigenvalues floored at 1e-6)."""
+def _inv_2x2(B: np.ndarray, root: bool) -> np.ndarray:
+    """B^{-1/2} (``root``) or B^{-1} for symmetric positive 2 x 2 blocks [J, 2, 2] (eigenvalues
+    floored at 1e-6)."""
     ev, vec = np.linalg.eigh(B)
-    return np.einsum("jab,jb,jcb->jac", vec, 1.0 / np.sqrt(np.clip(ev, 1e-6, None)), vec)
+    ev = np.clip(ev, 1e-6, None)
+    return np.einsum("jab,jb,jcb->jac", vec, 1.0 / (np.sqrt(ev) if root else ev), vec)
 
 
 def fit_pairs(
@@ -124,16 +126,10 @@ def fit_pairs(
     keep = np.isin(stratum, list(sampled))  # enumerated strata add no variance
     Xs, Rs, Ws, hs = X[keep], R[keep], weight[keep], stratum[keep]
     H = Ws[:, None, None] * np.einsum("jqa,jra->jqr", Xs @ M, Xs)  # [J', 2, 2] hat blocks
-    eye = np.eye(2)[None]
-    if order == 1:
-        Radj = np.einsum("jab,jb->ja", _inv_sqrt_2x2(eye - (H + H.transpose(0, 2, 1)) / 2), Rs)
-        hc = "HC2"
-    else:
-        lev = eye - (H + H.transpose(0, 2, 1)) / 2
-        ev, vec = np.linalg.eigh(lev)
-        inv = np.einsum("jab,jb,jcb->jac", vec, 1.0 / np.clip(ev, 1e-6, None), vec)
-        Radj = np.einsum("jab,jb->ja", inv, Rs)
-        hc = "HC3"
+    # residuals r_j (I - H_j)^{-1/2} (HC2, the linear fit) or (I - H_j)^{-1} (HC3)
+    lev = np.eye(2)[None] - (H + H.transpose(0, 2, 1)) / 2
+    Radj = np.einsum("jab,jb->ja", _inv_2x2(lev, root=order == 1), Rs)
+    hc = "HC2" if order == 1 else "HC3"
     U = np.einsum("jqa,jq->ja", Xs, Radj)  # X_j^T r_j, [J', p]
     cov_theta = np.zeros((p, p))
     for h, (N_h, m_h) in sampled.items():

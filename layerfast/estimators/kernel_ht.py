@@ -33,8 +33,6 @@ Options:
 
 from __future__ import annotations
 
-from math import comb
-
 import numpy as np
 
 from ..errors import UsageError
@@ -42,7 +40,7 @@ from .budget import BudgetedGame
 from .estimator import Estimator
 from .kadd_fit import fit_pairs, n_params
 from .result import ShapleyResult
-from .strata import plan_strata, stratum_pairs
+from .strata import Plan, n_pair_strata, plan_strata, populations, stratum_pairs
 
 RIDGE = 0.1  # penalty on the 3-additive fit's interaction terms, at or below p3 pairs ...
 RIDGE_POWER = 3.0  # ... falling as (p3 / pairs)^3 above
@@ -67,19 +65,23 @@ class KernelHTEstimator(Estimator):
     def _all_pairs(n: int) -> int:
         return 2 ** (n - 1) - 1
 
+    def _plan(self, n: int, budget: int) -> Plan:
+        """The strata's pairs for a budget: v(N) and v(0), then pairs of two coalitions."""
+        return plan_strata(n, min((budget - 2) // 2, self._all_pairs(n)))
+
     def min_budget(self, n: int) -> int:
         # v(N), v(0) and one pair per size stratum
-        return 2 if n == 1 else 2 + 2 * min(n // 2, self._all_pairs(n))
+        return 2 if n == 1 else 2 + 2 * min(n_pair_strata(n), self._all_pairs(n))
 
     def min_budget_for_stderr(self, n: int) -> int | None:
         if n == 1:
             return None
-        return 2 + 2 * sum(min(2, n_pairs) for n_pairs in _populations(n))
+        return 2 + 2 * sum(min(2, n_pairs) for n_pairs in populations(n))
 
     def union_cost(self, n: int, budgets: list[int]) -> int:
         if n == 1:
             return 2
-        plans = [plan_strata(n, min((b - 2) // 2, self._all_pairs(n))) for b in budgets]
+        plans = [self._plan(n, b) for b in budgets]
         return 2 + 2 * int(np.max([p.take for p in plans], axis=0).sum())
 
     def default_budget(self, n: int) -> int:
@@ -92,7 +94,7 @@ class KernelHTEstimator(Estimator):
         full, empty = game(ends)
         if n == 1:
             return self._result(game, np.array([full - empty]), np.zeros(1), full, empty, {})
-        plan = plan_strata(n, min((budget - 2) // 2, self._all_pairs(n)))
+        plan = self._plan(n, budget)
         base = int(rng.integers(2**62))
         Z, stratum, weight, sampled = [], [], [], {}
         for h, s in enumerate(plan.sizes):
@@ -152,11 +154,6 @@ class KernelHTEstimator(Estimator):
         if order == 3:
             return [(3, ridge)]
         return [(1, 0.0), (3, ridge)]
-
-
-def _populations(n: int) -> list[int]:
-    """Pairs per size stratum s = 1..n//2 (Python ints: exact at any n)."""
-    return [comb(n, s) // (2 if 2 * s == n else 1) for s in range(1, n // 2 + 1)]
 
 
 def _total_variance(cov: np.ndarray) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 
-__all__ = ["ShapleyResult"]
+__all__ = ["ShapleyResult", "total_stderr"]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -46,6 +46,12 @@ def _floats(xs: Any, n: int) -> np.ndarray:
 
 
 CI_WHICH = ("total", "coalitions", "items")
+
+
+def total_stderr(coalitions: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """sqrt(coalitions^2 + items^2), elementwise; ``coalitions`` where the item part is NaN (not
+    measured). Any shape (the two the same)."""
+    return np.where(np.isnan(items), coalitions, np.sqrt(coalitions**2 + items**2))
 
 
 def rank_counts(replicates: np.ndarray) -> np.ndarray:
@@ -157,8 +163,7 @@ class ShapleyResult:
         (stderr_items NaN) total = stderr, the only part measured; a NaN coalition stderr of a
         sampling method (too small a budget) makes the total NaN.
         """
-        coal, items = self.coalition_stderr, self.stderr_items
-        return np.where(np.isnan(items), coal, np.sqrt(coal**2 + items**2))
+        return total_stderr(self.coalition_stderr, self.stderr_items)
 
     def ci(self, level: float = 0.95, which: str = "total") -> tuple[np.ndarray, np.ndarray]:
         """Normal-approximation confidence interval ``values -/+ z * se``, float64 [n] each.

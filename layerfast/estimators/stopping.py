@@ -43,11 +43,16 @@ N_DRAWS = 4000
 
 
 def check_rule(
-    est: Estimator, target_stderr: Any, until: Any, confidence: Any
+    est: Estimator, target_stderr: Any, until: Any, confidence: Any, budget_compute: Any = None
 ) -> tuple[float | None, int | None, float]:
     """The checks that do not need the game: (target, K, confidence). UsageError naming the
-    option and the value (a method without sampling error, a target <= 0, ``until`` not
-    "topK" with K >= 1, a confidence outside (0, 1))."""
+    option and the value (a compute budget alongside, a method without sampling error, a target
+    <= 0, ``until`` not "topK" with K >= 1, a confidence outside (0, 1))."""
+    if budget_compute is not None:
+        raise UsageError(
+            "budget_compute (--budget-compute) cannot be combined with target_stderr/until "
+            "(--target-stderr/--until)"
+        )
     if not est.stochastic:
         raise UsageError(
             f"target_stderr/until need a sampling method; {est.name!r} has no sampling error "
@@ -72,11 +77,17 @@ def check_rule(
 
 
 def check_stopping(
-    est: Estimator, n: int, budget: int | None, target_stderr: Any, until: Any, confidence: Any
+    est: Estimator,
+    n: int,
+    budget: int | None,
+    target_stderr: Any,
+    until: Any,
+    confidence: Any,
+    budget_compute: Any = None,
 ) -> tuple[float | None, int | None, float, int]:
     """:func:`check_rule`, then what depends on the n players: (target, K, confidence, the
     maximum budget). UsageError for K >= n or a maximum below the method's first step."""
-    target, k, confidence = check_rule(est, target_stderr, until, confidence)
+    target, k, confidence = check_rule(est, target_stderr, until, confidence, budget_compute)
     if k is not None and k >= n:
         raise UsageError(f"until={until!r}: K must be below the number of players ({n})")
     maximum = budget if budget is not None else max(est.default_budget(n), 20 * est.min_budget(n))
@@ -100,7 +111,6 @@ def topk_probability(
 ) -> float:
     """P(the k largest of ``values`` are the top k), errors ~ N(0, cov) [n, n]; 4,000 draws."""
     values = np.asarray(values, dtype=np.float64)
-    top = set(np.argsort(-values, kind="stable")[:k].tolist())
     if not np.all(np.isfinite(cov)):
         return float("nan")
     w, vec = np.linalg.eigh((cov + cov.T) / 2)
@@ -110,7 +120,7 @@ def topk_probability(
     hit = np.zeros((N_DRAWS, len(values)), dtype=bool)
     np.put_along_axis(hit, tops, True, axis=1)
     want = np.zeros(len(values), dtype=bool)
-    want[list(top)] = True
+    want[np.argsort(-values, kind="stable")[:k]] = True
     return float(np.mean((hit == want).all(axis=1)))
 
 

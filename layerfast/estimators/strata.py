@@ -21,7 +21,7 @@ from math import comb
 
 import numpy as np
 
-__all__ = ["Plan", "plan_strata", "stratum_pairs", "n_pair_strata"]
+__all__ = ["Plan", "plan_strata", "stratum_pairs", "n_pair_strata", "populations"]
 
 
 def n_pair_strata(n: int) -> int:
@@ -31,6 +31,11 @@ def n_pair_strata(n: int) -> int:
 
 def _population(n: int, s: int) -> int:
     return comb(n, s) // 2 if 2 * s == n else comb(n, s)
+
+
+def populations(n: int) -> list[int]:
+    """Pairs in each size stratum s = 1..floor(n/2), N_s (Python ints: exact at any n)."""
+    return [_population(n, s) for s in range(1, n_pair_strata(n) + 1)]
 
 
 @dataclass
@@ -74,9 +79,9 @@ def plan_strata(n: int, n_pairs: int, min_take: int = 2) -> Plan:
     budget allows, taken from the largest allocations; below that every stratum gets at least one
     (where ``n_pairs`` >= the number of strata), so no stratum is left out of the estimate.
     """
-    sizes = np.arange(1, n // 2 + 1)
+    sizes = np.arange(1, n_pair_strata(n) + 1)
     # populations overflow int64 from n = 65 (C(66, 33) > 2^63): float64, exact below 2^53
-    pop = np.array([float(_population(n, int(s))) for s in sizes])
+    pop = np.array([float(x) for x in populations(n)])
     weight = np.array([(0.5 if 2 * s == n else 1.0) / (s * (n - s)) for s in sizes])
     mass = np.array([(n - 1) / (comb(n, int(s)) * int(s) * (n - int(s))) for s in sizes])
     take = np.zeros(len(sizes), dtype=np.int64)

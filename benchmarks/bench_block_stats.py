@@ -5,6 +5,7 @@ wall time and peak memory, side by side in one run. Every measurement is also ap
 to benchmarks/results.csv (benchmarks/rows.py: p50/p20/p80 over the repeats).
 
     python benchmarks/bench_block_stats.py kernels --hidden 4096 --dtype bf16 --bytes 1GiB
+    python benchmarks/bench_block_stats.py kernels --hidden 576 --dtype fp32 --threads 1
     python benchmarks/bench_block_stats.py pass --batch 4 --seq 1024
 
 (a) Bandwidth: :mod:`layerfast.bench.kernels` (what ``layerfast bench`` runs), on inputs of
@@ -51,6 +52,10 @@ def bench_kernels(args) -> list[dict]:
 
     from layerfast.bench import kernels
     from layerfast.cli.values import byte_size
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the ceilings' and the C++ kernel's threads
+    print(f"threads: {torch.get_num_threads()}")
 
     _, out_rows, lines = kernels.measure(
         args.hidden,
@@ -238,6 +243,7 @@ def main(argv=None) -> int:
     k.add_argument("--device", default="cpu")
     k.add_argument("--bytes", default="1GiB", help="bytes read per call (x_in + x_out)")
     k.add_argument("--repeat", type=int, default=10)
+    k.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     for name in ("pass", "pass-child"):
         p = sub.add_parser(name)
         p.add_argument("--model", default="smollm2-135m")

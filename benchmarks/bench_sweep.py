@@ -10,7 +10,8 @@ All three paths score the same coalitions on the same model and task items, in o
 (b) ``naive``  our executor: removed sublayers are skipped, log-probs only at continuation
                positions, chunked over the vocabulary;
 (c) ``prefix`` (b) plus prefix sharing across coalitions (bit-identical to (b));
-(d) ``fast``   (c) plus shared-context packing of each item's choices (the default of lf.Game).
+(d) ``fast``   (c) plus shared-context packing of each item's choices and small batches stacked
+               into one sublayer call (``--stack-tokens``; the defaults of lf.Game).
 
 Each path runs in its own subprocess so that its peak resident memory is its own. Printed: wall
 time per path, ratios, sublayer evaluations per utility (machine independent), peak RSS, and a
@@ -60,8 +61,11 @@ def run_path(args) -> dict:
 
         executor = SeedWayScorer(model, requests, args.batch_tokens)
     else:
+        options = {"batch_tokens": args.batch_tokens, "pack": args.path == "fast"}
+        if args.path == "fast":
+            options["stack_tokens"] = args.stack_tokens
         cls = NaiveExecutor if args.path == "naive" else PrefixExecutor
-        executor = cls(model, requests, batch_tokens=args.batch_tokens, pack=args.path == "fast")
+        executor = cls(model, requests, **options)
     warm = executor.loglik_many(masks[:1])  # warm-up (first pass is slower on this CPU)
     executor.sublayer_evaluations = executor.token_sublayer_evaluations = 0
     t0 = time.perf_counter()
@@ -118,6 +122,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", choices=["ablation", "proximity"], default="ablation")
     p.add_argument("--batch-tokens", type=int, default=2048)
+    p.add_argument(
+        "--stack-tokens",
+        default="auto",
+        type=lambda text: text if text == "auto" else int(text),
+        help="the fast path's stacking of small batches (lf.Game's default: auto); 0 = off",
+    )
     p.add_argument("--paths", default=",".join(PATHS))
     p.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)  # internal: run one path
     p.add_argument("--json", default=None, help="write the results here")

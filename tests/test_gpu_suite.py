@@ -32,7 +32,7 @@ def test_dry_run_passes(tmp_path):
     pytest_txt = (out / "pytest.txt").read_text()
     assert " passed" in pytest_txt and "failed" not in pytest_txt and "error" not in pytest_txt
     record = json.loads((out / "bench.json").read_text())
-    assert set(record["steps"]) == {"kernels", "overhead", "sweep"}
+    assert set(record["steps"]) == {"kernels", "overhead", "sweep", "stacking"}
     assert record["model"]["name"] == "random:tiny"
     summary = (out / "summary.txt").read_text()
     assert summary.count("MET") + summary.count("MISSED") >= 3, summary
@@ -51,8 +51,8 @@ def test_summary_judges_the_goals(tmp_path):
             "kernels": {
                 "copy_GB/s": 3000.0,
                 "read_GB/s": 3300.0,
-                "triton kernel": {"GB/s": 2500.0, "of_copy": 2500 / 3000, "of_read": 0.76},
-                "triton + finish": {"of_copy": 0.7},
+                "triton kernel": {"GB/s": 2500.0, "of_copy": 2500 / 3000, "of_read": 0.82},
+                "triton + finish": {"of_copy": 0.7, "of_read": 0.72},
             },
             "overhead": {"overhead_vs_hf_forward": 0.05, "overhead_vs_forward_loop": 0.04},
             "sweep": {
@@ -67,8 +67,20 @@ def test_summary_judges_the_goals(tmp_path):
             },
         },
     }
+    bench["steps"]["stacking"] = {
+        "dtype": "bfloat16",
+        "items": 12,
+        "batches_padded_tokens": [2000],
+        "group": [4],
+        "prefix_over_stacked": 1.8,
+        "max_abs_diff": 0.01,
+    }
     verdicts = [met for _, met, _ in summary.goals(bench)]
-    assert verdicts == [True, False, True]
+    assert verdicts == [True, False, True, True]
     bench["steps"]["sweep"]["proximity"]["fast"]["projected_full_s"] = 601.0
     assert summary.goals(bench)[2][1] is False
+    bench["steps"]["kernels"]["triton + finish"]["of_read"] = 0.65  # the kernel alone passes
+    assert summary.goals(bench)[0][1] is False
+    bench["steps"]["stacking"]["max_abs_diff"] = 0.2  # faster, but outside the tolerance
+    assert summary.goals(bench)[3][1] is False
     assert summary.main(str(tmp_path)) == 1  # no bench.json

@@ -2,11 +2,15 @@
 
     python benchmarks/gpu/summary.py DIR
 
-Goals (issue 14): the statistics kernel at >= 80% of the device's copy bandwidth; the statistics
+Goals: the statistics kernel reads at >= 80% of a plain read of the same bytes and >= 70% with
+its fp64 finish (issue 31; fused reductions reach about 90% of HBM bandwidth, the bar the Triton
+kernel is designed for: one pass, whole rows per program, coalesced 16-byte loads); the statistics
 pass within 3% of a plain forward; a window-3 proximity sweep (190 utilities on a 32-block model)
-over 1,000 4-choice items projected under 10 minutes on the fast path. Each goal prints MET or
-MISSED with the figure; a missed goal is a finding, not a failure. Exit status 1 only when
-bench.json is missing or lacks a step.
+over 1,000 4-choice items projected under 10 minutes on the fast path; on a small batch the
+stacked prefix executor at least as fast as the unstacked one, its log-likelihoods within the
+packing tolerance (2e-5 fp32, 0.05 bf16). Each goal prints MET or MISSED with the figure; a
+missed goal is a finding, not a failure. Exit status 1 only when bench.json is missing or lacks
+a step.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import json
 import sys
 from pathlib import Path
 
-KERNEL_OF_COPY = 0.80
+KERNEL_OF_READ = 0.80
+FINISH_OF_READ = 0.70
 STATS_OVERHEAD = 0.03
 SWEEP_MINUTES = 10.0
+TOLERANCE = {"float32": 2e-5, "bfloat16": 0.05, "float16": 0.05}
+STEPS = ("kernels", "overhead", "sweep", "stacking")
 
 
 def goals(bench: dict) -> list[tuple[str, bool | None, str]]:
@@ -28,15 +35,15 @@ def goals(bench: dict) -> list[tuple[str, bool | None, str]]:
     kernel = next((k for k in ("triton kernel", "cpp kernel") if k in kernels), None)
     if kernel:
         finish = kernels.get(kernel.replace("kernel", "+ finish"), {})
-        share = kernels[kernel]["of_copy"]
+        share, with_finish = kernels[kernel]["of_read"], finish.get("of_read", float("nan"))
         out.append(
             (
-                f"statistics kernel >= {KERNEL_OF_COPY:.0%} of copy bandwidth",
-                share >= KERNEL_OF_COPY,
-                f"{kernel}: {kernels[kernel]['GB/s']:.0f} GB/s = {share:.0%} of copy "
-                f"({kernels['copy_GB/s']:.0f} GB/s), {kernels[kernel]['of_read']:.0%} of read "
-                f"({kernels['read_GB/s']:.0f} GB/s); with finish "
-                f"{finish.get('of_copy', float('nan')):.0%} of copy",
+                f"statistics kernel >= {KERNEL_OF_READ:.0%} of read bandwidth, "
+                f">= {FINISH_OF_READ:.0%} with finish",
+                share >= KERNEL_OF_READ and with_finish >= FINISH_OF_READ,
+                f"{kernel}: {kernels[kernel]['GB/s']:.0f} GB/s = {share:.0%} of read "
+                f"({kernels['read_GB/s']:.0f} GB/s), {kernels[kernel]['of_copy']:.0%} of copy "
+                f"({kernels['copy_GB/s']:.0f} GB/s); with finish {with_finish:.0%} of read",
             )
         )
     else:
@@ -67,6 +74,20 @@ def goals(bench: dict) -> list[tuple[str, bool | None, str]]:
                 f"{prox['seed_over_fast']:.2f}x",
             )
         )
+    stacked = steps.get("stacking", {})
+    if "prefix_over_stacked" in stacked:
+        bound = TOLERANCE.get(stacked["dtype"], 0.05)
+        out.append(
+            (
+                "small batches stacked: at least as fast as unstacked, within the packing "
+                "tolerance",
+                stacked["prefix_over_stacked"] >= 1.0 and stacked["max_abs_diff"] <= bound,
+                f"{stacked['items']} items, batches of {stacked['batches_padded_tokens']} tokens, "
+                f"groups of {stacked['group']}: unstacked / stacked "
+                f"{stacked['prefix_over_stacked']:.2f}x, max |diff| "
+                f"{stacked['max_abs_diff']:.1e} (bound {bound:g})",
+            )
+        )
     return out
 
 
@@ -84,7 +105,7 @@ def main(folder: str) -> int:
     for goal, met, figure in goals(bench):
         verdict = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[met]
         print(f"  {verdict:<12} {goal}: {figure}")
-    missing = [s for s in ("kernels", "overhead", "sweep") if s not in bench["steps"]]
+    missing = [s for s in STEPS if s not in bench["steps"]]
     if missing:
         print(f"summary: bench.json lacks the step(s) {missing}")
         return 1

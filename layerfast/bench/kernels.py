@@ -140,6 +140,8 @@ def measure(
             bar.update(1)
     dtype_name = str(dtype).removeprefix("torch.")
     size = "x".join(map(str, x_in.shape))
+    if device.type == "cpu":
+        size += f" {torch.get_num_threads()} threads"
     copy_gbs, read_gbs = limits["copy"]["GB/s"], limits["read"]["GB/s"]
     lines = [
         f"statistics kernels: [{size}] {dtype_name} x2 = {read / 1e9:.2f} GB read per call, "
@@ -175,5 +177,7 @@ def measure(
             rows.row(*common, "ms", [1e3 * s for s in seconds]),
             rows.row(*common, "GB/s", [read / s / 1e9 for s in seconds]),
             rows.row(*common, "of_copy", [read / s / 1e9 / copy_gbs for s in seconds]),
+            rows.row(*common, "of_read", [read / s / 1e9 / read_gbs for s in seconds]),
+            rows.row(*common, "read_ceiling_GB/s", read_gbs),
         ]
     return summary, out_rows, lines

@@ -20,12 +20,12 @@ from ..errors import UsageError
 from ..paths import atomic_write, write_text
 from ..progress import progress
 from ..report.files import to_jsonable
-from . import kernels, overhead, rows, sweep, workload
+from . import kernels, overhead, rows, stacking, sweep, workload
 from .bandwidth import DEFAULT_BYTES
 from .machine import describe
 
-STEPS = ("kernels", "overhead", "sweep")
-SHARE = {"kernels": 0.15, "overhead": 0.25, "sweep": 0.60}  # of the time budget
+STEPS = ("kernels", "overhead", "sweep", "stacking")
+SHARE = {"kernels": 0.15, "overhead": 0.2, "sweep": 0.55, "stacking": 0.1}  # of the time budget
 
 
 @dataclass
@@ -162,6 +162,13 @@ def _run_step(step: str, model, opts: Options, profile: Profile, budget_s: float
     requests = workload.load_workload(
         model, opts.task, opts.limit or profile.limit, opts.seed, opts.project_items, opts.delimiter
     )
+    if step == "stacking":
+        with progress(total=4, desc="stacking", unit="run", enabled=opts.progress) as bar:
+            summary, out_rows, lines = stacking.measure(
+                model, requests.requests, batch_tokens, memory_budget, profile.k_max, bar
+            )
+        summary["sizing"] = how
+        return summary, out_rows, lines
     total = len(sweep.SWEEPS) * len(sweep.PATHS)
     with progress(total=total, desc="sweep sample", unit="path", enabled=opts.progress) as bar:
         summary, out_rows, lines = sweep.measure(

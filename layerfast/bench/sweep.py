@@ -6,7 +6,7 @@ Paths, on the same model, requests and coalitions:
 * ``naive``: :class:`~layerfast.evaluation.naive_executor.NaiveExecutor` (removed sublayers
   skipped, log-probs at the continuation positions only, vocabulary in chunks);
 * ``fast``: :class:`~layerfast.evaluation.prefix_executor.PrefixExecutor` with shared-context
-  packing, what :class:`layerfast.Game` runs.
+  packing and small batches stacked, what :class:`layerfast.Game` runs.
 
 The sample is ``k`` consecutive coalitions, in the prefix executor's trie order, from the middle of
 the sweep (consecutive, so prefix sharing within it is typical of the full sweep). ``k`` is chosen
@@ -95,7 +95,12 @@ def make_scorer(path: str, model, requests, batch_tokens: int, memory_budget: in
     if path == "naive":
         return NaiveExecutor(model, requests, batch_tokens=batch_tokens)
     return PrefixExecutor(
-        model, requests, batch_tokens=batch_tokens, pack=True, memory_budget=memory_budget
+        model,
+        requests,
+        batch_tokens=batch_tokens,
+        pack=True,
+        memory_budget=memory_budget,
+        stack_tokens="auto",  # what lf.Game runs
     )
 
 
@@ -113,9 +118,10 @@ def seed_batch_tokens(model, batch_tokens: int) -> int:
 
 def batch_fill(model, requests, batch_tokens: int) -> tuple[int, float]:
     """(batches, mean padded tokens per batch / batch_tokens) of the fast path's packed rows."""
-    from ..evaluation.batching import build_rows, make_batches
+    from ..evaluation.batching import FILL_TOKENS, build_rows, fill_rows, make_batches
 
-    batches = make_batches(build_rows(requests, True), batch_tokens, 0)
+    rows = fill_rows(build_rows(requests, True), min(FILL_TOKENS, batch_tokens))
+    batches = make_batches(rows, batch_tokens, 0)
     padded = sum(b.input_ids.numel() for b in batches)
     return len(batches), padded / len(batches) / batch_tokens
 

@@ -62,6 +62,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         cache=cache,
         batch_tokens=batch_tokens,
         memory_budget=values.memory_budget(args),
+        stack_tokens=getattr(args, "stack_tokens", None),
         max_length=args.max_length,
         progress=True,  # --no-progress hides bars, keeps a heartbeat (cli.main)
         workers=workers if distributed else None,

@@ -158,6 +158,12 @@ FLAGS: dict[str, dict[str, Any]] = {
         "help": "memory for the prefix executor's kept states per batch: auto (1GiB on the CPU; "
         "on CUDA what the forward leaves of the free memory), bytes, or e.g. 512MiB, 4GiB",
     },
+    "--stack-tokens": {
+        "type": v.auto_or_whole,
+        "default": "auto",
+        "help": "stack a small batch's coalitions into sublayer calls of up to this many padded "
+        "tokens: auto (1024 on the CPU, 8192 on CUDA, at most --batch-tokens), 0 = never, a count",
+    },
     "--workers": {
         "type": v.integer(1),
         "default": 1,

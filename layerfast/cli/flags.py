@@ -139,7 +139,7 @@ PLACEMENT = ("--device-map", "--max-memory", "--offload-folder")
 # The task and which of its items.
 TASK = ("--task", "--target-delimiter", "--limit", "--seed")
 HARNESS = ("--include-path", "--num-fewshot")  # --task lm_eval:<name>, and eval
-SIZING = ("--batch-tokens", "--memory-budget")
+SIZING = ("--batch-tokens", "--memory-budget", "--stack-tokens")
 WORKERS = ("--workers", "--ray-address", "--gpus-per-worker")
 # Every verb that builds a Game (ablate, shapley, report, prune, eavss).
 SWEEP = (

@@ -62,6 +62,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             cache=values.cache_path(args),
             batch_tokens=values.batch_tokens(args),
             memory_budget=values.memory_budget(args),
+            stack_tokens=getattr(args, "stack_tokens", None),
             max_length=args.max_length,
             players=args.players,
             unit=args.unit,

@@ -149,6 +149,7 @@ def report_pair(args: argparse.Namespace) -> tuple:
         cache=values.cache_path(args),
         batch_tokens=values.batch_tokens(args),
         memory_budget=values.memory_budget(args),
+        stack_tokens=getattr(args, "stack_tokens", None),
         max_length=args.max_length,
     )
     pairs = report_interactions(game, args) if getattr(args, "interactions", False) else None

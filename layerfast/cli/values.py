@@ -147,6 +147,15 @@ def auto_or_bytes(text: str) -> int | None:
     return n
 
 
+def auto_or_whole(text: str) -> int | None:
+    """``--stack-tokens``: None for ``auto``, else an integer >= 0."""
+    if text.strip().lower() == AUTO:
+        return None
+    if not text.strip().isdigit():
+        raise Bad(f"must be 'auto' or an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def max_memory(text: str) -> dict[int | str, int]:
     """``--max-memory 0=70GiB,cpu=200GiB`` -> {0: bytes, "cpu": bytes} (accelerate's
     ``max_memory``; a device index as an int)."""
@@ -202,7 +211,7 @@ def names(text: str) -> list[str]:
     return found
 
 
-BENCH_STEPS = ("kernels", "overhead", "sweep")
+BENCH_STEPS = ("kernels", "overhead", "sweep", "stacking")
 
 
 def bench_steps(text: str) -> tuple[str, ...]:

@@ -51,7 +51,7 @@ __all__ = [
 Columns = tuple[str, str, str]  # (model, requests and options, device type): how a key is stored
 _WHERE = "model=? AND requests=? AND device=?"
 _OPTIONS = re.compile(
-    r"^(?P<task>[^-]+)-(?P<requests>[^-]+)-(?P<layout>(?:trie-packed|unpacked)(?:-kl)?)"
+    r"^(?P<task>[^-]+)-(?P<requests>[^-]+)-(?P<layout>(?:trie-filled|trie-packed|unpacked)(?:-kl)?)"
     r"-L(?P<max_length>\d+)"
     r"-B(?P<batch_tokens>\d+)-V(?P<vocab_chunk>\d+)-(?P<dtype>[^-]+)-(?P<attention>.+)$"
 )
@@ -63,12 +63,14 @@ class CacheKey:
 
     model: the weights' fingerprint (:meth:`~layerfast.models.SublayerModel.fingerprint`).
     task: the task's fingerprint; requests: a hash of the tokenised requests.
-    layout: "trie-packed" or "unpacked" (with "-kl" when the rows hold KL divergences).
+    layout: "trie-filled" (trie rows, short ones side by side; "trie-packed" in caches made
+    before), or "unpacked" (with "-kl" when the rows hold KL divergences).
     max_length, batch_tokens: in tokens. vocab_chunk: the LM head's vocabulary rows per step.
     dtype, attention: the model's. device: "cpu" or "cuda", where the coalitions run.
 
-    Two options are left out on purpose: the executor (prefix and naive are bit-identical,
-    tested) and the prefix executor's memory budget (a recomputed state is the same state).
+    Three options are left out on purpose: the executor (prefix and naive are bit-identical,
+    tested), the prefix executor's memory budget (a recomputed state is the same state) and its
+    stacking (``stack_tokens``: a stacked value equals the unstacked one within rounding).
     """
 
     model: str

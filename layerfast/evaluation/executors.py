@@ -1,9 +1,10 @@
 """The executor registry: one table of the executors a Game (or a Ray worker) can run, and one
 function that builds one.
 
-Both executors take the same requests and options and are bit-identical (tested); ``prefix``
-shares the residual states of common prefixes across coalitions, ``naive`` is the reference that
-runs every coalition from the embeddings.
+Both executors take the same requests and options; ``prefix`` shares the residual states of
+common prefixes across coalitions, ``naive`` is the reference that runs every coalition from the
+embeddings. They are bit-identical (tested) unless the prefix executor stacks small batches
+(``stack_tokens``, :mod:`.stacking`: equal within rounding, tested).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def make_executor(
     """The executor ``name`` over ``requests``, from ``table`` (the log-likelihood executors, or
     the same two with another score: :data:`.kl.KL_EXECUTORS`, :data:`.verify.VERIFIERS`).
     ``options``: ``batch_tokens`` (int), ``pack`` (bool) and, read by the prefix executor only,
-    ``memory_budget`` (bytes)."""
+    ``memory_budget`` (bytes) and ``stack_tokens`` (int or "auto")."""
     options = dict(options)
     if check_executor(name) != "prefix":
         options.pop("memory_budget", None)
+        options.pop("stack_tokens", None)
     return table[name](model, requests, **options)

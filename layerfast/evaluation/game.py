@@ -54,7 +54,7 @@ class Game:
             ``lm_eval:`` task; or "kl" on any non-generative task (:mod:`.kl`: the rows then
             hold KL divergences from the full model). None: the task's default.
         executor: "prefix" (shares the hidden states of common prefixes; bit-identical to the
-            reference) or "naive" (the reference: every coalition from scratch).
+            reference unless it stacks) or "naive" (the reference: every coalition from scratch).
         cache: None (memory only), True (the user cache file) or a path to an SQLite file.
         batch_tokens: padded tokens (B x T) of one forward batch, or "auto" / None: 2048 on
             the CPU, on CUDA chosen from the device's free memory and the model's shape
@@ -62,6 +62,8 @@ class Game:
         memory_budget: bytes of residual states the prefix executor keeps per batch, or "auto" /
             None: 1 GiB on the CPU, on CUDA what the forward leaves of the free memory. Not in
             the cache key (a recomputed state is the same state).
+        stack_tokens: padded tokens up to which the prefix executor stacks a small batch's
+            coalitions (:mod:`.stacking`; equal within rounding, not in the key); 0 = never.
         max_length: longest request in tokens; longer ones are left-truncated as the harness
             does, with one warning counting them (``truncation``). None: the model's own limit
             (:func:`~layerfast.tasks.requests.model_max_length`).
@@ -116,6 +118,7 @@ class Game:
         chunk: int = 64,
         pack: bool = True,
         memory_budget: int | str | None = AUTO,
+        stack_tokens: int | str | None = AUTO,
         workers: int | None = None,
         ray_address: str | None = None,
         threads_per_worker: int | None = None,
@@ -149,12 +152,14 @@ class Game:
         if workers is None:
             tokens, budget, how = resolve_sizes(model, batch_tokens, memory_budget, seq_len)
             options = {"batch_tokens": tokens, "memory_budget": budget, "pack": pack}
+            options["stack_tokens"] = stack_tokens
             table = KL_EXECUTORS if self.kl else EXECUTORS
             self.executor = make_executor(executor, model, self.requests, options, table)
             self.runner = LocalRunner(self.executor, chunk)
             self.sizing = {"batch_tokens": tokens, "memory_budget": budget, "how": how}
         else:  # on Ray workers: sizes resolved on their devices, the smallest kept
             options = {"batch_tokens": batch_tokens, "memory_budget": memory_budget, "pack": pack}
+            options["stack_tokens"] = stack_tokens
             self.runner, self.sizing = start_ray(
                 model, self.requests, executor, options, seq_len, workers, ray_address,
                 threads_per_worker, gpus_per_worker,
@@ -198,7 +203,7 @@ class Game:
             model=model.fingerprint(),
             task=self.task.fingerprint(),
             requests=hashlib.sha256(requests_fingerprint(self.requests)).hexdigest()[:16],
-            layout=("trie-packed" if ex.pack else "unpacked") + ("-kl" if self.kl else ""),
+            layout=("trie-filled" if ex.pack else "unpacked") + ("-kl" if self.kl else ""),
             max_length=int(self.truncation["max_length"]),
             batch_tokens=int(batch_tokens),
             vocab_chunk=int(ex.vocab_chunk),
@@ -218,11 +223,7 @@ class Game:
         if isinstance(self.runner, LocalRunner):
             self.runner.chunk = self._chunk
 
-    @property
-    def pool(self) -> Any:
-        """The :class:`~layerfast.evaluation.ray.pool.RayPool` of ``workers`` (None in this
-        process, or once closed)."""
-        return self.runner.pool
+    pool = property(lambda self: self.runner.pool, doc="The Ray pool of ``workers`` (or None).")
 
     def close(self) -> None:
         """Stop the Ray workers (and the local Ray cluster this game started), if any."""
@@ -244,10 +245,10 @@ class Game:
         """Items of the task: the per-item terms of :meth:`per_item`."""
         return int(getattr(self.scorer, "n_items", len(self.task)))
 
-    @property
-    def compute_run(self) -> int:
-        """Token-sublayer evaluations this game's runner has run (every worker's, with Ray)."""
-        return self.runner.compute_run
+    compute_run = property(
+        lambda self: self.runner.compute_run,
+        doc="Token-sublayer evaluations this game's runner has run (every worker's, with Ray).",
+    )
 
     draws_progress = property(lambda self: bool(self.progress))  # a bar of its own
 

@@ -39,7 +39,7 @@ from .executors import check_executor
 from .outputs import candidate, drafts_for, flatten, unflatten
 from .players import choose_players
 from .prefix_executor import trie_order
-from .sizing import AUTO, resolve_sizes
+from .sizing import AUTO, check_size, resolve_sizes
 from .verify import make_verifier, unpack, verification_requests
 
 KV_BUDGET = 1 << 30  # bytes of keys and values kept for decoding to resume from, at most
@@ -63,6 +63,7 @@ class GenerativeGame:
         chunk: int = 64,
         pack: bool = True,
         memory_budget: int | str | None = AUTO,
+        stack_tokens: int | str | None = AUTO,
         workers: int | None = None,
         ray_address: str | None = None,
         threads_per_worker: int | None = None,
@@ -94,6 +95,7 @@ class GenerativeGame:
         self.n_players = len(self.players)
         self.progress, self.chunk, self.gen_batch_size = progress, int(chunk), int(gen_batch_size)
         self.executor_name = executor
+        check_size("stack_tokens", stack_tokens, 0)  # accepted for Game's signature; not stacked
         tokens, budget, how = resolve_sizes(model, batch_tokens, memory_budget, self._longest())
         self.sizing = {"batch_tokens": tokens, "memory_budget": budget, "how": how}
         self.packing_note = "generation: one row per prompt"

@@ -17,15 +17,17 @@ DEFAULT_VOCAB_CHUNK = 8192
 
 
 def token_logprobs(
-    hidden: torch.Tensor,  # [N, d] final-normed hidden states at scored positions
+    hidden: torch.Tensor,  # [U, d] final-normed hidden states at scored positions
     weight: torch.Tensor,  # [V, d] LM head weight
     targets: torch.Tensor,  # [N] int64 token ids to score
     bias: torch.Tensor | None = None,  # [V]
     softcap: float | None = None,
     chunk: int = DEFAULT_VOCAB_CHUNK,
+    index: torch.Tensor | None = None,  # [N] int64 the row of hidden each target is read at
 ) -> torch.Tensor:
-    """log p(targets | hidden): float32 [N]."""
-    return _scan(hidden, weight, targets, bias, softcap, chunk, greedy=False)[0]
+    """log p(targets | hidden): float32 [N]. With ``index``, several targets may share a
+    hidden state (U < N): its logits and log-sum-exp are computed once."""
+    return _scan(hidden, weight, targets, bias, softcap, chunk, greedy=False, index=index)[0]
 
 
 def token_logprobs_greedy(
@@ -55,12 +57,16 @@ def _scan(
     softcap: float | None,
     chunk: int,
     greedy: bool,
+    index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One pass over the vocabulary chunks: (log-probs float32 [N], is_greedy bool [N] or None)."""
-    n = hidden.shape[0]
-    lse = torch.full((n,), float("-inf"), dtype=torch.float32, device=hidden.device)
+    """One pass over the vocabulary chunks: (log-probs float32 [N], is_greedy bool [N] or None);
+    target i is read at hidden row ``index[i]`` (default i)."""
+    n = targets.shape[0]
+    rows = torch.arange(n, device=hidden.device) if index is None else index  # [N]
+    if greedy and index is not None:
+        hidden, rows = hidden[rows], torch.arange(n, device=hidden.device)
+    lse = torch.full((hidden.shape[0],), float("-inf"), dtype=torch.float32, device=hidden.device)
     target_logit = torch.zeros(n, dtype=torch.float32, device=hidden.device)
-    rows = torch.arange(n, device=hidden.device)
     best = torch.full((n,), float("-inf"), dtype=torch.float32, device=hidden.device)
     best_id = torch.zeros(n, dtype=torch.long, device=hidden.device)
     for start in range(0, weight.shape[0], chunk):
@@ -75,4 +81,4 @@ def _scan(
             better = top > best  # strict: an earlier chunk keeps a tie
             best = torch.where(better, top, best)
             best_id = torch.where(better, top_id + start, best_id)
-    return target_logit - lse, (best_id == targets) if greedy else None
+    return target_logit - lse[rows], (best_id == targets) if greedy else None

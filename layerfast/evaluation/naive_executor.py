@@ -17,7 +17,7 @@ import torch
 
 from ..models import SublayerModel
 from ..tasks.requests import Request
-from .batching import Batch, build_rows, make_batches
+from .batching import FILL_TOKENS, Batch, build_rows, fill_rows, make_batches
 from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
 from .sizing import CPU_BATCH_TOKENS
 
@@ -46,6 +46,7 @@ class NaiveExecutor:
     ):
         self.model = model
         self.requests = requests
+        self.batch_tokens = int(batch_tokens)
         # Why packing is off (None when it is on or exact): "pack=False" or the model's reason.
         self.packing_note = packing_supported(model, requests) if pack else "pack=False"
         self.pack = self.packing_note is None
@@ -53,8 +54,9 @@ class NaiveExecutor:
         pad_id = getattr(tok, "pad_token_id", None)
         if pad_id is None:
             pad_id = getattr(tok, "eos_token_id", None) or 0
+        rows = build_rows(requests, self.pack)
         self.batches = make_batches(
-            build_rows(requests, self.pack),
+            fill_rows(rows, min(FILL_TOKENS, batch_tokens)) if self.pack else rows,
             batch_tokens,
             pad_id,
             mask_style=model.adapter.attention_implementation,
@@ -150,8 +152,11 @@ class NaiveExecutor:
 
     def score(self, state, batch: Batch) -> np.ndarray:
         """Summed log-prob per request of the batch (``batch.request_index`` order) from the
-        residual state after the last sublayer."""
-        hidden = self.final_hidden(state, batch)
+        residual state after the last sublayer. The LM head runs once per distinct scored
+        position (``batch.scored_rows``), whatever the number of targets read there."""
+        h = self.model.residual(state)  # [B, T, d]
+        picked = h[batch.scored_rows.to(h.device), batch.scored_positions.to(h.device)]  # [U, d]
+        hidden = self.model.adapter.final_norm()(picked)
         with self.model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
             device = weight.device
             lp = token_logprobs(
@@ -161,6 +166,7 @@ class NaiveExecutor:
                 bias,
                 self.model.adapter.logit_softcap,
                 self.vocab_chunk,
+                index=batch.scored_index.to(device),
             )
         sums = torch.zeros(len(batch.request_index), dtype=torch.float64, device=device)
         sums.index_add_(0, batch.owner.to(device), lp.double())

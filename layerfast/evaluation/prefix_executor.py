@@ -20,10 +20,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..models.adapter import ParallelState
 from .batching import Batch
 from .naive_executor import NaiveExecutor
-from .sizing import CPU_MEMORY_BUDGET
+from .sizing import CPU_MEMORY_BUDGET, stack_tokens_for
+from .stacking import StackedInputs, group_size, groups, run_group
+from .state_stack import StateStack
 
 
 def trie_order(masks: np.ndarray) -> np.ndarray:
@@ -77,11 +78,6 @@ def branch_depths(ordered: np.ndarray) -> tuple[list[int], list[set[int]]]:
     return branch, keep_at
 
 
-def state_bytes(state) -> int:
-    tensors = [state.x, state.attn_out] if isinstance(state, ParallelState) else [state]
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
-
 class PrefixExecutor(NaiveExecutor):
     """Evaluates many coalitions per batch, sharing the hidden states of common prefixes; the
     batch loop, ``need`` and ``on_batch`` are :meth:`NaiveExecutor.loglik_many`'s.
@@ -89,14 +85,32 @@ class PrefixExecutor(NaiveExecutor):
     memory_budget: bytes of kept residual states per batch, an int (default 1 GiB, the CPU's;
     ``lf.Game`` resolves "auto" with :mod:`layerfast.evaluation.sizing`); beyond it, states are
     recomputed rather than kept.
+    stack_tokens: when a batch's padded tokens fit in it at least twice, run the coalitions in
+    groups of ``stack_tokens // tokens`` stacked along the batch dimension (:mod:`.stacking`;
+    equal to the unstacked run within rounding). 0 (the default here) never stacks: the results
+    are then bit-identical to :class:`NaiveExecutor`'s. "auto" (``lf.Game``'s default): the
+    device's value, :func:`~layerfast.evaluation.sizing.stack_tokens_for`.
     """
 
     name = "prefix"
 
-    def __init__(self, *args, memory_budget: int = CPU_MEMORY_BUDGET, **kwargs):
+    def __init__(
+        self,
+        *args,
+        memory_budget: int = CPU_MEMORY_BUDGET,
+        stack_tokens: int | str | None = 0,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.memory_budget = int(memory_budget)
+        self.stack_tokens = stack_tokens_for(self.model, stack_tokens, self.batch_tokens)
         self.recomputed_steps = 0  # kept steps run again because a state did not fit the budget
+
+    def count(self, members: int, batch: Batch, recomputed: bool = False) -> None:
+        """Book one sublayer run for ``members`` coalitions of ``batch``."""
+        self.sublayer_evaluations += members
+        self.token_sublayer_evaluations += members * batch.n_tokens
+        self.recomputed_steps += members * recomputed
 
     @torch.inference_mode()
     def batch_loglik(
@@ -107,8 +121,8 @@ class PrefixExecutor(NaiveExecutor):
         done: Callable[[int, np.ndarray], None] | None = None,
     ) -> np.ndarray:
         """float64 [m, len(batch.request_index)]: one batch for bool masks [m, n_players], the
-        coalitions visited in trie order, each from the state at its branch depth;
-        ``done(i, values)`` as coalition i is scored."""
+        coalitions visited in trie order, each from the state at its branch depth (in stacked
+        groups when ``stack_tokens`` allows); ``done(i, values)`` as coalition i is scored."""
         masks = (
             np.stack([np.asarray(self.model.keep_mask(mk)) for mk in masks])
             if len(masks)
@@ -120,33 +134,35 @@ class PrefixExecutor(NaiveExecutor):
         n = self.model.n_players
         out = np.zeros((len(masks), len(batch.request_index)), dtype=np.float64)
         inputs = self._prepare(batch)
-        stack = [(0, self.model.initial_state(inputs))]  # (depth, state), depths increasing
-        kept_bytes = 0
+        stack = StateStack(self.model.initial_state(inputs), self.memory_budget)
+
+        def report(k: int, values: np.ndarray) -> None:
+            out[order[k]] = values
+            if done is not None:
+                done(int(order[k]), values)
+            if tick is not None:
+                tick(1)
+
+        size = group_size(self.model, batch, self.stack_tokens)
+        if size > 1:
+            stacked = StackedInputs(self.model, batch, inputs)
+            for members in groups(branch, n, size):
+                values = run_group(
+                    self, batch, stacked, ordered, branch, members, stack, keep_at[members[-1]]
+                )
+                for k, v in zip(members, values, strict=True):
+                    report(k, v)
+            return out
         for k, mask in enumerate(ordered):
             if branch[k] == n:  # a duplicate of the previous coalition
-                out[order[k]] = out[order[k - 1]]
-                if done is not None:
-                    done(int(order[k]), out[order[k]])
-                if tick is not None:
-                    tick(1)
+                report(k, out[order[k - 1]])
                 continue
-            while stack[-1][0] > branch[k]:
-                kept_bytes -= state_bytes(stack.pop()[1])
-            depth, state = stack[-1]
+            depth, state = stack.top(branch[k])
             for d in range(depth, n):
                 state = self.model.step(d, state, inputs, bool(mask[d]))
                 if mask[d]:
-                    self.sublayer_evaluations += 1
-                    self.token_sublayer_evaluations += batch.n_tokens
-                    self.recomputed_steps += d < branch[k]
+                    self.count(1, batch, recomputed=d < branch[k])
                 if d + 1 in keep_at[k] and d + 1 < n:
-                    size = state_bytes(state)
-                    if kept_bytes + size <= self.memory_budget:
-                        stack.append((d + 1, state))
-                        kept_bytes += size
-            out[order[k]] = self.score(state, batch)
-            if done is not None:
-                done(int(order[k]), out[order[k]])
-            if tick is not None:
-                tick(1)
+                    stack.push(d + 1, state)
+            report(k, self.score(state, batch))
         return out

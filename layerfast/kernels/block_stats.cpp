@@ -32,6 +32,7 @@
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
+#include "block_stats_simd.h"
 
 namespace py = pybind11;
 
@@ -75,10 +76,29 @@ inline float f16_to_float(uint16_t h) {
 }
 
 struct LoadF32 {
+  static constexpr bool swapped_quads = false;
   static float at(const void* p, int64_t c) { return static_cast<const float*>(p)[c]; }
+#ifdef LAYERFAST_SIMD
+  using Simd = simd::F32;
+#endif
 };
 struct LoadBF16 {
+#ifdef LAYERFAST_SIMD
+  static constexpr bool swapped_quads = simd::BF16::swapped_quads;
+#else
+  static constexpr bool swapped_quads = false;
+#endif
   static float at(const void* p, int64_t c) { return bf16_to_float(static_cast<const uint16_t*>(p)[c]); }
+#ifdef LAYERFAST_SIMD
+  using Simd = simd::BF16;
+#endif
+};
+struct LoadF16 {
+  static constexpr bool swapped_quads = false;
+  static float at(const void* p, int64_t c) { return f16_to_float(static_cast<const uint16_t*>(p)[c]); }
+#ifdef LAYERFAST_SIMD
+  using Simd = simd::F16;
+#endif
 };
 
 // fp16 row -> fp32 buffer; with F16C, eight at a time (the compiler does not vectorise the
@@ -102,34 +122,50 @@ void load_row(const void* src, Dtype dtype, int64_t d, float* dst) {
 }
 
 // Per-row sums run in fp32 vector lanes over CHUNK channels, then add into fp64; channel sums run
-// in fp32 over FLUSH rows, then add into fp64. That bounds every fp32 sum to a few dozen terms.
+// in fp32 over a group of at most FLUSH rows, then add into fp64. That bounds every fp32 sum to a
+// few dozen terms. Rows are read whole, one after another (sequential streams; walking a group of
+// rows chunk by chunk kept the channel sums in L1 but ran at half the speed out of cache).
 constexpr int64_t CHUNK = 256;
 constexpr int FLUSH = 16;
+// From this width on a segment's channel sums (12 bytes a channel) no longer fit in a 32 KiB L1,
+// and rows are folded in pairs (AVX2 builds), halving the sums' traffic to L2.
+constexpr int64_t PAIRS_FROM_D = 2048;
 
 struct RowStats {
   double dot, ssa, ssb, small, nonfinite;
 };
 
+// Where a segment keeps channel c's sums: at c, except for a fold that swaps quads (the AVX2 bf16
+// one), which keeps channels 4-7 and 8-11 of every full block of 16 in each other's places. The
+// swap is its own inverse.
+inline int64_t stored_at(int64_t c, int64_t d, bool swapped_quads) {
+  const int64_t j = c & 15;
+  return swapped_quads && c < (d & ~int64_t(15)) && j >= 4 && j < 12 ? c ^ 12 : c;
+}
+
 // A segment's channel moments as shifted sums: shift = its first real row, s1 = sum(x - shift),
-// s2 = sum((x - shift)^2); fp32 partials s1f/s2f are flushed into s1/s2 every FLUSH rows.
+// s2 = sum((x - shift)^2); fp32 partials s1f/s2f are flushed into s1/s2 after every group.
+//
+// shift, s1f and s2f share one buffer at offsets that differ by 40 floats (160 bytes) modulo 4 KiB:
+// as separate allocations of 4 KiB multiples their entries for one channel had the same address
+// bits 0-11, and each store to s1f stalled the following loads of s2f and shift (4K aliasing).
 struct Segment {
   int64_t d;
-  std::vector<float> shift, s1f, s2f;
+  std::vector<float> buf;
+  float *shift, *s1f, *s2f;
   std::vector<double> s1, s2;
-  std::vector<float> row_a, row_b;  // fp16 rows converted to fp32
   double n = 0;
-  int pending = 0;
 
   explicit Segment(int64_t d_)
-      : d(d_), shift(d_), s1f(d_), s2f(d_), s1(d_), s2(d_), row_a(d_), row_b(d_) {}
+      : d(d_), buf(3 * d_ + 80), shift(buf.data()), s1f(buf.data() + d_ + 40),
+        s2f(buf.data() + 2 * d_ + 80), s1(d_), s2(d_) {}
 
   void reset() {
-    std::fill(s1f.begin(), s1f.end(), 0.f);
-    std::fill(s2f.begin(), s2f.end(), 0.f);
+    std::fill(s1f, s1f + d, 0.f);
+    std::fill(s2f, s2f + d, 0.f);
     std::fill(s1.begin(), s1.end(), 0.0);
     std::fill(s2.begin(), s2.end(), 0.0);
     n = 0;
-    pending = 0;
   }
 
   void flush() {
@@ -138,19 +174,18 @@ struct Segment {
       s2[c] += s2f[c];
       s1f[c] = s2f[c] = 0.f;
     }
-    pending = 0;
   }
 
-  // mean = shift + s1 / n, M2 = s2 - s1^2 / n
-  void write(double* mean, double* m2) {
-    flush();
+  // mean = shift + s1 / n, M2 = s2 - s1^2 / n, channel c from index stored_at(c)
+  void write(double* mean, double* m2, bool swapped_quads) {
     for (int64_t c = 0; c < d; ++c) {
       if (n == 0) {
         mean[c] = m2[c] = 0.0;
         continue;
       }
-      mean[c] = double(shift[c]) + s1[c] / n;
-      m2[c] = std::max(0.0, s2[c] - s1[c] * s1[c] / n);
+      const int64_t k = stored_at(c, d, swapped_quads);
+      mean[c] = double(shift[k]) + s1[k] / n;
+      m2[c] = std::max(0.0, s2[k] - s1[k] * s1[k] / n);
     }
   }
 };
@@ -162,75 +197,132 @@ float float_threshold(double threshold) {
   return t;
 }
 
+// sum over channels of a[c]^2 (the relative threshold's row RMS): fp32 per CHUNK, then fp64
 template <class L>
-inline __attribute__((always_inline)) RowStats fold_row_impl(const void* a, const void* b,
-                                                             int64_t d, double eps, bool relative,
-                                                             Segment& seg) {
-  double threshold = eps;
-  if (relative) {
-    double ssa = 0;
-    for (int64_t c0 = 0; c0 < d; c0 += CHUNK) {
-      const int64_t c1 = std::min(d, c0 + CHUNK);
-      float part = 0.f;
-#pragma omp simd reduction(+ : part)
-      for (int64_t c = c0; c < c1; ++c) {
-        const float x = L::at(a, c);
-        part += x * x;
-      }
-      ssa += part;
-    }
-    threshold = eps * std::sqrt(ssa / double(d));
-  }
-  const float thr = float_threshold(threshold);
-  float* shift = seg.shift.data();
-  float* s1 = seg.s1f.data();
-  float* s2 = seg.s2f.data();
-  if (seg.n == 0)
-    for (int64_t c = 0; c < d; ++c) shift[c] = L::at(a, c);
-  RowStats r{0, 0, 0, 0, 0};
+double row_sum_squares(const void* a, int64_t d) {
+#ifdef LAYERFAST_SIMD
+  return simd::sum_squares<typename L::Simd>(a, d, CHUNK);
+#else
+  double ssa = 0;
   for (int64_t c0 = 0; c0 < d; c0 += CHUNK) {
     const int64_t c1 = std::min(d, c0 + CHUNK);
-    float dot = 0.f, ssa = 0.f, ssb = 0.f;
-    int32_t small = 0;
-#pragma omp simd reduction(+ : dot, ssa, ssb, small)
+    float part = 0.f;
+#pragma omp simd reduction(+ : part)
     for (int64_t c = c0; c < c1; ++c) {
-      const float x = L::at(a, c), y = L::at(b, c);
-      dot += x * y;
-      ssa += x * x;
-      ssb += y * y;
-      small += (std::fabs(x) < thr);
-      const float dx = x - shift[c];
-      s1[c] += dx;
-      s2[c] += dx * dx;
+      const float x = L::at(a, c);
+      part += x * x;
     }
-    r.dot += dot;
-    r.ssa += ssa;
-    r.ssb += ssb;
-    r.small += small;
+    ssa += part;
+  }
+  return ssa;
+#endif
+}
+
+// Channels [c0, c1) of one row: dot(a, b), |a|^2, |b|^2, #|a| < thr added into r, and the
+// deviations from shift folded into s1 += a - shift, s2 += (a - shift)^2.
+template <class L>
+inline void fold_chunk(const void* a, const void* b, int64_t c0, int64_t c1, float thr,
+                       const float* shift, float* s1, float* s2, RowStats& r) {
+#ifdef LAYERFAST_SIMD
+  double sums[4];
+  simd::fold_chunk<typename L::Simd>(a, b, c0, c1, thr, shift, s1, s2, sums);
+  r.dot += sums[0];
+  r.ssa += sums[1];
+  r.ssb += sums[2];
+  r.small += sums[3];
+#else
+  float dot = 0.f, ssa = 0.f, ssb = 0.f;
+  int32_t small = 0;
+#pragma omp simd reduction(+ : dot, ssa, ssb, small)
+  for (int64_t c = c0; c < c1; ++c) {
+    const float x = L::at(a, c), y = L::at(b, c);
+    dot += x * y;
+    ssa += x * x;
+    ssb += y * y;
+    small += (std::fabs(x) < thr);
+    const float dx = x - shift[c];
+    s1[c] += dx;
+    s2[c] += dx * dx;
+  }
+  r.dot += dot;
+  r.ssa += ssa;
+  r.ssb += ssb;
+  r.small += small;
+#endif
+}
+
+// Two rows at once (see fold_chunk): the channel sums are loaded and stored once per pair.
+template <class L>
+inline void fold_chunk2(const void* a0, const void* b0, const void* a1, const void* b1, int64_t c0,
+                        int64_t c1, float thr0, float thr1, const float* shift, float* s1, float* s2,
+                        RowStats& r0, RowStats& r1) {
+#ifdef LAYERFAST_SIMD
+  double sums[8];
+  simd::fold_chunk2<typename L::Simd>(a0, b0, a1, b1, c0, c1, thr0, thr1, shift, s1, s2, sums);
+  r0.dot += sums[0];
+  r0.ssa += sums[1];
+  r0.ssb += sums[2];
+  r0.small += sums[3];
+  r1.dot += sums[4];
+  r1.ssa += sums[5];
+  r1.ssb += sums[6];
+  r1.small += sums[7];
+#else
+  fold_chunk<L>(a0, b0, c0, c1, thr0, shift, s1, s2, r0);
+  fold_chunk<L>(a1, b1, c0, c1, thr1, shift, s1, s2, r1);
+#endif
+}
+
+// A group of n <= FLUSH real rows of one segment: their scalars into out[0..n), their fold into
+// the segment's channel sums.
+template <class L>
+void fold_group(const char* const* a,  // n block-output rows, [d] each
+                const char* const* b,  // n block-input rows, [d] each
+                int n, int64_t d, double eps, bool relative, Segment& seg, RowStats* out) {
+  float thr[FLUSH];
+  for (int i = 0; i < n; ++i) {
+    out[i] = RowStats{0, 0, 0, 0, 0};
+    thr[i] = float_threshold(relative ? eps * std::sqrt(row_sum_squares<L>(a[i], d) / double(d))
+                                      : eps);
+  }
+  float* shift = seg.shift;
+  if (seg.n == 0)
+    for (int64_t c = 0; c < d; ++c) shift[stored_at(c, d, L::swapped_quads)] = L::at(a[0], c);
+#ifdef LAYERFAST_SIMD
+  const bool pairs = d >= PAIRS_FROM_D;
+#else
+  const bool pairs = false;
+#endif
+  for (int i = 0; i < n; ++i) {
+    const bool pair = pairs && i + 1 < n;
+    for (int64_t c0 = 0; c0 < d; c0 += CHUNK) {
+      const int64_t c1 = std::min(d, c0 + CHUNK);
+      if (pair)
+        fold_chunk2<L>(a[i], b[i], a[i + 1], b[i + 1], c0, c1, thr[i], thr[i + 1], shift,
+                       seg.s1f, seg.s2f, out[i], out[i + 1]);
+      else
+        fold_chunk<L>(a[i], b[i], c0, c1, thr[i], shift, seg.s1f, seg.s2f, out[i]);
+    }
+    i += pair;
   }
   // NaN/inf entries make |a|^2 non-finite, so the loop above need not look for them; only such
   // rows (or rows whose x * x overflows) are counted here.
-  if (!std::isfinite(r.ssa)) {
+  for (int i = 0; i < n; ++i) {
+    if (std::isfinite(out[i].ssa)) continue;
     int64_t nonfinite = 0;
-    for (int64_t c = 0; c < d; ++c) nonfinite += !std::isfinite(L::at(a, c));
-    r.nonfinite = double(nonfinite);
+    for (int64_t c = 0; c < d; ++c) nonfinite += !std::isfinite(L::at(a[i], c));
+    out[i].nonfinite = double(nonfinite);
   }
-  seg.n += 1;
-  if (++seg.pending == FLUSH) seg.flush();
-  return r;
+  seg.n += n;
+  seg.flush();
 }
 
-// One real row: its scalars, and its fold into the segment's channel sums.
-RowStats fold_row(const void* a,  // [d] block output
-                  const void* b,  // [d] block input
-                  Dtype dtype, int64_t d, double eps, bool relative, Segment& seg) {
+void fold_group(const char* const* a, const char* const* b, int n, Dtype dtype, int64_t d,
+                double eps, bool relative, Segment& seg, RowStats* out) {
   switch (dtype) {
-    case Dtype::bf16: return fold_row_impl<LoadBF16>(a, b, d, eps, relative, seg);
-    case Dtype::f16:
-      f16_row_to_float(a, d, seg.row_a.data());
-      f16_row_to_float(b, d, seg.row_b.data());
-      return fold_row_impl<LoadF32>(seg.row_a.data(), seg.row_b.data(), d, eps, relative, seg);
-    default: return fold_row_impl<LoadF32>(a, b, d, eps, relative, seg);
+    case Dtype::bf16: return fold_group<LoadBF16>(a, b, n, d, eps, relative, seg, out);
+    case Dtype::f16: return fold_group<LoadF16>(a, b, n, d, eps, relative, seg, out);
+    default: return fold_group<LoadF32>(a, b, n, d, eps, relative, seg, out);
   }
 }
 
@@ -292,26 +384,41 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
 #endif
   {
     Segment state(d);
+    const char* a_rows[FLUSH];
+    const char* b_rows[FLUSH];
+    int64_t row_ids[FLUSH];
+    RowStats stats[FLUSH];
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic)
 #endif
     for (int64_t seg = 0; seg < B * S; ++seg) {
       const int64_t bi = seg / S, t0 = (seg % S) * seg_len, t1 = std::min(T, t0 + seg_len);
       state.reset();
+      int n = 0;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t row = bi * T + t;
-        RowStats s{0, 0, 0, 0, 0};
-        if (m[row])
-          s = fold_row(vout.ptr + bi * vout.stride[0] + t * vout.stride[1],
-                       vin.ptr + bi * vin.stride[0] + t * vin.stride[1], dtype, d, eps, relative,
-                       state);
-        r[0 * n_rows + row] = s.dot;
-        r[1 * n_rows + row] = s.ssa;
-        r[2 * n_rows + row] = s.ssb;
-        r[3 * n_rows + row] = s.small;
-        r[4 * n_rows + row] = s.nonfinite;
+        if (!m[row]) {
+          for (int k = 0; k < 5; ++k) r[k * n_rows + row] = 0.0;
+        } else {
+          a_rows[n] = vout.ptr + bi * vout.stride[0] + t * vout.stride[1];
+          b_rows[n] = vin.ptr + bi * vin.stride[0] + t * vin.stride[1];
+          row_ids[n++] = row;
+        }
+        if (n == FLUSH || (t + 1 == t1 && n > 0)) {
+          fold_group(a_rows, b_rows, n, dtype, d, eps, relative, state, stats);
+          for (int i = 0; i < n; ++i) {
+            const RowStats& s = stats[i];
+            const int64_t at = row_ids[i];
+            r[0 * n_rows + at] = s.dot;
+            r[1 * n_rows + at] = s.ssa;
+            r[2 * n_rows + at] = s.ssb;
+            r[3 * n_rows + at] = s.small;
+            r[4 * n_rows + at] = s.nonfinite;
+          }
+          n = 0;
+        }
       }
-      state.write(mean_out + seg * d, m2_out + seg * d);
+      state.write(mean_out + seg * d, m2_out + seg * d, dtype == Dtype::bf16 && LoadBF16::swapped_quads);
     }
   }
 }

@@ -11,7 +11,6 @@ error (tolerances: :mod:`tests.activations.kernel_checks`).
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from tests.activations.kernel_checks import (
     BACKEND_PARAMS,
     DTYPES,
     KERNEL_SHAPES,
+    NO_EXT,
     SHAPES,
     assert_matches_reference,
     random_batch,
@@ -163,7 +163,7 @@ def test_kernel_reports_nonfinite_and_as_zero(backend):
     assert res["nonfinite"] == [0, 3]
 
 
-@pytest.mark.skipif(os.environ.get("LAYERFAST_NO_EXT", "0") not in ("", "0"), reason="no extension")
+@pytest.mark.skipif(NO_EXT, reason="no extension")
 def test_cpp_half_conversions_cover_every_bit_pattern():
     from layerfast import _block_stats_cpp
 
@@ -174,3 +174,47 @@ def test_cpp_half_conversions_cover_every_bit_pattern():
         want = bits.view(dtype).float().numpy()
         same = (out.view(np.uint32) == want.view(np.uint32)) | (np.isnan(out) & np.isnan(want))
         assert same.all(), dtype
+
+
+@pytest.mark.skipif(NO_EXT, reason="LAYERFAST_NO_EXT set")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seg_len", [128, 256, 2048, None])
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("shape", [(3, 2311, 67), (3, 149, 2071)])
+def test_cpp_long_segments_match_reference(dtype, seg_len, relative, shape):
+    """Segments up to 2048 positions (the length chosen for large batches), with padding, holes
+    and odd hidden sizes; from hidden 2048 on the kernel folds rows in pairs (an odd number of
+    real rows per group here): a segment's shifted sums stay within the reference's error."""
+    from layerfast.activations.block_stats_cpp import cpp_block_stats
+    from layerfast.activations.finish import finish
+
+    x_in, x_out, mask = random_batch(shape, dtype, seed=17 + (seg_len or 0))
+    mask[1, 70 : shape[1] - 40] = 0  # a hole across segment boundaries
+    x_out[2] += 40.0  # a sample whose channels sit far from 0 (the shift matters)
+    for threads in (1, 2):
+        partials = cpp_block_stats(
+            x_in, x_out, mask.to(torch.uint8), 0.3, relative, seg_len, threads
+        )
+        assert partials.seg_mean.shape[1] == -(-shape[1] // partials.seg_len)
+        assert_matches_reference(finish(partials, mask), x_in, x_out, mask, relative=relative)
+
+
+@pytest.mark.skipif(NO_EXT, reason="LAYERFAST_NO_EXT set")
+def test_cpp_segment_length_keeps_every_thread_busy():
+    from layerfast.activations.block_stats_cpp import (
+        MAX_SEG_LEN,
+        MIN_SEG_LEN,
+        SEGMENTS_PER_THREAD,
+        segment_length,
+    )
+
+    assert segment_length(64, 2048, 2) == MAX_SEG_LEN  # 64 segments of a whole sample each
+    assert segment_length(1, 153, 2) == MIN_SEG_LEN  # a small batch keeps the shortest
+    assert segment_length(1, 200_000, 16) == MAX_SEG_LEN
+    for batch, tokens, threads in [(1, 2048, 2), (3, 5000, 4), (8, 1024, 8), (2, 77, 1)]:
+        seg_len = segment_length(batch, tokens, threads)
+        assert MIN_SEG_LEN <= seg_len <= MAX_SEG_LEN and seg_len & (seg_len - 1) == 0
+        n_seg = batch * -(-tokens // seg_len)
+        assert seg_len == MIN_SEG_LEN or n_seg >= SEGMENTS_PER_THREAD * threads
+        longer = batch * -(-tokens // (2 * seg_len))
+        assert seg_len == MAX_SEG_LEN or seg_len >= tokens or longer < SEGMENTS_PER_THREAD * threads

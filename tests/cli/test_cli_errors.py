@@ -211,6 +211,8 @@ CASES = [
             ("ablate", "--limit", "-3"),
             ("ablate", "--seed", "-1"),
             ("ablate", "--batch-tokens", "0"),
+            ("ablate", "--stack-tokens", "-1"),
+            ("shapley", "--stack-tokens", "lots"),
             ("ablate", "--margin", "-0.1"),
             ("ablate", "--margin", "nan"),
             ("ablate", "--threads", "0"),

@@ -169,7 +169,7 @@ def old_key(game) -> tuple[str, str, str]:
     ex, model = game.executor, game.model
     options = "-".join(
         [
-            "trie-packed" if ex.pack else "unpacked",
+            "trie-filled" if ex.pack else "unpacked",
             f"L{game.truncation['max_length']}",
             f"B{game.sizing['batch_tokens']}",
             f"V{ex.vocab_chunk}",

@@ -132,12 +132,21 @@ def test_prefix_sharing_is_kept_across_workers(cluster):
     assert model.n_players == 60
     masks = proximity_masks(model.n_players, 3)[0]
     # one process, every coalition in one trie (chunk: all of them)
-    local = lf.Game(model, make_task(), batch_tokens=10_000, progress=False, chunk=len(masks))
+    # unstacked (stack_tokens=0): the plan counts the steps of the trie walk
+    local = lf.Game(
+        model, make_task(), batch_tokens=10_000, stack_tokens=0, progress=False, chunk=len(masks)
+    )
     local.loglik(masks)
     one = local.executor.sublayer_evaluations
     assert len(local.executor.batches) == 1  # one batch: only coalition cuts can split it
     with lf.Game(
-        model, make_task(), batch_tokens=10_000, progress=False, workers=2, threads_per_worker=1
+        model,
+        make_task(),
+        batch_tokens=10_000,
+        stack_tokens=0,
+        progress=False,
+        workers=2,
+        threads_per_worker=1,
     ) as game:
         got = game.loglik(masks)
         steps = sum(s["steps"] for s in game.pool.stats)

@@ -231,22 +231,12 @@ inline void fold_chunk(const void* a, const void* b, int64_t c0, int64_t c1, flo
   r.ssb += sums[2];
   r.small += sums[3];
 #else
-  float dot = 0.f, ssa = 0.f, ssb = 0.f;
+  float sums[3] = {0.f, 0.f, 0.f};
   int32_t small = 0;
-#pragma omp simd reduction(+ : dot, ssa, ssb, small)
-  for (int64_t c = c0; c < c1; ++c) {
-    const float x = L::at(a, c), y = L::at(b, c);
-    dot += x * y;
-    ssa += x * x;
-    ssb += y * y;
-    small += (std::fabs(x) < thr);
-    const float dx = x - shift[c];
-    s1[c] += dx;
-    s2[c] += dx * dx;
-  }
-  r.dot += dot;
-  r.ssa += ssa;
-  r.ssb += ssb;
+  fold_scalar<L>(a, b, c0, c1, thr, shift, s1, s2, sums, small);
+  r.dot += sums[0];
+  r.ssa += sums[1];
+  r.ssb += sums[2];
   r.small += small;
 #endif
 }

@@ -1,9 +1,38 @@
-// AVX2/FMA fold of one row's chunk of channels, included by block_stats.cpp when the compiler
-// targets AVX2, FMA and F16C (-march=x86-64-v3). Same arithmetic as block_stats.cpp's portable
-// fold_chunk: fp32 lanes over CHUNK channels, then fp64; the difference is the order of the fp32
-// additions (two independent accumulators per sum, eight lanes each), so the per-row FMA chains
-// do not wait on each other's latency. fp16 widens with F16C; bf16 has its own fold below.
+// The fold of one row's chunk of channels, included by block_stats.cpp: the scalar one
+// (fold_scalar, portable), and the AVX2/FMA one when the compiler targets AVX2, FMA and F16C
+// (-march=x86-64-v3). Same arithmetic: fp32 lanes over CHUNK channels, then fp64; the AVX2 fold
+// orders the fp32 additions differently (two independent accumulators per sum, eight lanes
+// each), so the per-row FMA chains do not wait on each other's latency. fp16 widens with F16C;
+// bf16 has its own fold below.
 #pragma once
+
+#include <cmath>
+#include <cstdint>
+
+// Channels [c0, c1) of one row, one at a time (L::at loads one channel as fp32): adds dot(a, b),
+// |a|^2, |b|^2 into sums[0..2] (fp32) and #|a| < thr into small, and folds the deviations from
+// shift into s1 += a - shift, s2 += (a - shift)^2. The portable fold, and the SIMD folds' tails.
+template <class L>
+inline void fold_scalar(const void* a, const void* b, int64_t c0, int64_t c1, float thr,
+                        const float* shift, float* s1, float* s2, float* sums, int32_t& small) {
+  float dot = 0.f, ssa = 0.f, ssb = 0.f;
+  int32_t count = 0;
+#pragma omp simd reduction(+ : dot, ssa, ssb, count)
+  for (int64_t c = c0; c < c1; ++c) {
+    const float x = L::at(a, c), y = L::at(b, c);
+    dot += x * y;
+    ssa += x * x;
+    ssb += y * y;
+    count += (std::fabs(x) < thr);
+    const float dx = x - shift[c];
+    s1[c] += dx;
+    s2[c] += dx * dx;
+  }
+  sums[0] += dot;
+  sums[1] += ssa;
+  sums[2] += ssb;
+  small += count;
+}
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -113,21 +142,12 @@ inline void fold_chunk(const void* a, const void* b, int64_t c0, int64_t c1, flo
     LF_FOLD8(x0, y0, c, dot0, ssa0, ssb0, sm0);
   }
 #undef LF_FOLD8
-  float tdot = 0.f, tssa = 0.f, tssb = 0.f;
+  float tail[3] = {0.f, 0.f, 0.f};
   int32_t tsmall = 0;
-  for (; c < c1; ++c) {
-    const float x = L::at(a, c), y = L::at(b, c);
-    tdot += x * y;
-    tssa += x * x;
-    tssb += y * y;
-    tsmall += (std::fabs(x) < thr);
-    const float dx = x - shift[c];
-    s1[c] += dx;
-    s2[c] += dx * dx;
-  }
-  out[0] = hsum(_mm256_add_ps(dot0, dot1)) + double(tdot);
-  out[1] = hsum(_mm256_add_ps(ssa0, ssa1)) + double(tssa);
-  out[2] = hsum(_mm256_add_ps(ssb0, ssb1)) + double(tssb);
+  fold_scalar<L>(a, b, c, c1, thr, shift, s1, s2, tail, tsmall);  // the last d % 8 channels
+  out[0] = hsum(_mm256_add_ps(dot0, dot1)) + double(tail[0]);
+  out[1] = hsum(_mm256_add_ps(ssa0, ssa1)) + double(tail[1]);
+  out[2] = hsum(_mm256_add_ps(ssb0, ssb1)) + double(tail[2]);
   out[3] = hsum_i(_mm256_add_epi32(sm0, sm1)) + double(tsmall);
 }
 
@@ -222,21 +242,12 @@ inline void fold_chunk_bf16(const uint16_t* a, const uint16_t* b, int64_t c0, in
     _mm256_storeu_ps(s2 + c, _mm256_fmadd_ps(dx0, dx0, _mm256_loadu_ps(s2 + c)));
     _mm256_storeu_ps(s2 + c + 8, _mm256_fmadd_ps(dx1, dx1, _mm256_loadu_ps(s2 + c + 8)));
   }
-  float tdot = 0.f, tssa = 0.f, tssb = 0.f;
+  float tail[3] = {0.f, 0.f, 0.f};
   int32_t tsmall = 0;
-  for (; c < c1; ++c) {  // the row's last d % 16 channels, in their own order
-    const float x = BF16::at(a, c), y = BF16::at(b, c);
-    tdot += x * y;
-    tssa += x * x;
-    tssb += y * y;
-    tsmall += (std::fabs(x) < thr);
-    const float dx = x - shift[c];
-    s1[c] += dx;
-    s2[c] += dx * dx;
-  }
-  out[0] = hsum(_mm256_add_ps(dot0, dot1)) + double(tdot);
-  out[1] = hsum(_mm256_add_ps(ssa0, ssa1)) + double(tssa);
-  out[2] = hsum(_mm256_add_ps(ssb0, ssb1)) + double(tssb);
+  fold_scalar<BF16>(a, b, c, c1, thr, shift, s1, s2, tail, tsmall);  // the last d % 16, in order
+  out[0] = hsum(_mm256_add_ps(dot0, dot1)) + double(tail[0]);
+  out[1] = hsum(_mm256_add_ps(ssa0, ssa1)) + double(tail[1]);
+  out[2] = hsum(_mm256_add_ps(ssb0, ssb1)) + double(tail[2]);
   out[3] = hsum_i(_mm256_madd_epi16(small, _mm256_set1_epi16(1))) + double(tsmall);
 }
 

@@ -118,10 +118,9 @@ def seed_batch_tokens(model, batch_tokens: int) -> int:
 
 def batch_fill(model, requests, batch_tokens: int) -> tuple[int, float]:
     """(batches, mean padded tokens per batch / batch_tokens) of the fast path's packed rows."""
-    from ..evaluation.batching import FILL_TOKENS, build_rows, fill_rows, make_batches
+    from ..evaluation.batching import batch_rows, make_batches
 
-    rows = fill_rows(build_rows(requests, True), min(FILL_TOKENS, batch_tokens))
-    batches = make_batches(rows, batch_tokens, 0)
+    batches = make_batches(batch_rows(requests, True, batch_tokens), batch_tokens, 0)
     padded = sum(b.input_ids.numel() for b in batches)
     return len(batches), padded / len(batches) / batch_tokens
 

@@ -158,6 +158,13 @@ def build_rows(requests: list[Request], pack: bool, row_tokens: int = ROW_TOKENS
     return packed_rows(requests, row_tokens)
 
 
+def batch_rows(requests: list[Request], pack: bool, batch_tokens: int) -> list[Row]:
+    """The rows the executors batch: :func:`build_rows`, and when ``pack`` the short ones
+    filled side by side up to ``min(FILL_TOKENS, batch_tokens)`` (:func:`fill_rows`)."""
+    rows = build_rows(requests, pack)
+    return fill_rows(rows, min(FILL_TOKENS, batch_tokens)) if pack else rows
+
+
 def fill_rows(rows: list[Row], fill_tokens: int = FILL_TOKENS) -> list[Row]:
     """Short trie rows side by side: the rows shorter than ``fill_tokens`` go into
     ceil(their tokens / ``fill_tokens``) rows, longest first to the shortest so far (so the

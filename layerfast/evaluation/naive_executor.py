@@ -17,7 +17,7 @@ import torch
 
 from ..models import SublayerModel
 from ..tasks.requests import Request
-from .batching import FILL_TOKENS, Batch, build_rows, fill_rows, make_batches
+from .batching import Batch, batch_rows, make_batches
 from .logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs
 from .sizing import CPU_BATCH_TOKENS
 
@@ -54,9 +54,8 @@ class NaiveExecutor:
         pad_id = getattr(tok, "pad_token_id", None)
         if pad_id is None:
             pad_id = getattr(tok, "eos_token_id", None) or 0
-        rows = build_rows(requests, self.pack)
         self.batches = make_batches(
-            fill_rows(rows, min(FILL_TOKENS, batch_tokens)) if self.pack else rows,
+            batch_rows(requests, self.pack, batch_tokens),
             batch_tokens,
             pad_id,
             mask_style=model.adapter.attention_implementation,
@@ -143,20 +142,24 @@ class NaiveExecutor:
                 tick(1)
         return out
 
-    def final_hidden(self, state, batch: Batch) -> torch.Tensor:
-        """The final-normed hidden states [N, d] at the batch's scored positions, on the last
-        block's device."""
+    def final_hidden(self, state, batch: Batch, distinct: bool = False) -> torch.Tensor:
+        """The final-normed hidden states [N, d] at the batch's scored positions (with
+        ``distinct``, [U, d] at its distinct ones, ``batch.scored_rows``), on the last block's
+        device."""
         h = self.model.residual(state)  # [B, T, d]
-        picked = h[batch.rows.to(h.device), batch.positions.to(h.device)]  # [N, d]
+        rows, positions = (
+            (batch.scored_rows, batch.scored_positions)
+            if distinct
+            else (batch.rows, batch.positions)
+        )
+        picked = h[rows.to(h.device), positions.to(h.device)]  # [N or U, d]
         return self.model.adapter.final_norm()(picked)
 
     def score(self, state, batch: Batch) -> np.ndarray:
         """Summed log-prob per request of the batch (``batch.request_index`` order) from the
         residual state after the last sublayer. The LM head runs once per distinct scored
         position (``batch.scored_rows``), whatever the number of targets read there."""
-        h = self.model.residual(state)  # [B, T, d]
-        picked = h[batch.scored_rows.to(h.device), batch.scored_positions.to(h.device)]  # [U, d]
-        hidden = self.model.adapter.final_norm()(picked)
+        hidden = self.final_hidden(state, batch, distinct=True)  # [U, d]
         with self.model.head_weights() as (weight, bias):  # offloaded weights loaded meanwhile
             device = weight.device
             lp = token_logprobs(

@@ -165,13 +165,15 @@ def free_memory(model: Any) -> tuple[int, str] | None:
 
 
 def longest_row(requests: list[Request], pack: bool) -> int:
-    """The longest row the batches will hold, in tokens: the longest trie row when ``pack``
-    (:func:`~layerfast.evaluation.batching.build_rows`), else the longest request."""
+    """The longest row the batches will hold, in tokens: the longest trie row when ``pack``,
+    short rows filled side by side to at most ``FILL_TOKENS``
+    (:func:`~layerfast.evaluation.batching.batch_rows`), else the longest request."""
     if not pack:
         return max((len(r.input_ids) for r in requests), default=1)
-    from .batching import build_rows
+    from .batching import FILL_TOKENS, batch_rows
 
-    return max((len(row.input_ids) for row in build_rows(requests, True)), default=1)
+    rows = batch_rows(requests, True, FILL_TOKENS)
+    return max((len(row.input_ids) for row in rows), default=1)
 
 
 def check_size(name: str, value: Any, least: int) -> int | None:

@@ -48,11 +48,16 @@ def groups(branch: list[int], n: int, size: int) -> list[list[int]]:
     coalition before it (branch depth ``n``) joins its group without counting towards the size
     (it is not run again)."""
     out: list[list[int]] = []
+    runs = 0  # distinct coalitions in the last group
     for k, depth in enumerate(branch):
-        if out and (depth == n or sum(branch[i] < n for i in out[-1][1:]) + 1 < size):
+        if out and depth == n:
             out[-1].append(k)
+        elif out and runs < size:
+            out[-1].append(k)
+            runs += 1
         else:
             out.append([k])
+            runs = 1
     return out
 
 
@@ -95,8 +100,8 @@ def run_group(
     model, n = executor.model, ordered.shape[1]
     runs = [k for k in members if k == members[0] or branch[k] < n]  # duplicates run once
     masks = ordered[runs]  # [g, n]
-    differ = np.flatnonzero((masks != masks[0]).any(0))
-    common = int(differ[0]) if len(differ) else n  # every member agrees on sublayers < common
+    # in trie order a run's common prefix is the least branch depth within it
+    common = min((branch[k] for k in members[1:]), default=n)  # every member agrees before it
     start = min(common, branch[members[0]])
     depth, state = stack.top(start)
     for d in range(depth, common):  # the shared prefix, once
@@ -121,6 +126,6 @@ def run_group(
     scored = [executor.score(state[i * rows : (i + 1) * rows], batch) for i in range(g)]
     out, i = [], -1
     for k in members:
-        i += k in runs
+        i += k == members[0] or branch[k] < n
         out.append(scored[i])
     return out

@@ -19,7 +19,7 @@ from layerfast.cli.values import batch_tokens as flag_batch_tokens
 from layerfast.cli.values import memory_budget as flag_memory_budget
 from layerfast.errors import LayerfastWarning, UsageError
 from layerfast.evaluation import sizing
-from layerfast.evaluation.batching import build_rows
+from layerfast.evaluation.batching import FILL_TOKENS, batch_rows, build_rows
 from layerfast.evaluation.logprobs import DEFAULT_VOCAB_CHUNK
 from layerfast.evaluation.sizing import (
     CPU_BATCH_TOKENS,
@@ -206,8 +206,10 @@ def test_bad_memory_budget_is_a_usage_error_naming_it(tiny_llama, tiny_task, bad
 def test_longest_row_is_the_longest_row_the_batches_hold(tiny_llama, tiny_task, task_factory):
     game = make_game(tiny_llama, tiny_task)
     for pack in (True, False):
-        rows = build_rows(game.requests, pack)
+        rows = batch_rows(game.requests, pack, FILL_TOKENS)  # short trie rows filled side by side
         assert longest_row(game.requests, pack) == max(len(r.input_ids) for r in rows), pack
+        held = max(b.input_ids.shape[1] for b in game.executor.batches)
+        assert not pack or longest_row(game.requests, pack) == held
     # choices left-truncated to different contexts: one row per choice, bounded from above
     long = task_factory([("the cat sat on the mat " * 6, ["dog", "lazy dog fox"], 0)], "long")
     with warnings.catch_warnings():

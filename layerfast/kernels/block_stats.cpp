@@ -76,6 +76,7 @@ inline float f16_to_float(uint16_t h) {
 }
 
 struct LoadF32 {
+  static constexpr int bytes = 4;
   static constexpr bool swapped_quads = false;
   static float at(const void* p, int64_t c) { return static_cast<const float*>(p)[c]; }
 #ifdef LAYERFAST_SIMD
@@ -83,6 +84,7 @@ struct LoadF32 {
 #endif
 };
 struct LoadBF16 {
+  static constexpr int bytes = 2;
 #ifdef LAYERFAST_SIMD
   static constexpr bool swapped_quads = simd::BF16::swapped_quads;
 #else
@@ -94,6 +96,7 @@ struct LoadBF16 {
 #endif
 };
 struct LoadF16 {
+  static constexpr int bytes = 2;
   static constexpr bool swapped_quads = false;
   static float at(const void* p, int64_t c) { return f16_to_float(static_cast<const uint16_t*>(p)[c]); }
 #ifdef LAYERFAST_SIMD
@@ -123,14 +126,10 @@ void load_row(const void* src, Dtype dtype, int64_t d, float* dst) {
 
 // Per-row sums run in fp32 vector lanes over CHUNK channels, then add into fp64; channel sums run
 // in fp32 over a group of at most FLUSH rows, then add into fp64. That bounds every fp32 sum to a
-// few dozen terms. Rows are read whole, one after another (sequential streams; walking a group of
+// few dozen terms. Rows are read whole, a few side by side (sequential streams; walking a group of
 // rows chunk by chunk kept the channel sums in L1 but ran at half the speed out of cache).
 constexpr int64_t CHUNK = 256;
 constexpr int FLUSH = 16;
-// From this width on a segment's channel sums (12 bytes a channel) no longer fit in a 32 KiB L1,
-// and rows are folded in pairs (AVX2 builds), halving the sums' traffic to L2.
-constexpr int64_t PAIRS_FROM_D = 2048;
-
 struct RowStats {
   double dot, ssa, ssb, small, nonfinite;
 };
@@ -146,8 +145,9 @@ inline int64_t stored_at(int64_t c, int64_t d, bool swapped_quads) {
 // A segment's channel moments as shifted sums: shift = its first real row, s1 = sum(x - shift),
 // s2 = sum((x - shift)^2); fp32 partials s1f/s2f are flushed into s1/s2 after every group.
 //
-// shift, s1f and s2f share one buffer at offsets that differ by 40 floats (160 bytes) modulo 4 KiB:
-// as separate allocations of 4 KiB multiples their entries for one channel had the same address
+// shift, s1f and s2f share one buffer, each on a 64-byte boundary (a vector of 16 floats never
+// straddles two cache lines) and apart by a stride that is not near a multiple of 4 KiB: as
+// separate allocations of 4 KiB multiples their entries for one channel had the same address
 // bits 0-11, and each store to s1f stalled the following loads of s2f and shift (4K aliasing).
 struct Segment {
   int64_t d;
@@ -156,9 +156,20 @@ struct Segment {
   std::vector<double> s1, s2;
   double n = 0;
 
-  explicit Segment(int64_t d_)
-      : d(d_), buf(3 * d_ + 80), shift(buf.data()), s1f(buf.data() + d_ + 40),
-        s2f(buf.data() + 2 * d_ + 80), s1(d_), s2(d_) {}
+  // floats from one array to the next: d rounded up to 16, plus 48 or more
+  static int64_t stride_for(int64_t d) {
+    int64_t stride = (d + 15) / 16 * 16 + 48;
+    while (stride % 1024 < 48 || stride % 1024 > 1024 - 48) stride += 16;
+    return stride;
+  }
+
+  explicit Segment(int64_t d_) : d(d_), buf(3 * stride_for(d_) + 16), s1(d_), s2(d_) {
+    const int64_t stride = stride_for(d_);
+    const uintptr_t at = reinterpret_cast<uintptr_t>(buf.data());
+    shift = buf.data() + ((64 - at % 64) % 64) / sizeof(float);
+    s1f = shift + stride;
+    s2f = s1f + stride;
+  }
 
   void reset() {
     std::fill(s1f, s1f + d, 0.f);
@@ -218,50 +229,39 @@ double row_sum_squares(const void* a, int64_t d) {
 #endif
 }
 
-// Channels [c0, c1) of one row: dot(a, b), |a|^2, |b|^2, #|a| < thr added into r, and the
-// deviations from shift folded into s1 += a - shift, s2 += (a - shift)^2.
+// Rows [0, k) of a group over channels [c0, c1): dot(a, b), |a|^2, |b|^2, #|a| < thr added into
+// r[i], and the deviations from shift folded into s1 += a - shift, s2 += (a - shift)^2. The SIMD
+// folds take up to simd::rows_at_once rows at once; the portable one, one row.
 template <class L>
-inline void fold_chunk(const void* a, const void* b, int64_t c0, int64_t c1, float thr,
-                       const float* shift, float* s1, float* s2, RowStats& r) {
+inline void fold_rows(const char* const* a, const char* const* b, int k, int64_t c0, int64_t c1,
+                      const float* thr, const float* shift, float* s1, float* s2, RowStats* r) {
 #ifdef LAYERFAST_SIMD
-  double sums[4];
-  simd::fold_chunk<typename L::Simd>(a, b, c0, c1, thr, shift, s1, s2, sums);
-  r.dot += sums[0];
-  r.ssa += sums[1];
-  r.ssb += sums[2];
-  r.small += sums[3];
+  double sums[4 * FLUSH];
+  simd::fold_block<typename L::Simd>(reinterpret_cast<const void* const*>(a),
+                                     reinterpret_cast<const void* const*>(b), k, c0, c1, thr,
+                                     shift, s1, s2, sums);
+  for (int i = 0; i < k; ++i) {
+    r[i].dot += sums[4 * i];
+    r[i].ssa += sums[4 * i + 1];
+    r[i].ssb += sums[4 * i + 2];
+    r[i].small += sums[4 * i + 3];
+  }
 #else
   float sums[3] = {0.f, 0.f, 0.f};
   int32_t small = 0;
-  fold_scalar<L>(a, b, c0, c1, thr, shift, s1, s2, sums, small);
-  r.dot += sums[0];
-  r.ssa += sums[1];
-  r.ssb += sums[2];
-  r.small += small;
+  fold_scalar<L>(a[0], b[0], c0, c1, thr[0], shift, s1, s2, sums, small);
+  r[0].dot += sums[0];
+  r[0].ssa += sums[1];
+  r[0].ssb += sums[2];
+  r[0].small += small;
 #endif
 }
 
-// Two rows at once (see fold_chunk): the channel sums are loaded and stored once per pair.
-template <class L>
-inline void fold_chunk2(const void* a0, const void* b0, const void* a1, const void* b1, int64_t c0,
-                        int64_t c1, float thr0, float thr1, const float* shift, float* s1, float* s2,
-                        RowStats& r0, RowStats& r1) {
 #ifdef LAYERFAST_SIMD
-  double sums[8];
-  simd::fold_chunk2<typename L::Simd>(a0, b0, a1, b1, c0, c1, thr0, thr1, shift, s1, s2, sums);
-  r0.dot += sums[0];
-  r0.ssa += sums[1];
-  r0.ssb += sums[2];
-  r0.small += sums[3];
-  r1.dot += sums[4];
-  r1.ssa += sums[5];
-  r1.ssb += sums[6];
-  r1.small += sums[7];
+using simd::rows_at_once;
 #else
-  fold_chunk<L>(a0, b0, c0, c1, thr0, shift, s1, s2, r0);
-  fold_chunk<L>(a1, b1, c0, c1, thr1, shift, s1, s2, r1);
+inline int rows_at_once(int64_t, int64_t) { return 1; }
 #endif
-}
 
 // A group of n <= FLUSH real rows of one segment: their scalars into out[0..n), their fold into
 // the segment's channel sums.
@@ -278,22 +278,12 @@ void fold_group(const char* const* a,  // n block-output rows, [d] each
   float* shift = seg.shift;
   if (seg.n == 0)
     for (int64_t c = 0; c < d; ++c) shift[stored_at(c, d, L::swapped_quads)] = L::at(a[0], c);
-#ifdef LAYERFAST_SIMD
-  const bool pairs = d >= PAIRS_FROM_D;
-#else
-  const bool pairs = false;
-#endif
-  for (int i = 0; i < n; ++i) {
-    const bool pair = pairs && i + 1 < n;
-    for (int64_t c0 = 0; c0 < d; c0 += CHUNK) {
-      const int64_t c1 = std::min(d, c0 + CHUNK);
-      if (pair)
-        fold_chunk2<L>(a[i], b[i], a[i + 1], b[i + 1], c0, c1, thr[i], thr[i + 1], shift,
-                       seg.s1f, seg.s2f, out[i], out[i + 1]);
-      else
-        fold_chunk<L>(a[i], b[i], c0, c1, thr[i], shift, seg.s1f, seg.s2f, out[i]);
-    }
-    i += pair;
+  const int step = rows_at_once(d, d * L::bytes);
+  for (int i = 0; i < n; i += step) {
+    const int k = std::min(step, n - i);
+    for (int64_t c0 = 0; c0 < d; c0 += CHUNK)
+      fold_rows<L>(a + i, b + i, k, c0, std::min(d, c0 + CHUNK), thr + i, shift, seg.s1f,
+                   seg.s2f, out + i);
   }
   // NaN/inf entries make |a|^2 non-finite, so the loop above need not look for them; only such
   // rows (or rows whose x * x overflows) are counted here.

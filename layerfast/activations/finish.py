@@ -71,7 +71,7 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     # per-row scalars
     cos, angle = cos_angle(dot, ssa, ssb)  # [B, T]
     acc["cos_sum"] = cos.sum()
-    acc["angle_sum"] = torch.where(keep, angle, 0).sum()
+    acc["angle_sum"] = angle.masked_fill_(~keep, 0).sum()
     acc["norm_sum"] = ssa.sqrt().sum()
     acc["small"], acc["nonfinite"] = small.sum(), nonfinite.sum()
     last = last_positions(keep)  # [B]

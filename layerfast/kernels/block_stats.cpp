@@ -356,6 +356,7 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
   double* mean_out = contiguous_out<double>(seg_mean.request(true), {B, S, d}, "d", "seg_mean");
   double* m2_out = contiguous_out<double>(seg_m2.request(true), {B, S, d}, "d", "seg_m2");
   const int64_t n_rows = B * T;
+  const int side = rows_at_once(d, d * (dtype == Dtype::f32 ? 4 : 2));
 
   py::gil_scoped_release release;
 #ifdef _OPENMP
@@ -374,17 +375,25 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
     for (int64_t seg = 0; seg < B * S; ++seg) {
       const int64_t bi = seg / S, t0 = (seg % S) * seg_len, t1 = std::min(T, t0 + seg_len);
       state.reset();
+      // The fold takes `side` rows side by side: the segment is cut into that many runs, and
+      // step k visits position k / side of run k % side, so every run is read as one continuous
+      // stream. (Four neighbouring rows side by side restart the hardware prefetcher's streams
+      // every row, and out of cache ran at half the speed of one row at a time.)
+      const int64_t run = (t1 - t0 + side - 1) / side, steps = run * side;
       int n = 0;
-      for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t k = 0; k < steps; ++k) {
+        const int64_t t = t0 + (k % side) * run + k / side;
         const int64_t row = bi * T + t;
-        if (!m[row]) {
-          for (int k = 0; k < 5; ++k) r[k * n_rows + row] = 0.0;
+        if (t >= t1) {
+          // past the segment's end: the last run is shorter
+        } else if (!m[row]) {
+          for (int f = 0; f < 5; ++f) r[f * n_rows + row] = 0.0;
         } else {
           a_rows[n] = vout.ptr + bi * vout.stride[0] + t * vout.stride[1];
           b_rows[n] = vin.ptr + bi * vin.stride[0] + t * vin.stride[1];
           row_ids[n++] = row;
         }
-        if (n == FLUSH || (t + 1 == t1 && n > 0)) {
+        if (n == FLUSH || (k + 1 == steps && n > 0)) {
           fold_group(a_rows, b_rows, n, dtype, d, eps, relative, state, stats);
           for (int i = 0; i < n; ++i) {
             const RowStats& s = stats[i];

@@ -350,11 +350,7 @@ template <> struct Avx512Rows<F32> { using type = avx512::WideRows<avx512::LoadF
 template <> struct Avx512Rows<F16> { using type = avx512::WideRows<avx512::LoadF16>; };
 template <> struct Avx512Rows<BF16> { using type = avx512::BF16Rows; };
 
-// Shorter rows lie several to a page, and folding four side by side ran at 2/3 the speed of one
-// at a time out of cache (hidden 576), faster from hidden 4096 on (bf16 and fp32).
-inline int rows_at_once(int64_t, int64_t row_bytes) {
-  return row_bytes >= avx512::ROW_BYTES ? avx512::ROWS : 1;
-}
+inline int rows_at_once(int64_t, int64_t) { return avx512::ROWS; }
 
 template <class S>
 inline void fold_block(const void* const* a, const void* const* b, int k, int64_t c0, int64_t c1,

@@ -200,6 +200,26 @@ def test_cpp_long_segments_match_reference(dtype, seg_len, relative, shape):
 
 
 @pytest.mark.skipif(NO_EXT, reason="LAYERFAST_NO_EXT set")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seg_len", [1, 2, 3, 5, 7, 9])
+def test_cpp_short_segments_split_into_runs_match_reference(dtype, seg_len):
+    """The kernel folds several rows side by side, taken from as many runs of a segment; segments
+    shorter than that (1-3 rows), or whose last run is shorter, with holes, give the reference's
+    statistics, and every row's own scalars (checked through the last-token fields and counts)."""
+    from layerfast.activations.block_stats_cpp import cpp_block_stats
+    from layerfast.activations.finish import finish
+
+    shape = (3, 23, 97)
+    x_in, x_out, mask = random_batch(shape, dtype, seed=41 + seg_len)
+    mask[0, 3:11] = 0
+    mask[2, 17:] = 0
+    x_out[1] += 25.0
+    for threads in (1, 2):
+        partials = cpp_block_stats(x_in, x_out, mask.to(torch.uint8), 0.3, False, seg_len, threads)
+        assert_matches_reference(finish(partials, mask), x_in, x_out, mask, relative=False)
+
+
+@pytest.mark.skipif(NO_EXT, reason="LAYERFAST_NO_EXT set")
 def test_cpp_segment_length_keeps_every_thread_busy():
     from layerfast.activations.block_stats_cpp import (
         MAX_SEG_LEN,

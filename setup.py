@@ -46,7 +46,11 @@ def extensions() -> list:
         Extension(
             "layerfast._block_stats_cpp",
             sources=["layerfast/kernels/block_stats.cpp"],
-            depends=["layerfast/kernels/block_stats_simd.h"],
+            depends=[
+                "layerfast/kernels/block_stats_simd.h",
+                "layerfast/kernels/block_stats_avx512.h",
+                "layerfast/kernels/block_stats_load.h",
+            ],
             include_dirs=[pybind11.get_include()],
             language="c++",
             extra_compile_args=["-O3", "-std=c++17", "-fvisibility=hidden", *arch, *openmp],

@@ -2,7 +2,7 @@
 // residual streams, folded into per-row scalars and per-segment channel moments.
 //
 // Built as the optional extension layerfast._block_stats_cpp; its host wrapper is
-// layerfast/activations/cpp_block_stats.py. The contract (shared with the Triton kernel in
+// layerfast/activations/block_stats_cpp.py. The contract (shared with the Triton kernel in
 // kernels/block_stats.py; layerfast/activations/finish.py turns both into the accumulators of
 // layerfast/activations/reference.py):
 //
@@ -17,6 +17,13 @@
 // the unit of OpenMP parallelism. Loads upcast to fp32; every fp32 sum is kept to a few dozen
 // terms before it is added into fp64 (see CHUNK and FLUSH), and channel moments are shifted sums
 // (shift = the segment's first real row). No PyTorch headers: the ABI is pybind11's.
+// GCC before 13 warns that the _mm512_undefined_* operands inside its own AVX-512 headers are
+// uninitialised (GCC bug 105593) at every use; those diagnostics are raised after inlining, so
+// they can only be silenced for the whole file.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13 && defined(__AVX512F__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -29,99 +36,17 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__F16C__)
-#include <immintrin.h>
-#endif
-#include "block_stats_simd.h"
+#include "block_stats_load.h"  // block_stats_simd.h with it
 
 namespace py = pybind11;
 
 namespace {
-
-enum class Dtype { f32, bf16, f16 };
 
 Dtype parse_dtype(const std::string& name) {
   if (name == "float32") return Dtype::f32;
   if (name == "bfloat16") return Dtype::bf16;
   if (name == "float16") return Dtype::f16;
   throw py::type_error("layerfast C++ statistics take float32, bfloat16 or float16, got " + name);
-}
-
-inline float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-inline float bf16_to_float(uint16_t h) { return bits_to_float(uint32_t(h) << 16); }
-
-// IEEE half to float without F16C (after F. Giesen's half_to_float): exact for normals,
-// subnormals, infinities and NaN.
-inline float f16_to_float(uint16_t h) {
-  const uint32_t shifted_exp = 0x7c00u << 13;
-  uint32_t o = uint32_t(h & 0x7fffu) << 13;
-  const uint32_t exp = shifted_exp & o;
-  o += uint32_t(127 - 15) << 23;
-  float f;
-  if (exp == shifted_exp) {
-    f = bits_to_float(o + (uint32_t(128 - 16) << 23));
-  } else if (exp == 0) {
-    f = bits_to_float(o + (1u << 23)) - bits_to_float(113u << 23);
-  } else {
-    f = bits_to_float(o);
-  }
-  uint32_t r;
-  std::memcpy(&r, &f, sizeof r);
-  return bits_to_float(r | (uint32_t(h & 0x8000u) << 16));
-}
-
-struct LoadF32 {
-  static constexpr int bytes = 4;
-  static constexpr bool swapped_quads = false;
-  static float at(const void* p, int64_t c) { return static_cast<const float*>(p)[c]; }
-#ifdef LAYERFAST_SIMD
-  using Simd = simd::F32;
-#endif
-};
-struct LoadBF16 {
-  static constexpr int bytes = 2;
-#ifdef LAYERFAST_SIMD
-  static constexpr bool swapped_quads = simd::BF16::swapped_quads;
-#else
-  static constexpr bool swapped_quads = false;
-#endif
-  static float at(const void* p, int64_t c) { return bf16_to_float(static_cast<const uint16_t*>(p)[c]); }
-#ifdef LAYERFAST_SIMD
-  using Simd = simd::BF16;
-#endif
-};
-struct LoadF16 {
-  static constexpr int bytes = 2;
-  static constexpr bool swapped_quads = false;
-  static float at(const void* p, int64_t c) { return f16_to_float(static_cast<const uint16_t*>(p)[c]); }
-#ifdef LAYERFAST_SIMD
-  using Simd = simd::F16;
-#endif
-};
-
-// fp16 row -> fp32 buffer; with F16C, eight at a time (the compiler does not vectorise the
-// bit-level conversion above).
-void f16_row_to_float(const void* src, int64_t d, float* dst) {
-  const uint16_t* p = static_cast<const uint16_t*>(src);
-  int64_t c = 0;
-#if defined(__F16C__)
-  for (; c + 8 <= d; c += 8)
-    _mm256_storeu_ps(dst + c, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + c))));
-#endif
-  for (; c < d; ++c) dst[c] = f16_to_float(p[c]);
-}
-
-void load_row(const void* src, Dtype dtype, int64_t d, float* dst) {
-  switch (dtype) {
-    case Dtype::f32: std::memcpy(dst, src, size_t(d) * sizeof(float)); break;
-    case Dtype::bf16: for (int64_t c = 0; c < d; ++c) dst[c] = LoadBF16::at(src, c); break;
-    case Dtype::f16: f16_row_to_float(src, d, dst); break;
-  }
 }
 
 // Per-row sums run in fp32 vector lanes over CHUNK channels, then add into fp64; channel sums run

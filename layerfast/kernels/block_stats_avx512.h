@@ -32,10 +32,17 @@ struct RowAcc {
   int64_t small = 0;
 
   void write(double* out) const {
-    out[0] = double(_mm512_reduce_add_ps(dot));
-    out[1] = double(_mm512_reduce_add_ps(ssa));
-    out[2] = double(_mm512_reduce_add_ps(ssb));
+    out[0] = hsum16(dot);
+    out[1] = hsum16(ssa);
+    out[2] = hsum16(ssb);
     out[3] = double(small);
+  }
+
+  // the 16 lanes' sum: halves added, then the AVX2 hsum (GCC 12's _mm512_reduce_add_ps warns
+  // about an uninitialised operand inside its own header)
+  static double hsum16(__m512 v) {
+    const __m512 halves = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+    return hsum(_mm512_castps512_ps256(halves));
   }
 };
 

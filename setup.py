@@ -16,18 +16,20 @@ from setuptools import Extension, find_packages, setup
 
 def _vector_flags() -> list:
     """The vector ISA of the building CPU: ``-march=x86-64-v3`` (AVX2, FMA, F16C; the kernel is
-    about 1.4x faster than with SSE2), plus ``-march=x86-64-v4 -mavx512bf16`` where the CPU also
-    has AVX-512 with BF16 (Zen 4, Sapphire Rapids): the bf16 fold then runs on VDPBF16PS. The
-    module is built for the machine that installs it; ``LAYERFAST_PORTABLE_EXT=1`` builds a
-    baseline x86-64 module instead (for wheels), ``LAYERFAST_NO_AVX512=1`` stops at AVX2."""
+    about 1.4x faster than with SSE2), or ``-march=x86-64-v4`` where the CPU has AVX-512 (the
+    four-row fold of kernels/block_stats_avx512.h), with ``-mavx512bf16`` where it also has BF16
+    (Zen 4, Sapphire Rapids: bf16 products on VDPBF16PS). The module is built for the machine
+    that installs it; ``LAYERFAST_PORTABLE_EXT=1`` builds a baseline x86-64 module instead (for
+    wheels), ``LAYERFAST_NO_AVX512=1`` stops at AVX2."""
     if platform.machine() not in ("x86_64", "AMD64") or not Path("/proc/cpuinfo").exists():
         return []
     flags = set(Path("/proc/cpuinfo").read_text().split())
     if not {"avx2", "fma", "f16c", "bmi2", "movbe"} <= flags:
         return []
-    avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_bf16"}
-    if avx512 <= flags and os.environ.get("LAYERFAST_NO_AVX512", "0") in ("", "0"):
-        return ["-march=x86-64-v4", "-mavx512bf16"]
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= flags and os.environ.get(
+        "LAYERFAST_NO_AVX512", "0"
+    ) in ("", "0"):
+        return ["-march=x86-64-v4"] + (["-mavx512bf16"] if "avx512_bf16" in flags else [])
     return ["-march=x86-64-v3"]
 
 

@@ -68,6 +68,7 @@ inline __m512 widen_bf16(const uint16_t* p, __mmask16 m) {
 
 // A step of 32 channels of one row, per dtype (m selects the channels): its scalars into acc,
 // its block output's moments into sums.
+#ifdef __AVX512BF16__
 struct BF16Rows {
   using T = uint16_t;
   // |a| < thr exactly when (bits & 0x7fff) < bf16_count_bound(thr), as 32 16-bit lanes
@@ -89,7 +90,9 @@ struct BF16Rows {
   }
 };
 
-// fp32 and fp16 rows: widened first, then FMA.
+#endif  // __AVX512BF16__
+
+// fp32, fp16 (and bf16 without AVX512-BF16) rows: widened first, then FMA.
 template <class Load>
 struct WideRows {
   using T = typename Load::T;
@@ -116,6 +119,14 @@ struct LoadF32 {
   template <bool Full>
   static __m512 load16(const float* p, __mmask16 m) {
     return Full ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+  }
+};
+
+struct LoadBF16 {
+  using T = uint16_t;
+  template <bool Full>
+  static __m512 load16(const uint16_t* p, __mmask16 m) {
+    return widen_bf16<Full>(p, m);
   }
 };
 

@@ -38,7 +38,7 @@ inline void fold_scalar(const void* a, const void* b, int64_t c0, int64_t c1, fl
 #include <immintrin.h>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    defined(__AVX512BF16__)
+    defined(__AVX512DQ__)
 #define LAYERFAST_AVX512 1
 #endif
 
@@ -348,7 +348,11 @@ namespace simd {
 template <class S> struct Avx512Rows;
 template <> struct Avx512Rows<F32> { using type = avx512::WideRows<avx512::LoadF32>; };
 template <> struct Avx512Rows<F16> { using type = avx512::WideRows<avx512::LoadF16>; };
+#ifdef __AVX512BF16__
 template <> struct Avx512Rows<BF16> { using type = avx512::BF16Rows; };
+#else  // AVX-512 without BF16 (Skylake-X, Ice Lake): bf16 widened, then FMA
+template <> struct Avx512Rows<BF16> { using type = avx512::WideRows<avx512::LoadBF16>; };
+#endif
 
 inline int rows_at_once(int64_t, int64_t) { return avx512::ROWS; }
 

@@ -185,11 +185,11 @@ inline void fold_rows(const char* const* a, const char* const* b, int k, int64_t
 #ifdef LAYERFAST_SIMD
 using simd::rows_at_once;
 #else
-inline int rows_at_once(int64_t, int64_t) { return 1; }
+inline int rows_at_once(int64_t) { return 1; }
 #endif
 
 // A group of n <= FLUSH real rows of one segment: their scalars into out[0..n), their fold into
-// the segment's channel sums.
+// the segment's channel sums, rows_at_once(d) rows at a time (block_stats orders the rows for it).
 template <class L>
 void fold_group(const char* const* a,  // n block-output rows, [d] each
                 const char* const* b,  // n block-input rows, [d] each
@@ -203,7 +203,7 @@ void fold_group(const char* const* a,  // n block-output rows, [d] each
   float* shift = seg.shift;
   if (seg.n == 0)
     for (int64_t c = 0; c < d; ++c) shift[stored_at(c, d, L::swapped_quads)] = L::at(a[0], c);
-  const int step = rows_at_once(d, d * L::bytes);
+  const int step = rows_at_once(d);
   for (int i = 0; i < n; i += step) {
     const int k = std::min(step, n - i);
     for (int64_t c0 = 0; c0 < d; c0 += CHUNK)
@@ -281,7 +281,7 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
   double* mean_out = contiguous_out<double>(seg_mean.request(true), {B, S, d}, "d", "seg_mean");
   double* m2_out = contiguous_out<double>(seg_m2.request(true), {B, S, d}, "d", "seg_m2");
   const int64_t n_rows = B * T;
-  const int side = rows_at_once(d, d * (dtype == Dtype::f32 ? 4 : 2));
+  const int side = rows_at_once(d);
 
   py::gil_scoped_release release;
 #ifdef _OPENMP

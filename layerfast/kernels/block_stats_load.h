@@ -44,7 +44,6 @@ inline float f16_to_float(uint16_t h) {
 }
 
 struct LoadF32 {
-  static constexpr int bytes = 4;
   static constexpr bool swapped_quads = false;
   static float at(const void* p, int64_t c) { return static_cast<const float*>(p)[c]; }
 #ifdef LAYERFAST_SIMD
@@ -52,7 +51,6 @@ struct LoadF32 {
 #endif
 };
 struct LoadBF16 {
-  static constexpr int bytes = 2;
 #ifdef LAYERFAST_SIMD
   static constexpr bool swapped_quads = simd::BF16::swapped_quads;
 #else
@@ -64,7 +62,6 @@ struct LoadBF16 {
 #endif
 };
 struct LoadF16 {
-  static constexpr int bytes = 2;
   static constexpr bool swapped_quads = false;
   static float at(const void* p, int64_t c) { return f16_to_float(static_cast<const uint16_t*>(p)[c]); }
 #ifdef LAYERFAST_SIMD

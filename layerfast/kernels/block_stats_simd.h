@@ -338,7 +338,7 @@ inline void fold_chunk<BF16>(const void* a, const void* b, int64_t c0, int64_t c
                   shift, s1, s2, out);
 }
 
-// The folds' one entry point for block_stats.cpp: k <= rows_at_once(d, row_bytes) rows over
+// The folds' one entry point for block_stats.cpp: k <= rows_at_once(d) rows over
 // channels [c0, c1), row i's dot, |a|^2, |b|^2 and count into out[4i..4i+3].
 #ifdef LAYERFAST_AVX512
 }  // namespace simd
@@ -354,7 +354,7 @@ template <> struct Avx512Rows<BF16> { using type = avx512::BF16Rows; };
 template <> struct Avx512Rows<BF16> { using type = avx512::WideRows<avx512::LoadBF16>; };
 #endif
 
-inline int rows_at_once(int64_t, int64_t) { return avx512::ROWS; }
+inline int rows_at_once(int64_t) { return avx512::ROWS; }
 
 template <class S>
 inline void fold_block(const void* const* a, const void* const* b, int k, int64_t c0, int64_t c1,
@@ -365,7 +365,7 @@ inline void fold_block(const void* const* a, const void* const* b, int k, int64_
 // From this width on a segment's channel sums (12 bytes a channel) no longer fit in a 32 KiB
 // L1, and rows are folded in pairs, halving the sums' traffic to L2.
 constexpr int64_t PAIRS_FROM_D = 2048;
-inline int rows_at_once(int64_t d, int64_t) { return d >= PAIRS_FROM_D ? 2 : 1; }
+inline int rows_at_once(int64_t d) { return d >= PAIRS_FROM_D ? 2 : 1; }
 
 template <class S>
 inline void fold_block(const void* const* a, const void* const* b, int k, int64_t c0, int64_t c1,

@@ -88,6 +88,13 @@ inline double hsum(__m256 v) {
   return double(_mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1))));
 }
 
+// One row's eight channels into its sums: dot += x * y, ssa += x * x, ssb += y * y (FMA).
+inline void add_products(__m256 x, __m256 y, __m256& dot, __m256& ssa, __m256& ssb) {
+  dot = _mm256_fmadd_ps(x, y, dot);
+  ssa = _mm256_fmadd_ps(x, x, ssa);
+  ssb = _mm256_fmadd_ps(y, y, ssb);
+}
+
 inline double hsum_i(__m256i v) {
   const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   const __m128i t = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
@@ -132,9 +139,7 @@ inline void fold_chunk(const void* a, const void* b, int64_t c0, int64_t c1, flo
   int64_t c = c0;
 #define LF_FOLD8(X, Y, OFF, DOT, SSA, SSB, SM)                                                 \
   do {                                                                                         \
-    DOT = _mm256_fmadd_ps(X, Y, DOT);                                                          \
-    SSA = _mm256_fmadd_ps(X, X, SSA);                                                          \
-    SSB = _mm256_fmadd_ps(Y, Y, SSB);                                                          \
+    add_products(X, Y, DOT, SSA, SSB);                                                         \
     SM = _mm256_sub_epi32(                                                                     \
         SM, _mm256_castps_si256(_mm256_cmp_ps(_mm256_and_ps(X, absmask), vthr, _CMP_LT_OQ)));  \
     const __m256 dx = _mm256_sub_ps(X, _mm256_loadu_ps(shift + (OFF)));                        \
@@ -176,12 +181,8 @@ inline void fold_chunk2(const void* a0, const void* b0, const void* a1, const vo
   for (; c + 8 <= c1; c += 8) {
     const __m256 x0 = L::load8(a0, c), y0 = L::load8(b0, c);
     const __m256 x1 = L::load8(a1, c), y1 = L::load8(b1, c);
-    dot0 = _mm256_fmadd_ps(x0, y0, dot0);
-    dot1 = _mm256_fmadd_ps(x1, y1, dot1);
-    ssa0 = _mm256_fmadd_ps(x0, x0, ssa0);
-    ssa1 = _mm256_fmadd_ps(x1, x1, ssa1);
-    ssb0 = _mm256_fmadd_ps(y0, y0, ssb0);
-    ssb1 = _mm256_fmadd_ps(y1, y1, ssb1);
+    add_products(x0, y0, dot0, ssa0, ssb0);
+    add_products(x1, y1, dot1, ssa1, ssb1);
     sm0 = _mm256_sub_epi32(
         sm0, _mm256_castps_si256(_mm256_cmp_ps(_mm256_and_ps(x0, absmask), vthr0, _CMP_LT_OQ)));
     sm1 = _mm256_sub_epi32(
@@ -238,12 +239,8 @@ inline void fold_chunk_bf16(const uint16_t* a, const uint16_t* b, int64_t c0, in
     const __m256 x1 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, ra));
     const __m256 y0 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, rb));
     const __m256 y1 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, rb));
-    dot0 = _mm256_fmadd_ps(x0, y0, dot0);
-    dot1 = _mm256_fmadd_ps(x1, y1, dot1);
-    ssa0 = _mm256_fmadd_ps(x0, x0, ssa0);
-    ssa1 = _mm256_fmadd_ps(x1, x1, ssa1);
-    ssb0 = _mm256_fmadd_ps(y0, y0, ssb0);
-    ssb1 = _mm256_fmadd_ps(y1, y1, ssb1);
+    add_products(x0, y0, dot0, ssa0, ssb0);
+    add_products(x1, y1, dot1, ssa1, ssb1);
     small = _mm256_sub_epi16(small, _mm256_cmpgt_epi16(bound, _mm256_and_si256(ra, magnitude)));
     const __m256 dx0 = _mm256_sub_ps(x0, _mm256_loadu_ps(shift + c));
     const __m256 dx1 = _mm256_sub_ps(x1, _mm256_loadu_ps(shift + c + 8));
@@ -286,12 +283,10 @@ inline void fold_chunk2_bf16(const uint16_t* a0, const uint16_t* b0, const uint1
     const __m256 y01 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, rb0));
     const __m256 y10 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, rb1));
     const __m256 y11 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, rb1));
-    dot0 = _mm256_fmadd_ps(x01, y01, _mm256_fmadd_ps(x00, y00, dot0));
-    dot1 = _mm256_fmadd_ps(x11, y11, _mm256_fmadd_ps(x10, y10, dot1));
-    ssa0 = _mm256_fmadd_ps(x01, x01, _mm256_fmadd_ps(x00, x00, ssa0));
-    ssa1 = _mm256_fmadd_ps(x11, x11, _mm256_fmadd_ps(x10, x10, ssa1));
-    ssb0 = _mm256_fmadd_ps(y01, y01, _mm256_fmadd_ps(y00, y00, ssb0));
-    ssb1 = _mm256_fmadd_ps(y11, y11, _mm256_fmadd_ps(y10, y10, ssb1));
+    add_products(x00, y00, dot0, ssa0, ssb0);  // row 0: channels 0-3, 8-11, then 4-7, 12-15
+    add_products(x01, y01, dot0, ssa0, ssb0);
+    add_products(x10, y10, dot1, ssa1, ssb1);  // row 1
+    add_products(x11, y11, dot1, ssa1, ssb1);
     small0 = _mm256_sub_epi16(small0, _mm256_cmpgt_epi16(bound0, _mm256_and_si256(ra0, magnitude)));
     small1 = _mm256_sub_epi16(small1, _mm256_cmpgt_epi16(bound1, _mm256_and_si256(ra1, magnitude)));
     const __m256 sh0 = _mm256_loadu_ps(shift + c), sh1 = _mm256_loadu_ps(shift + c + 8);

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from layerfast.activations.block_stats_cpp import segment_length
+from layerfast.activations.block_stats_cpp import numpy_view, segment_length
 from layerfast.cli.values import byte_size
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,13 +62,10 @@ def main(argv=None) -> int:
     seg_m2 = torch.empty_like(seg_mean)
     name = str(dtype).removeprefix("torch.")
 
-    def view(x):
-        return (x if x.dtype == torch.float32 else x.view(torch.int16)).numpy()
-
     def kernel(module):
         module.block_stats(
-            view(x_in),
-            view(x_out),
+            numpy_view(x_in),
+            numpy_view(x_out),
             name,
             mask.numpy(),
             0.01,

@@ -56,8 +56,8 @@ def cpp_block_stats(
     seg_m2 = torch.empty((B, n_seg, d), dtype=torch.float64)
     dtype = str(x_out.dtype).removeprefix("torch.")
     _block_stats_cpp.block_stats(
-        _buffer(x_in),
-        _buffer(x_out),
+        numpy_view(x_in),
+        numpy_view(x_out),
         dtype,
         mask.numpy(),
         float(eps),
@@ -71,7 +71,7 @@ def cpp_block_stats(
     return Partials(rows, seg_mean, seg_m2, seg_len)
 
 
-def _buffer(x: torch.Tensor):
+def numpy_view(x: torch.Tensor):
     """A NumPy view of ``x`` without a copy; 16-bit floats are viewed as int16 bit patterns."""
     x = x.detach()
     return (x if x.dtype == torch.float32 else x.view(torch.int16)).numpy()

@@ -49,22 +49,40 @@ Dtype parse_dtype(const std::string& name) {
   throw py::type_error("layerfast C++ statistics take float32, bfloat16 or float16, got " + name);
 }
 
-// Per-row sums run in fp32 vector lanes over CHUNK channels, then add into fp64; channel sums run
-// in fp32 over a group of at most FLUSH rows, then add into fp64. That bounds every fp32 sum to a
-// few dozen terms. Rows are read whole, a few side by side (sequential streams; walking a group of
-// rows chunk by chunk kept the channel sums in L1 but ran at half the speed out of cache).
-constexpr int64_t CHUNK = 256;
+// Per-row sums run in fp32 vector lanes over CHUNK channels (32 terms a lane), then add into
+// fp64; channel sums run in fp32 over at most FLUSH rows, then add into fp64. That bounds every
+// fp32 sum to a few dozen terms. Rows are read whole, a few side by side (sequential streams;
+// walking a group of rows chunk by chunk kept the channel sums in L1 but ran at half the speed
+// out of cache). (CHUNK 256 -> 512 ran the AVX-512 fold 3-5% faster at hidden 576, one thread.)
+constexpr int64_t CHUNK = 512;
 constexpr int FLUSH = 16;
+// Rows handed to the fold at once: the AVX-512 folds take 64 (and add their channel sums into
+// fp64 after every FLUSH of them: fewer breaks in the input streams), the others FLUSH.
+#ifdef LAYERFAST_AVX512
+constexpr int GROUP = 64;
+#else
+constexpr int GROUP = FLUSH;
+#endif
 struct RowStats {
   double dot, ssa, ssb, small, nonfinite;
 };
 
-// Where a segment keeps channel c's sums: at c, except for a fold that swaps quads (the AVX2 bf16
-// one), which keeps channels 4-7 and 8-11 of every full block of 16 in each other's places. The
-// swap is its own inverse.
-inline int64_t stored_at(int64_t c, int64_t d, bool swapped_quads) {
-  const int64_t j = c & 15;
-  return swapped_quads && c < (d & ~int64_t(15)) && j >= 4 && j < 12 ? c ^ 12 : c;
+// Where a segment keeps channel c's sums (see SumLayout in block_stats_simd.h): in a block of 16
+// with quads 1 and 2 swapped; in a block of 32 with the even channels first (c at 16 * (c % 2) +
+// c / 2 within the block).
+inline int64_t stored_at(int64_t c, int64_t d, SumLayout layout) {
+  switch (layout) {
+    case SumLayout::swapped_quads: {
+      const int64_t j = c & 15;
+      return c < (d & ~int64_t(15)) && j >= 4 && j < 12 ? c ^ 12 : c;
+    }
+    case SumLayout::even_odd: {
+      const int64_t j = c & 31;
+      return (c - j) + 16 * (j & 1) + j / 2;
+    }
+    default:
+      return c;
+  }
 }
 
 // A segment's channel moments as shifted sums: shift = its first real row, s1 = sum(x - shift),
@@ -75,20 +93,23 @@ inline int64_t stored_at(int64_t c, int64_t d, bool swapped_quads) {
 // separate allocations of 4 KiB multiples their entries for one channel had the same address
 // bits 0-11, and each store to s1f stalled the following loads of s2f and shift (4K aliasing).
 struct Segment {
-  int64_t d;
+  int64_t d, padded;  // padded: d rounded up to 32 (the AVX-512 folds' sums run in blocks of 32)
   std::vector<float> buf;
   float *shift, *s1f, *s2f;
   std::vector<double> s1, s2;
   double n = 0;
 
-  // floats from one array to the next: d rounded up to 16, plus 48 or more
+  static int64_t padded_for(int64_t d) { return (d + 31) / 32 * 32; }
+
+  // floats from one array to the next: d rounded up to 32, plus 48 or more
   static int64_t stride_for(int64_t d) {
-    int64_t stride = (d + 15) / 16 * 16 + 48;
+    int64_t stride = padded_for(d) + 48;
     while (stride % 1024 < 48 || stride % 1024 > 1024 - 48) stride += 16;
     return stride;
   }
 
-  explicit Segment(int64_t d_) : d(d_), buf(3 * stride_for(d_) + 16), s1(d_), s2(d_) {
+  explicit Segment(int64_t d_)
+      : d(d_), padded(padded_for(d_)), buf(3 * stride_for(d_) + 16), s1(padded), s2(padded) {
     const int64_t stride = stride_for(d_);
     const uintptr_t at = reinterpret_cast<uintptr_t>(buf.data());
     shift = buf.data() + ((64 - at % 64) % 64) / sizeof(float);
@@ -96,9 +117,11 @@ struct Segment {
     s2f = s1f + stride;
   }
 
+  // every entry zero, the padding's too (a fold's padding lanes then add 0 - 0)
   void reset() {
-    std::fill(s1f, s1f + d, 0.f);
-    std::fill(s2f, s2f + d, 0.f);
+    std::fill(shift, shift + padded, 0.f);
+    std::fill(s1f, s1f + padded, 0.f);
+    std::fill(s2f, s2f + padded, 0.f);
     std::fill(s1.begin(), s1.end(), 0.0);
     std::fill(s2.begin(), s2.end(), 0.0);
     n = 0;
@@ -113,13 +136,13 @@ struct Segment {
   }
 
   // mean = shift + s1 / n, M2 = s2 - s1^2 / n, channel c from index stored_at(c)
-  void write(double* mean, double* m2, bool swapped_quads) {
+  void write(double* mean, double* m2, SumLayout layout) {
     for (int64_t c = 0; c < d; ++c) {
       if (n == 0) {
         mean[c] = m2[c] = 0.0;
         continue;
       }
-      const int64_t k = stored_at(c, d, swapped_quads);
+      const int64_t k = stored_at(c, d, layout);
       mean[c] = double(shift[k]) + s1[k] / n;
       m2[c] = std::max(0.0, s2[k] - s1[k] * s1[k] / n);
     }
@@ -154,9 +177,11 @@ double row_sum_squares(const void* a, int64_t d) {
 #endif
 }
 
+#ifndef LAYERFAST_AVX512
 // Rows [0, k) of a group over channels [c0, c1): dot(a, b), |a|^2, |b|^2, #|a| < thr added into
-// r[i], and the deviations from shift folded into s1 += a - shift, s2 += (a - shift)^2. The SIMD
-// folds take up to simd::rows_at_once rows at once; the portable one, one row.
+// r[i], and the deviations from shift folded into s1 += a - shift, s2 += (a - shift)^2. The AVX2
+// folds take up to simd::rows_at_once rows at once; the portable one, one row. (The AVX-512
+// folds take a whole group: see fold_group.)
 template <class L>
 inline void fold_rows(const char* const* a, const char* const* b, int k, int64_t c0, int64_t c1,
                       const float* thr, const float* shift, float* s1, float* s2, RowStats* r) {
@@ -181,6 +206,7 @@ inline void fold_rows(const char* const* a, const char* const* b, int k, int64_t
   r[0].small += small;
 #endif
 }
+#endif  // LAYERFAST_AVX512
 
 #ifdef LAYERFAST_SIMD
 using simd::rows_at_once;
@@ -188,21 +214,33 @@ using simd::rows_at_once;
 inline int rows_at_once(int64_t) { return 1; }
 #endif
 
-// A group of n <= FLUSH real rows of one segment: their scalars into out[0..n), their fold into
+// A group of n <= GROUP real rows of one segment: their scalars into out[0..n), their fold into
 // the segment's channel sums, rows_at_once(d) rows at a time (block_stats orders the rows for it).
 template <class L>
 void fold_group(const char* const* a,  // n block-output rows, [d] each
                 const char* const* b,  // n block-input rows, [d] each
                 int n, int64_t d, double eps, bool relative, Segment& seg, RowStats* out) {
-  float thr[FLUSH];
+  float thr[GROUP];
+  const float absolute = relative ? 0.f : float_threshold(eps);
   for (int i = 0; i < n; ++i) {
     out[i] = RowStats{0, 0, 0, 0, 0};
-    thr[i] = float_threshold(relative ? eps * std::sqrt(row_sum_squares<L>(a[i], d) / double(d))
-                                      : eps);
+    thr[i] = relative ? float_threshold(eps * std::sqrt(row_sum_squares<L>(a[i], d) / double(d)))
+                      : absolute;
   }
   float* shift = seg.shift;
   if (seg.n == 0)
-    for (int64_t c = 0; c < d; ++c) shift[stored_at(c, d, L::swapped_quads)] = L::at(a[0], c);
+    for (int64_t c = 0; c < d; ++c) shift[stored_at(c, d, L::layout)] = L::at(a[0], c);
+#ifdef LAYERFAST_AVX512
+  // whole rows, and the group's channel sums into the segment's fp64 ones (no flush below)
+  double sums[4 * GROUP];
+  simd::fold_group<typename L::Simd>(reinterpret_cast<const void* const*>(a),
+                                     reinterpret_cast<const void* const*>(b), n, d, CHUNK,
+                                     FLUSH, thr,
+                                     {shift, seg.s1f, seg.s2f, seg.s1.data(), seg.s2.data()},
+                                     sums);
+  for (int i = 0; i < n; ++i)
+    out[i] = RowStats{sums[4 * i], sums[4 * i + 1], sums[4 * i + 2], sums[4 * i + 3], 0};
+#else
   const int step = rows_at_once(d);
   for (int i = 0; i < n; i += step) {
     const int k = std::min(step, n - i);
@@ -210,6 +248,7 @@ void fold_group(const char* const* a,  // n block-output rows, [d] each
       fold_rows<L>(a + i, b + i, k, c0, std::min(d, c0 + CHUNK), thr + i, shift, seg.s1f,
                    seg.s2f, out + i);
   }
+#endif
   // NaN/inf entries make |a|^2 non-finite, so the loop above need not look for them; only such
   // rows (or rows whose x * x overflows) are counted here.
   for (int i = 0; i < n; ++i) {
@@ -219,7 +258,9 @@ void fold_group(const char* const* a,  // n block-output rows, [d] each
     out[i].nonfinite = double(nonfinite);
   }
   seg.n += n;
+#ifndef LAYERFAST_AVX512
   seg.flush();
+#endif
 }
 
 void fold_group(const char* const* a, const char* const* b, int n, Dtype dtype, int64_t d,
@@ -290,49 +331,65 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
 #endif
   {
     Segment state(d);
-    const char* a_rows[FLUSH];
-    const char* b_rows[FLUSH];
-    int64_t row_ids[FLUSH];
-    RowStats stats[FLUSH];
+    const char* a_rows[GROUP];
+    const char* b_rows[GROUP];
+    int64_t at_rows[GROUP];  // their steps k within the segment
+    RowStats stats[GROUP];
+    // A segment's five row outputs in the order its rows are visited ([5, steps], step k at k),
+    // put in place once it is done. Each group's outputs are then five short sequential writes;
+    // written at their positions, they scattered over 5 x side lines, and those stores, missing
+    // L1 while the inputs stream, cost the kernel 10% at hidden 576 (bf16, one thread).
+    std::vector<double> seg_rows(5 * (std::min(seg_len, T) + side));
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic)
 #endif
     for (int64_t seg = 0; seg < B * S; ++seg) {
       const int64_t bi = seg / S, t0 = (seg % S) * seg_len, t1 = std::min(T, t0 + seg_len);
+      const int64_t len = t1 - t0;
       state.reset();
       // The fold takes `side` rows side by side: the segment is cut into that many runs, and
       // step k visits position k / side of run k % side, so every run is read as one continuous
       // stream. (Four neighbouring rows side by side restart the hardware prefetcher's streams
       // every row, and out of cache ran at half the speed of one row at a time.)
-      const int64_t run = (t1 - t0 + side - 1) / side, steps = run * side;
+      const int64_t run = (len + side - 1) / side, steps = run * side;
+      double* const visited = seg_rows.data();  // [5, steps]
       int n = 0;
-      for (int64_t k = 0; k < steps; ++k) {
-        const int64_t t = t0 + (k % side) * run + k / side;
-        const int64_t row = bi * T + t;
-        if (t >= t1) {
-          // past the segment's end: the last run is shorter
-        } else if (!m[row]) {
-          for (int f = 0; f < 5; ++f) r[f * n_rows + row] = 0.0;
+      // k = side * pos + in_run, without a division per row
+      for (int64_t k = 0, pos = 0, in_run = 0; k < steps; ++k) {
+        const int64_t j = in_run * run + pos, t = t0 + j;
+        if (++in_run == side) in_run = 0, ++pos;
+        if (j >= len || !m[bi * T + t]) {
+          // past the segment's end (the last run is shorter), or padding: zeros
+          for (int f = 0; f < 5; ++f) visited[f * steps + k] = 0.0;
         } else {
           a_rows[n] = vout.ptr + bi * vout.stride[0] + t * vout.stride[1];
           b_rows[n] = vin.ptr + bi * vin.stride[0] + t * vin.stride[1];
-          row_ids[n++] = row;
+          at_rows[n++] = k;
         }
-        if (n == FLUSH || (k + 1 == steps && n > 0)) {
+        if (n == GROUP || (k + 1 == steps && n > 0)) {
           fold_group(a_rows, b_rows, n, dtype, d, eps, relative, state, stats);
           for (int i = 0; i < n; ++i) {
             const RowStats& s = stats[i];
-            const int64_t at = row_ids[i];
-            r[0 * n_rows + at] = s.dot;
-            r[1 * n_rows + at] = s.ssa;
-            r[2 * n_rows + at] = s.ssb;
-            r[3 * n_rows + at] = s.small;
-            r[4 * n_rows + at] = s.nonfinite;
+            double* out = visited + at_rows[i];
+            out[0 * steps] = s.dot;
+            out[1 * steps] = s.ssa;
+            out[2 * steps] = s.ssb;
+            out[3 * steps] = s.small;
+            out[4 * steps] = s.nonfinite;
           }
           n = 0;
         }
       }
-      state.write(mean_out + seg * d, m2_out + seg * d, dtype == Dtype::bf16 && LoadBF16::swapped_quads);
+      // position j = in_run * run + pos was visited at step k = pos * side + in_run
+      for (int f = 0; f < 5; ++f) {
+        double* dst = r + f * n_rows + bi * T + t0;
+        const double* src = visited + f * steps;
+        for (int64_t in_run = 0; in_run < side; ++in_run)
+          for (int64_t pos = 0, j = in_run * run; pos < run && j < len; ++pos, ++j)
+            dst[j] = src[pos * side + in_run];
+      }
+      state.write(mean_out + seg * d, m2_out + seg * d,
+                  dtype == Dtype::bf16 ? LoadBF16::layout : SumLayout::plain);
     }
   }
 }

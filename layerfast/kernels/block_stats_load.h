@@ -44,7 +44,7 @@ inline float f16_to_float(uint16_t h) {
 }
 
 struct LoadF32 {
-  static constexpr bool swapped_quads = false;
+  static constexpr SumLayout layout = SumLayout::plain;
   static float at(const void* p, int64_t c) { return static_cast<const float*>(p)[c]; }
 #ifdef LAYERFAST_SIMD
   using Simd = simd::F32;
@@ -52,9 +52,9 @@ struct LoadF32 {
 };
 struct LoadBF16 {
 #ifdef LAYERFAST_SIMD
-  static constexpr bool swapped_quads = simd::BF16::swapped_quads;
+  static constexpr SumLayout layout = simd::BF16::layout;
 #else
-  static constexpr bool swapped_quads = false;
+  static constexpr SumLayout layout = SumLayout::plain;
 #endif
   static float at(const void* p, int64_t c) { return bf16_to_float(static_cast<const uint16_t*>(p)[c]); }
 #ifdef LAYERFAST_SIMD
@@ -62,7 +62,7 @@ struct LoadBF16 {
 #endif
 };
 struct LoadF16 {
-  static constexpr bool swapped_quads = false;
+  static constexpr SumLayout layout = SumLayout::plain;
   static float at(const void* p, int64_t c) { return f16_to_float(static_cast<const uint16_t*>(p)[c]); }
 #ifdef LAYERFAST_SIMD
   using Simd = simd::F16;

@@ -9,6 +9,15 @@
 #include <cmath>
 #include <cstdint>
 
+// Where a fold keeps channel c's sums in a segment's arrays (block_stats.cpp's stored_at):
+//   plain          at c
+//   swapped_quads  channels 4-7 and 8-11 of every full block of 16 in each other's places (the
+//                  AVX2 bf16 fold, which widens by unpacking within 128-bit halves)
+//   even_odd       in every block of 32 (the last one too, in arrays padded to a multiple of 32)
+//                  the 16 even channels first, then the 16 odd ones (the AVX-512 bf16 fold,
+//                  which widens the two channels of each 32-bit lane with one shift or mask)
+enum class SumLayout { plain, swapped_quads, even_odd };
+
 // Channels [c0, c1) of one row, one at a time (L::at loads one channel as fp32): adds dot(a, b),
 // |a|^2, |b|^2 into sums[0..2] (fp32) and #|a| < thr into small, and folds the deviations from
 // shift into s1 += a - shift, s2 += (a - shift)^2. The portable fold, and the SIMD folds' tails.
@@ -45,7 +54,7 @@ inline void fold_scalar(const void* a, const void* b, int64_t c0, int64_t c1, fl
 namespace simd {
 
 struct F32 {
-  static constexpr bool swapped_quads = false;
+  static constexpr SumLayout layout = SumLayout::plain;
   static __m256 load8(const void* p, int64_t c) {
     return _mm256_loadu_ps(static_cast<const float*>(p) + c);
   }
@@ -53,7 +62,7 @@ struct F32 {
 };
 
 struct F16 {
-  static constexpr bool swapped_quads = false;
+  static constexpr SumLayout layout = SumLayout::plain;
   static __m256 load8(const void* p, int64_t c) {
     return _mm256_cvtph_ps(
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + c)));
@@ -65,10 +74,12 @@ struct F16 {
 
 
 struct BF16 {
-#ifdef LAYERFAST_AVX512
-  static constexpr bool swapped_quads = false;  // see block_stats_avx512.h
+#if defined(LAYERFAST_AVX512) && defined(__AVX512BF16__)
+  static constexpr SumLayout layout = SumLayout::even_odd;  // see block_stats_avx512.h
+#elif defined(LAYERFAST_AVX512)
+  static constexpr SumLayout layout = SumLayout::plain;
 #else
-  static constexpr bool swapped_quads = true;  // see fold_chunk_bf16
+  static constexpr SumLayout layout = SumLayout::swapped_quads;  // see fold_chunk_bf16
 #endif
   static __m256 load8(const void* p, int64_t c) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + c));
@@ -351,12 +362,19 @@ template <> struct Avx512Rows<BF16> { using type = avx512::WideRows<avx512::Load
 
 inline int rows_at_once(int64_t) { return avx512::ROWS; }
 
+// The AVX-512 folds take a whole group of rows (avx512::fold_group), which adds its channel
+// sums into the segment's fp64 ones itself.
+constexpr bool folds_groups = true;
+using avx512::GroupSums;
+
 template <class S>
-inline void fold_block(const void* const* a, const void* const* b, int k, int64_t c0, int64_t c1,
-                       const float* thr, const float* shift, float* s1, float* s2, double* out) {
-  avx512::fold_block<typename Avx512Rows<S>::type>(a, b, k, c0, c1, thr, shift, s1, s2, out);
+inline void fold_group(const void* const* a, const void* const* b, int n, int64_t d,
+                       int64_t chunk, int flush, const float* thr, const GroupSums& g,
+                       double* out) {
+  avx512::fold_group<typename Avx512Rows<S>::type>(a, b, n, d, chunk, flush, thr, g, out);
 }
 #else
+constexpr bool folds_groups = false;
 // From this width on a segment's channel sums (12 bytes a channel) no longer fit in a 32 KiB
 // L1, and rows are folded in pairs, halving the sums' traffic to L2.
 constexpr int64_t PAIRS_FROM_D = 2048;

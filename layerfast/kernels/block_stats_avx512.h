@@ -35,28 +35,37 @@ namespace avx512 {
 constexpr int ROWS = 4;  // rows folded at once
 
 // One row's sums while it runs: dot(a, b), |a|^2, |b|^2 in fp32 lanes over at most a chunk of
-// channels, then added into fp64 lanes (wide) for the whole row; and #|a| < thr.
+// channels, and #|a| < thr.
 struct RowAcc {
   __m512 dot = _mm512_setzero_ps(), ssa = _mm512_setzero_ps(), ssb = _mm512_setzero_ps();
-  __m512d wide[3] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
   int64_t small = 0;
+};
 
-  // the chunk's fp32 lanes into the fp64 ones, and the fp32 lanes cleared
-  void end_chunk() {
-    widen_into(wide[0], dot);
-    widen_into(wide[1], ssa);
-    widen_into(wide[2], ssb);
-    dot = ssa = ssb = _mm512_setzero_ps();
+// A row's dot, |a|^2, |b|^2 over the chunks so far, in fp64 lanes.
+struct RowTotal {
+  __m512d dot, ssa, ssb;  // set by the first chunk: no zeroing of the array up front
+
+  // the chunk's fp32 lanes into the fp64 ones (First: in place of them), and cleared
+  template <bool First>
+  void add_chunk(RowAcc& acc) {
+    add<First>(dot, acc.dot);
+    add<First>(ssa, acc.ssa);
+    add<First>(ssb, acc.ssb);
+    acc.dot = acc.ssa = acc.ssb = _mm512_setzero_ps();
   }
 
-  void write(double* out) const {
-    for (int f = 0; f < 3; ++f) out[f] = hsum8(wide[f]);
+  void write(double* out, int64_t small) const {
+    out[0] = hsum8(dot);
+    out[1] = hsum8(ssa);
+    out[2] = hsum8(ssb);
     out[3] = double(small);
   }
 
-  static void widen_into(__m512d& w, __m512 v) {
-    w = _mm512_add_pd(w, _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
-                                       _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
+  template <bool First>
+  static void add(__m512d& w, __m512 v) {
+    const __m512d pair = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                                       _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    w = First ? pair : _mm512_add_pd(w, pair);
   }
 
   static double hsum8(__m512d v) {
@@ -222,6 +231,7 @@ inline void fold_rows(const void* const* a, const void* const* b, int64_t d, int
     pb[i] = static_cast<const T*>(b[i]);
     bound[i] = R::bound(thr[i]);
   }
+  RowTotal total[N];
   for (int64_t c0 = 0; c0 < d; c0 += chunk) {
     const int64_t c1 = c0 + chunk < d ? c0 + chunk : d;
     int64_t c = c0;
@@ -230,9 +240,14 @@ inline void fold_rows(const void* const* a, const void* const* b, int64_t d, int
     if (c < c1)  // the row's last d % 32 channels
       fold_step<R, N, First, Last, false>(pa, pb, c, (__mmask32(1) << (c1 - c)) - 1, bound, acc,
                                           g);
-    for (int i = 0; i < N; ++i) acc[i].end_chunk();
+    for (int i = 0; i < N; ++i) {
+      if (c0 == 0)
+        total[i].template add_chunk<true>(acc[i]);
+      else
+        total[i].template add_chunk<false>(acc[i]);
+    }
   }
-  for (int i = 0; i < N; ++i) acc[i].write(out + 4 * i);
+  for (int i = 0; i < N; ++i) total[i].write(out + 4 * i, acc[i].small);
 }
 
 template <class R, int N>

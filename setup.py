@@ -52,6 +52,7 @@ def extensions() -> list:
                 "layerfast/kernels/block_stats_simd.h",
                 "layerfast/kernels/block_stats_avx512.h",
                 "layerfast/kernels/block_stats_load.h",
+                "layerfast/kernels/block_stats_segment.h",
             ],
             include_dirs=[pybind11.get_include()],
             language="c++",

@@ -242,6 +242,9 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
   double* m2_out = contiguous_out<double>(seg_m2.request(true), {B, S, d}, "d", "seg_m2");
   const int64_t n_rows = B * T;
   const int side = rows_at_once(d);
+  // a relative threshold reads each row once before the fold (its RMS): groups of FLUSH rows
+  // keep those rows in L2 for the fold (64 rows of 8192 bf16 channels are 1 MiB)
+  const int group = relative ? FLUSH : GROUP;
 
   py::gil_scoped_release release;
 #ifdef _OPENMP
@@ -285,7 +288,7 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
           b_rows[n] = vin.ptr + bi * vin.stride[0] + t * vin.stride[1];
           at_rows[n++] = k;
         }
-        if (n == GROUP || (k + 1 == steps && n > 0)) {
+        if (n == group || (k + 1 == steps && n > 0)) {
           fold_group(a_rows, b_rows, n, dtype, d, eps, relative, state, stats);
           for (int i = 0; i < n; ++i) {
             const RowStats& s = stats[i];

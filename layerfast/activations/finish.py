@@ -69,10 +69,11 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     spread = torch.mm(seg_n.view(1, B * S), (seg_mean - ch_mean).square_().reshape(B * S, d))[0]
     ch_m2 = seg_m2.sum((0, 1)) + spread  # [d]
     # per-row scalars
-    cos, angle = cos_angle(dot, ssa, ssb)  # [B, T]
+    norm_a = ssa.sqrt()  # [B, T]
+    acc["norm_sum"] = norm_a.sum()
+    cos, angle = cos_angle(dot, ssa, ssb, norm_a)  # [B, T]; norm_a is overwritten
     acc["cos_sum"] = cos.sum()
     acc["angle_sum"] = angle.masked_fill_(~keep, 0).sum()
-    acc["norm_sum"] = ssa.sqrt().sum()
     acc["small"], acc["nonfinite"] = small.sum(), nonfinite.sum()
     last = last_positions(keep)  # [B]
     samples = torch.arange(B, device=device)

@@ -70,12 +70,15 @@ def cos_angle(
     dot: torch.Tensor,  # [...] dot products of output and input rows
     ssa: torch.Tensor,  # [...] squared norms of the output rows
     ssb: torch.Tensor,  # [...] squared norms of the input rows
+    norm_a: torch.Tensor | None = None,  # [...] ssa.sqrt() where the caller has it: overwritten
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, cos(out, in) and arccos(cos) / pi (norms clamped at 1e-12), each [...].
 
-    Three new tensors (the rest in place): over the ~500,000 rows of a 1 GB batch each fresh
-    fp64 temporary cost about as much as the arithmetic (its pages are faulted in)."""
-    norms = ssa.sqrt().clamp_min_(1e-12).mul_(ssb.sqrt().clamp_min_(1e-12))
+    Three new tensors (the rest in place), two with ``norm_a``: over the ~500,000 rows of a 1 GB
+    batch each fresh fp64 temporary cost about as much as the arithmetic (its pages are faulted
+    in)."""
+    norm_a = ssa.sqrt() if norm_a is None else norm_a
+    norms = norm_a.clamp_min_(1e-12).mul_(ssb.sqrt().clamp_min_(1e-12))
     cos = torch.div(dot, norms, out=norms) if dot.dtype == norms.dtype else dot / norms
     return cos, cos.clamp(-1.0, 1.0).arccos_().div_(torch.pi)
 

@@ -41,6 +41,12 @@ struct RowAcc {
   int64_t small = 0;
 };
 
+// v's 16 fp32 lanes as fp64: lanes 0-7 in lo, 8-15 in hi
+inline void to_fp64(__m512 v, __m512d& lo, __m512d& hi) {
+  lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+}
+
 // A row's dot, |a|^2, |b|^2 over the chunks so far, in fp64 lanes.
 struct RowTotal {
   __m512d dot, ssa, ssb;  // set by the first chunk: no zeroing of the array up front
@@ -63,8 +69,9 @@ struct RowTotal {
 
   template <bool First>
   static void add(__m512d& w, __m512 v) {
-    const __m512d pair = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
-                                       _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    __m512d lo, hi;
+    to_fp64(v, lo, hi);
+    const __m512d pair = _mm512_add_pd(lo, hi);
     w = First ? pair : _mm512_add_pd(w, pair);
   }
 
@@ -182,8 +189,8 @@ struct GroupSums {
 
 // v's 16 lanes added into the fp64 sums p[0..16)
 inline void add_wide(double* p, __m512 v) {
-  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-  const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+  __m512d lo, hi;
+  to_fp64(v, lo, hi);
   _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), lo));
   _mm512_storeu_pd(p + 8, _mm512_add_pd(_mm512_loadu_pd(p + 8), hi));
 }

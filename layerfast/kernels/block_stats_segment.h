@@ -29,7 +29,8 @@ inline int64_t stored_at(int64_t c, int64_t d, SumLayout layout) {
 }
 
 // A segment's channel moments as shifted sums: shift = its first real row, s1 = sum(x - shift),
-// s2 = sum((x - shift)^2); fp32 partials s1f/s2f are flushed into s1/s2 after every group.
+// s2 = sum((x - shift)^2); fp32 partials s1f/s2f are added into s1/s2 every FLUSH rows (by
+// flush() after each group, or by the AVX-512 fold itself).
 //
 // shift, s1f and s2f share one buffer, each on a 64-byte boundary (a vector of 16 floats never
 // straddles two cache lines) and apart by a stride that is not near a multiple of 4 KiB: as

@@ -364,7 +364,6 @@ inline int rows_at_once(int64_t) { return avx512::ROWS; }
 
 // The AVX-512 folds take a whole group of rows (avx512::fold_group), which adds its channel
 // sums into the segment's fp64 ones itself.
-constexpr bool folds_groups = true;
 using avx512::GroupSums;
 
 template <class S>
@@ -374,7 +373,6 @@ inline void fold_group(const void* const* a, const void* const* b, int n, int64_
   avx512::fold_group<typename Avx512Rows<S>::type>(a, b, n, d, chunk, flush, thr, g, out);
 }
 #else
-constexpr bool folds_groups = false;
 // From this width on a segment's channel sums (12 bytes a channel) no longer fit in a 32 KiB
 // L1, and rows are folded in pairs, halving the sums' traffic to L2.
 constexpr int64_t PAIRS_FROM_D = 2048;

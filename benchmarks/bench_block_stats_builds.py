@@ -60,9 +60,12 @@ def main(argv=None) -> int:
     rows = torch.empty(5, batch, tokens, dtype=torch.float64)
     seg_mean = torch.empty(batch, n_seg, args.hidden, dtype=torch.float64)
     seg_m2 = torch.empty_like(seg_mean)
+    seg_sums = torch.empty(batch, n_seg, 6, dtype=torch.float64)
     name = str(dtype).removeprefix("torch.")
 
     def kernel(module):
+        # builds before the fused row sums (block_stats_rows.h) take no seg_sums
+        new = "seg_sums" in (module.block_stats.__doc__ or "")
         module.block_stats(
             numpy_view(x_in),
             numpy_view(x_out),
@@ -74,6 +77,7 @@ def main(argv=None) -> int:
             rows.numpy(),
             seg_mean.numpy(),
             seg_m2.numpy(),
+            *([seg_sums.numpy()] if new else []),
             args.threads,
         )
 

@@ -40,7 +40,8 @@ def cpp_block_stats(
     seg_len: int | None = None,
     n_threads: int | None = None,
 ) -> Partials:
-    """Run the kernel; returns its raw :class:`~.finish.Partials` in fp64 on the CPU.
+    """Run the kernel; returns its raw :class:`~.finish.Partials` in fp64 on the CPU, with the
+    per-segment sums of the row scalars (``seg_sums``) that spare ``finish`` its passes over rows.
 
     The input is assumed checked (:func:`layerfast.activations.dispatch.block_stats` does it):
     CPU tensors of fp32, bf16 or fp16, both alike, unit stride along d (any strides for B and T).
@@ -54,6 +55,7 @@ def cpp_block_stats(
     rows = torch.empty((5, B, T), dtype=torch.float64)
     seg_mean = torch.empty((B, n_seg, d), dtype=torch.float64)
     seg_m2 = torch.empty((B, n_seg, d), dtype=torch.float64)
+    seg_sums = torch.empty((B, n_seg, 6), dtype=torch.float64)
     dtype = str(x_out.dtype).removeprefix("torch.")
     _block_stats_cpp.block_stats(
         numpy_view(x_in),
@@ -66,9 +68,10 @@ def cpp_block_stats(
         rows.numpy(),
         seg_mean.numpy(),
         seg_m2.numpy(),
+        seg_sums.numpy(),
         threads,
     )
-    return Partials(rows, seg_mean, seg_m2, seg_len)
+    return Partials(rows, seg_mean, seg_m2, seg_len, seg_sums)
 
 
 def numpy_view(x: torch.Tensor):

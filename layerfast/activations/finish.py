@@ -20,12 +20,22 @@ from .reference import FIELDS, cos_angle, empty, last_positions
 
 
 class Partials(NamedTuple):
-    """What a kernel returns for one batch of one block (fp32 or fp64, on the kernel's device)."""
+    """What a kernel returns for one batch of one block (fp32 or fp64, on the kernel's device).
+
+    ``seg_sums`` is optional: the C++ kernel counts each segment's real rows and adds up their
+    scalars while they are in its cache (``kernels/block_stats_rows.h``), which on ~500,000 rows
+    saves ``finish`` about a dozen passes over the mask and the rows (11-14 ms of a 1 GiB batch
+    at hidden 576, one thread); the Triton kernel leaves it None, and ``finish`` takes those sums
+    from the mask and ``rows`` itself.
+    """
 
     rows: torch.Tensor  # [5, B, T] dot(out, in), |out|^2, |in|^2, #small, #nonfinite; 0 on padding
     seg_mean: torch.Tensor  # [B, S, d] channel means of each segment's real rows (0 if none)
     seg_m2: torch.Tensor  # [B, S, d] channel sums of squared deviations per segment
     seg_len: int  # positions per segment: S = ceil(T / seg_len)
+    # [B, S, 6] sums over each segment's real rows of 1, |out|, cos(out, in), arccos(cos) / pi,
+    # #small, #nonfinite (fp64), or None
+    seg_sums: torch.Tensor | None = None
 
 
 def finish(partials: Partials, mask: torch.Tensor) -> dict:
@@ -36,10 +46,12 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
 
     Every sum is taken in fp64 on the partials' device. The per-row scalars are 0 on padding
     (the :class:`Partials` contract), and so is their cos, so their sums need no gather of the
-    real rows; only the angle (1/2 at cos 0) is masked. ``seg_mean`` is read twice (the
-    per-sample channel sums; its deviation from the channel mean, one [B, S, d] temporary
-    squared in place and summed with the segments' weights) and ``seg_m2`` once; they are
-    copied only when the kernel wrote them in fp32 (Triton's, on the GPU).
+    real rows; only the angle (1/2 at cos 0) is masked. Where the kernel gave ``seg_sums``
+    (the C++ one), those sums come from it, and ``rows`` is read only at each sample's last
+    real position. ``seg_mean`` is read twice (the per-sample channel sums; its deviation from
+    the channel mean, one [B, S, d] temporary squared in place and summed with the segments'
+    weights) and ``seg_m2`` once; they are copied only when the kernel wrote them in fp32
+    (Triton's, on the GPU).
     """
     B, S, d = partials.seg_mean.shape
     T = mask.shape[1]
@@ -50,17 +62,23 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     keep = mask.to(device=device, dtype=torch.bool)  # [B, T]
     seg_mean, seg_m2 = partials.seg_mean.to(f64), partials.seg_m2.to(f64)  # [B, S, d]
     dot, ssa, ssb, small, nonfinite = partials.rows.to(f64)  # [B, T] each
-    padded = torch.nn.functional.pad(keep, (0, S * partials.seg_len - T))  # [B, S * seg_len]
-    seg_n = padded.view(B, S, partials.seg_len).sum(2, dtype=f64)  # [B, S] real rows per segment
+    if partials.seg_sums is not None:
+        seg_n, *row_sums = partials.seg_sums.to(f64).unbind(2)  # [B, S] each
+        seg_n = seg_n.contiguous()  # strided, it sent bmm below down a loop over B: 35x slower
+    else:
+        padded = torch.nn.functional.pad(keep, (0, S * partials.seg_len - T))  # [B, S * seg_len]
+        # [B, S] real rows per segment (an int32 sum: in fp64 or int64 it copied the mask first)
+        seg_n = padded.view(B, S, partials.seg_len).sum(2, dtype=torch.int32).to(f64)
     sample_n = seg_n.sum(1)  # [B]
     has_tokens = sample_n > 0
     n = sample_n.sum()
     sums = torch.bmm(seg_n[:, None, :], seg_mean)[:, 0]  # [B, d] channel sums per sample
     acc = {"n_tokens": n, "n_entries": n * d, "n_samples": has_tokens.sum(dtype=f64)}
     # AV: per-sample token means, unbiased variance across the d units (0 for a sample with
-    # no token: its means are 0)
+    # no token: its means are 0), in two passes (Tensor.var took 9x as long on [228, 576])
     if d > 1:
-        acc["av_sum"] = (sums / sample_n.clamp_min(1)[:, None]).var(dim=1).sum()
+        means = sums / sample_n.clamp_min(1)[:, None]  # [B, d]
+        acc["av_sum"] = means.sub_(means.mean(1, keepdim=True)).square_().sum() / (d - 1)
     else:
         acc["av_sum"] = torch.zeros((), dtype=f64, device=device)
     # channel moments over all real rows (Chan's merge of the segments); empty segments hold
@@ -69,12 +87,16 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     spread = torch.mm(seg_n.view(1, B * S), (seg_mean - ch_mean).square_().reshape(B * S, d))[0]
     ch_m2 = seg_m2.sum((0, 1)) + spread  # [d]
     # per-row scalars
-    norm_a = ssa.sqrt()  # [B, T]
-    acc["norm_sum"] = norm_a.sum()
-    cos, angle = cos_angle(dot, ssa, ssb, norm_a)  # [B, T]; norm_a is overwritten
-    acc["cos_sum"] = cos.sum()
-    acc["angle_sum"] = angle.masked_fill_(~keep, 0).sum()
-    acc["small"], acc["nonfinite"] = small.sum(), nonfinite.sum()
+    if partials.seg_sums is not None:
+        totals = [x.sum() for x in row_sums]
+        acc["norm_sum"], acc["cos_sum"], acc["angle_sum"], acc["small"], acc["nonfinite"] = totals
+    else:
+        norm_a = ssa.sqrt()  # [B, T]
+        acc["norm_sum"] = norm_a.sum()
+        cos, angle = cos_angle(dot, ssa, ssb, norm_a)  # [B, T]; norm_a is overwritten
+        acc["cos_sum"] = cos.sum()
+        acc["angle_sum"] = angle.masked_fill_(~keep, 0).sum()
+        acc["small"], acc["nonfinite"] = small.sum(), nonfinite.sum()
     last = last_positions(keep)  # [B]
     samples = torch.arange(B, device=device)
     last_cos, last_angle = cos_angle(dot[samples, last], ssa[samples, last], ssb[samples, last])

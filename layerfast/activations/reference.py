@@ -63,7 +63,7 @@ def check_shapes(x_in: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor) ->
 def last_positions(keep: torch.Tensor) -> torch.Tensor:
     """[B, T] bool mask -> [B] index of each sample's last real position (T - 1 for a sample
     with none; callers drop those samples)."""
-    return keep.shape[1] - 1 - keep.flip(1).int().argmax(1)
+    return keep.shape[1] - 1 - keep.flip(1).view(torch.uint8).argmax(1)  # no int copy
 
 
 def cos_angle(

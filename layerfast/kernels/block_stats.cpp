@@ -12,6 +12,8 @@
 //   rows        : [5, B, T] float64 out: dot(in, out), |out|^2, |in|^2, #|out| < threshold, #nonfinite
 //   seg_mean    : [B, S, d] float64 out: per-channel mean of the real rows of segment s of sample b
 //   seg_m2      : [B, S, d] float64 out: per-channel sum of squared deviations (Welford)
+//   seg_sums    : [B, S, 6] float64 out: sums over the segment's real rows of 1, |out|, cos(out, in),
+//                 arccos(cos) / pi, #small, #nonfinite (block_stats_rows.h; optional: size 0)
 //
 // A segment is seg_len consecutive positions of one sample (S = ceil(T / seg_len)); segments are
 // the unit of OpenMP parallelism. Loads upcast to fp32; every fp32 sum is kept to a few dozen
@@ -37,6 +39,7 @@
 #include <omp.h>
 #endif
 #include "block_stats_load.h"  // block_stats_simd.h with it
+#include "block_stats_rows.h"
 #include "block_stats_segment.h"
 
 namespace py = pybind11;
@@ -227,7 +230,7 @@ T* contiguous_out(const py::buffer_info& info, const std::vector<int64_t>& shape
 
 void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_name, py::buffer mask,
                  double eps, bool relative, int64_t seg_len, py::buffer rows, py::buffer seg_mean,
-                 py::buffer seg_m2, int n_threads) {
+                 py::buffer seg_m2, py::buffer seg_sums, int n_threads) {
   const Dtype dtype = parse_dtype(dtype_name);
   const View3 vin = activation_view(x_in.request(), dtype, "x_in");
   const View3 vout = activation_view(x_out.request(), dtype, "x_out");
@@ -240,6 +243,9 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
   double* r = contiguous_out<double>(rows.request(true), {5, B, T}, "d", "rows");
   double* mean_out = contiguous_out<double>(seg_mean.request(true), {B, S, d}, "d", "seg_mean");
   double* m2_out = contiguous_out<double>(seg_m2.request(true), {B, S, d}, "d", "seg_m2");
+  const py::buffer_info sums_info = seg_sums.request(true);
+  double* sums_out =
+      sums_info.size == 0 ? nullptr : contiguous_out<double>(sums_info, {B, S, 6}, "d", "seg_sums");
   const int64_t n_rows = B * T;
   const int side = rows_at_once(d);
   // a relative threshold reads each row once before the fold (its RMS): groups of FLUSH rows
@@ -310,10 +316,28 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
           for (int64_t pos = 0, j = in_run * run; pos < run && j < len; ++pos, ++j)
             dst[j] = src[pos * side + in_run];
       }
+      if (sums_out) {
+        const double* at = r + bi * T + t0;
+        segment_row_sums(at, at + n_rows, at + 2 * n_rows, at + 3 * n_rows, at + 4 * n_rows,
+                         m + bi * T + t0, len, sums_out + 6 * seg);
+      }
       state.write(mean_out + seg * d, m2_out + seg * d,
                   dtype == Dtype::bf16 ? LoadBF16::layout : SumLayout::plain);
     }
   }
+}
+
+// Tests use this to check each row's cos and angle (block_stats_rows.h) against the reference's.
+void row_cos_angle(py::buffer dot, py::buffer ssa, py::buffer ssb, py::buffer cos, py::buffer angle) {
+  const py::buffer_info info = dot.request();
+  const int64_t n = info.size;
+  const double* in[3];
+  int k = 0;
+  for (py::buffer* b : {&dot, &ssa, &ssb})
+    in[k++] = contiguous_out<double>(b->request(), {n}, "d", "dot, ssa and ssb");
+  double* c = contiguous_out<double>(cos.request(true), {n}, "d", "cos");
+  double* a = contiguous_out<double>(angle.request(true), {n}, "d", "angle");
+  for (int64_t i = 0; i < n; ++i) cos_angle(in[0][i], std::sqrt(in[1][i]), in[2][i], c[i], a[i]);
 }
 
 // Tests use this to check the bf16/fp16 conversions on every bit pattern.
@@ -334,6 +358,8 @@ PYBIND11_MODULE(_block_stats_cpp, mod) {
   mod.doc() = "layerfast streaming activation statistics (C++/OpenMP CPU kernels)";
   mod.def("block_stats", &block_stats, py::arg("x_in"), py::arg("x_out"), py::arg("dtype"),
           py::arg("mask"), py::arg("eps"), py::arg("relative"), py::arg("seg_len"), py::arg("rows"),
-          py::arg("seg_mean"), py::arg("seg_m2"), py::arg("n_threads") = 0);
+          py::arg("seg_mean"), py::arg("seg_m2"), py::arg("seg_sums"), py::arg("n_threads") = 0);
+  mod.def("row_cos_angle", &row_cos_angle, py::arg("dot"), py::arg("ssa"), py::arg("ssb"),
+          py::arg("cos"), py::arg("angle"));
   mod.def("to_float32", &to_float32, py::arg("src"), py::arg("dtype"), py::arg("dst"));
 }

@@ -22,20 +22,25 @@ from .reference import FIELDS, cos_angle, empty, last_positions
 class Partials(NamedTuple):
     """What a kernel returns for one batch of one block (fp32 or fp64, on the kernel's device).
 
-    ``seg_sums`` is optional: the C++ kernel counts each segment's real rows and adds up their
-    scalars while they are in its cache (``kernels/block_stats_rows.h``), which on ~500,000 rows
-    saves ``finish`` about a dozen passes over the mask and the rows (11-14 ms of a 1 GiB batch
-    at hidden 576, one thread); the Triton kernel leaves it None, and ``finish`` takes those sums
-    from the mask and ``rows`` itself.
+    ``seg_sums`` and ``seg_last`` come together or not at all: the C++ kernel counts each
+    segment's real rows and adds up their scalars while they are in its cache
+    (``kernels/block_stats_rows.h``) and keeps the last one's, so ``finish`` reads neither the
+    mask nor ``rows`` (which that kernel then writes only when asked: ``rows`` is None). On
+    ~500,000 rows (1 GiB of bf16 at hidden 576, one thread) that saved ``finish`` 13-14 ms of
+    passes over them, and the kernel 7 ms of page faults on a fresh [5, B, T] fp64 output. The
+    Triton kernel leaves both None, and ``finish`` takes them from the mask and ``rows``.
     """
 
-    rows: torch.Tensor  # [5, B, T] dot(out, in), |out|^2, |in|^2, #small, #nonfinite; 0 on padding
+    rows: torch.Tensor | None  # [5, B, T] dot(out, in), |out|^2, |in|^2, #small, #nonfinite; 0 on
+    # padding
     seg_mean: torch.Tensor  # [B, S, d] channel means of each segment's real rows (0 if none)
     seg_m2: torch.Tensor  # [B, S, d] channel sums of squared deviations per segment
     seg_len: int  # positions per segment: S = ceil(T / seg_len)
     # [B, S, 6] sums over each segment's real rows of 1, |out|, cos(out, in), arccos(cos) / pi,
     # #small, #nonfinite (fp64), or None
     seg_sums: torch.Tensor | None = None
+    # [B, S, 3] dot(out, in), |out|^2, |in|^2 of each segment's last real row (0 without one)
+    seg_last: torch.Tensor | None = None
 
 
 def finish(partials: Partials, mask: torch.Tensor) -> dict:
@@ -44,36 +49,28 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     makes them: Python floats, and ``ch_mean``, ``ch_m2`` fp64 CPU tensors [d], whatever device
     the partials are on.
 
-    Every sum is taken in fp64 on the partials' device. The per-row scalars are 0 on padding
-    (the :class:`Partials` contract), and so is their cos, so their sums need no gather of the
-    real rows; only the angle (1/2 at cos 0) is masked. Where the kernel gave ``seg_sums``
-    (the C++ one), those sums come from it, and ``rows`` is read only at each sample's last
-    real position. ``seg_mean`` is read twice (the per-sample channel sums; its deviation from
-    the channel mean, one [B, S, d] temporary squared in place and summed with the segments'
-    weights) and ``seg_m2`` once; they are copied only when the kernel wrote them in fp32
-    (Triton's, on the GPU).
+    Every sum is taken in fp64 on the partials' device. The per-row fields come from the
+    segments' sums where the kernel gave them (:func:`_row_fields`), else from the rows and the
+    mask (:func:`_row_fields_from_rows`). ``seg_mean`` is read twice (the per-sample channel
+    sums; its deviation from the channel mean, one [B, S, d] temporary squared in place and
+    summed with the segments' weights) and ``seg_m2`` once; they are copied only when the kernel
+    wrote them in fp32 (Triton's, on the GPU).
     """
     B, S, d = partials.seg_mean.shape
-    T = mask.shape[1]
-    if B * T == 0:
+    if B * mask.shape[1] == 0:
         return empty(d)
     f64 = torch.float64
     device = partials.seg_mean.device
-    keep = mask.to(device=device, dtype=torch.bool)  # [B, T]
     seg_mean, seg_m2 = partials.seg_mean.to(f64), partials.seg_m2.to(f64)  # [B, S, d]
-    dot, ssa, ssb, small, nonfinite = partials.rows.to(f64)  # [B, T] each
     if partials.seg_sums is not None:
-        seg_n, *row_sums = partials.seg_sums.to(f64).unbind(2)  # [B, S] each
-        seg_n = seg_n.contiguous()  # strided, it sent bmm below down a loop over B: 35x slower
+        seg_n, acc, last = _row_fields(partials)
     else:
-        padded = torch.nn.functional.pad(keep, (0, S * partials.seg_len - T))  # [B, S * seg_len]
-        # [B, S] real rows per segment (an int32 sum: in fp64 or int64 it copied the mask first)
-        seg_n = padded.view(B, S, partials.seg_len).sum(2, dtype=torch.int32).to(f64)
+        seg_n, acc, last = _row_fields_from_rows(partials, mask.to(device=device, dtype=torch.bool))
     sample_n = seg_n.sum(1)  # [B]
     has_tokens = sample_n > 0
     n = sample_n.sum()
+    acc.update(n_tokens=n, n_entries=n * d, n_samples=has_tokens.sum(dtype=f64))
     sums = torch.bmm(seg_n[:, None, :], seg_mean)[:, 0]  # [B, d] channel sums per sample
-    acc = {"n_tokens": n, "n_entries": n * d, "n_samples": has_tokens.sum(dtype=f64)}
     # AV: per-sample token means, unbiased variance across the d units (0 for a sample with
     # no token: its means are 0), in two passes (Tensor.var took 9x as long on [228, 576])
     if d > 1:
@@ -86,20 +83,7 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     ch_mean = sums.sum(0) / n.clamp_min(1)  # [d]
     spread = torch.mm(seg_n.view(1, B * S), (seg_mean - ch_mean).square_().reshape(B * S, d))[0]
     ch_m2 = seg_m2.sum((0, 1)) + spread  # [d]
-    # per-row scalars
-    if partials.seg_sums is not None:
-        totals = [x.sum() for x in row_sums]
-        acc["norm_sum"], acc["cos_sum"], acc["angle_sum"], acc["small"], acc["nonfinite"] = totals
-    else:
-        norm_a = ssa.sqrt()  # [B, T]
-        acc["norm_sum"] = norm_a.sum()
-        cos, angle = cos_angle(dot, ssa, ssb, norm_a)  # [B, T]; norm_a is overwritten
-        acc["cos_sum"] = cos.sum()
-        acc["angle_sum"] = angle.masked_fill_(~keep, 0).sum()
-        acc["small"], acc["nonfinite"] = small.sum(), nonfinite.sum()
-    last = last_positions(keep)  # [B]
-    samples = torch.arange(B, device=device)
-    last_cos, last_angle = cos_angle(dot[samples, last], ssa[samples, last], ssb[samples, last])
+    last_cos, last_angle = cos_angle(*last)  # [B] each
     acc["last_cos_sum"] = torch.where(has_tokens, last_cos, 0).sum()
     acc["last_angle_sum"] = torch.where(has_tokens, last_angle, 0).sum()
     # with no real token every field above is 0, as in empty(d)
@@ -107,3 +91,43 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     out = dict(zip(FIELDS, host[: len(FIELDS)].tolist()))
     out["ch_mean"], out["ch_m2"] = host[len(FIELDS) : len(FIELDS) + d], host[len(FIELDS) + d :]
     return out
+
+
+PER_ROW = ("norm_sum", "cos_sum", "angle_sum", "small", "nonfinite")  # seg_sums[..., 1:]
+
+
+def _row_fields(partials: Partials) -> tuple[torch.Tensor, dict, tuple[torch.Tensor, ...]]:
+    """From the segments' sums: real rows per segment [B, S], the per-row fields (0-dim
+    tensors) and (dot, |out|^2, |in|^2) of each sample's last real row, [B] each: the last one
+    of its last segment that has any (anything, for a sample without a real row)."""
+    seg_n, *per_row = partials.seg_sums.to(torch.float64).unbind(2)  # [B, S] each
+    seg_n = seg_n.contiguous()  # strided, it sent bmm in finish down a loop over B: 35x slower
+    acc = {key: x.sum() for key, x in zip(PER_ROW, per_row)}
+    B, S = seg_n.shape
+    last_seg = S - 1 - (seg_n > 0).flip(1).view(torch.uint8).argmax(1)  # [B]
+    samples = torch.arange(B, device=seg_n.device)
+    last = partials.seg_last.to(torch.float64)[samples, last_seg].unbind(1)  # [B] each
+    return seg_n, acc, last
+
+
+def _row_fields_from_rows(
+    partials: Partials, keep: torch.Tensor
+) -> tuple[torch.Tensor, dict, tuple[torch.Tensor, ...]]:
+    """As :func:`_row_fields`, from the rows [5, B, T] and the mask ``keep`` [B, T] (bool). The
+    per-row scalars are 0 on padding (the :class:`Partials` contract), and so is their cos, so
+    their sums need no gather of the real rows; only the angle (1/2 at cos 0) is masked."""
+    B, S, _ = partials.seg_mean.shape
+    T = keep.shape[1]
+    padded = torch.nn.functional.pad(keep, (0, S * partials.seg_len - T))  # [B, S * seg_len]
+    # [B, S] real rows per segment (an int32 sum: in fp64 or int64 it copied the mask first)
+    seg_n = padded.view(B, S, partials.seg_len).sum(2, dtype=torch.int32).to(torch.float64)
+    dot, ssa, ssb, small, nonfinite = partials.rows.to(torch.float64)  # [B, T] each
+    norm_a = ssa.sqrt()  # [B, T]
+    acc = {"norm_sum": norm_a.sum()}
+    cos, angle = cos_angle(dot, ssa, ssb, norm_a)  # [B, T]; norm_a is overwritten
+    acc["cos_sum"] = cos.sum()
+    acc["angle_sum"] = angle.masked_fill_(~keep, 0).sum()
+    acc["small"], acc["nonfinite"] = small.sum(), nonfinite.sum()
+    last = last_positions(keep)  # [B]
+    samples = torch.arange(B, device=keep.device)
+    return seg_n, acc, (dot[samples, last], ssa[samples, last], ssb[samples, last])

@@ -10,10 +10,13 @@
 //                 any strides for B and T, unit stride for d
 //   mask        : [B, T] uint8, contiguous; rows with 0 are skipped and their outputs set to 0
 //   rows        : [5, B, T] float64 out: dot(in, out), |out|^2, |in|^2, #|out| < threshold, #nonfinite
+//                 (optional: size 0, when seg_sums and seg_last are given)
 //   seg_mean    : [B, S, d] float64 out: per-channel mean of the real rows of segment s of sample b
 //   seg_m2      : [B, S, d] float64 out: per-channel sum of squared deviations (Welford)
 //   seg_sums    : [B, S, 6] float64 out: sums over the segment's real rows of 1, |out|, cos(out, in),
 //                 arccos(cos) / pi, #small, #nonfinite (block_stats_rows.h; optional: size 0)
+//   seg_last    : [B, S, 3] float64 out: dot(in, out), |out|^2, |in|^2 of the segment's last real
+//                 row, 0 if it has none (optional: size 0)
 //
 // A segment is seg_len consecutive positions of one sample (S = ceil(T / seg_len)); segments are
 // the unit of OpenMP parallelism. Loads upcast to fp32; every fp32 sum is kept to a few dozen
@@ -230,7 +233,7 @@ T* contiguous_out(const py::buffer_info& info, const std::vector<int64_t>& shape
 
 void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_name, py::buffer mask,
                  double eps, bool relative, int64_t seg_len, py::buffer rows, py::buffer seg_mean,
-                 py::buffer seg_m2, py::buffer seg_sums, int n_threads) {
+                 py::buffer seg_m2, py::buffer seg_sums, py::buffer seg_last, int n_threads) {
   const Dtype dtype = parse_dtype(dtype_name);
   const View3 vin = activation_view(x_in.request(), dtype, "x_in");
   const View3 vout = activation_view(x_out.request(), dtype, "x_out");
@@ -240,12 +243,16 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
   if (seg_len < 1) throw py::value_error("seg_len must be positive");
   const int64_t S = (T + seg_len - 1) / seg_len;
   const uint8_t* m = contiguous_out<uint8_t>(mask.request(), {B, T}, "B", "mask");
-  double* r = contiguous_out<double>(rows.request(true), {5, B, T}, "d", "rows");
+  // the optional outputs: none when their buffer is empty
+  auto optional_out = [](py::buffer& buf, const std::vector<int64_t>& shape, const char* name) {
+    const py::buffer_info info = buf.request(true);
+    return info.size == 0 ? nullptr : contiguous_out<double>(info, shape, "d", name);
+  };
+  double* r = optional_out(rows, {5, B, T}, "rows");
   double* mean_out = contiguous_out<double>(seg_mean.request(true), {B, S, d}, "d", "seg_mean");
   double* m2_out = contiguous_out<double>(seg_m2.request(true), {B, S, d}, "d", "seg_m2");
-  const py::buffer_info sums_info = seg_sums.request(true);
-  double* sums_out =
-      sums_info.size == 0 ? nullptr : contiguous_out<double>(sums_info, {B, S, 6}, "d", "seg_sums");
+  double* sums_out = optional_out(seg_sums, {B, S, 6}, "seg_sums");
+  double* last_out = optional_out(seg_last, {B, S, 3}, "seg_last");
   const int64_t n_rows = B * T;
   const int side = rows_at_once(d);
   // a relative threshold reads each row once before the fold (its RMS): groups of FLUSH rows
@@ -309,17 +316,22 @@ void block_stats(py::buffer x_in, py::buffer x_out, const std::string& dtype_nam
         }
       }
       // position j = in_run * run + pos was visited at step k = pos * side + in_run
-      for (int f = 0; f < 5; ++f) {
+      for (int f = 0; r && f < 5; ++f) {
         double* dst = r + f * n_rows + bi * T + t0;
         const double* src = visited + f * steps;
         for (int64_t in_run = 0; in_run < side; ++in_run)
           for (int64_t pos = 0, j = in_run * run; pos < run && j < len; ++pos, ++j)
             dst[j] = src[pos * side + in_run];
       }
-      if (sums_out) {
-        const double* at = r + bi * T + t0;
-        segment_row_sums(at, at + n_rows, at + 2 * n_rows, at + 3 * n_rows, at + 4 * n_rows,
-                         m + bi * T + t0, len, sums_out + 6 * seg);
+      // every slot that is not a real row (padding, past the end) holds zeros
+      if (sums_out)
+        segment_row_sums(visited, visited + steps, visited + 2 * steps, visited + 3 * steps,
+                         visited + 4 * steps, steps, steps - state.n, sums_out + 6 * seg);
+      if (last_out) {
+        int64_t j = len - 1;
+        while (j >= 0 && !m[bi * T + t0 + j]) --j;
+        const int64_t k = j < 0 ? 0 : (j % run) * side + j / run;
+        for (int f = 0; f < 3; ++f) last_out[3 * seg + f] = j < 0 ? 0.0 : visited[f * steps + k];
       }
       state.write(mean_out + seg * d, m2_out + seg * d,
                   dtype == Dtype::bf16 ? LoadBF16::layout : SumLayout::plain);
@@ -358,7 +370,8 @@ PYBIND11_MODULE(_block_stats_cpp, mod) {
   mod.doc() = "layerfast streaming activation statistics (C++/OpenMP CPU kernels)";
   mod.def("block_stats", &block_stats, py::arg("x_in"), py::arg("x_out"), py::arg("dtype"),
           py::arg("mask"), py::arg("eps"), py::arg("relative"), py::arg("seg_len"), py::arg("rows"),
-          py::arg("seg_mean"), py::arg("seg_m2"), py::arg("seg_sums"), py::arg("n_threads") = 0);
+          py::arg("seg_mean"), py::arg("seg_m2"), py::arg("seg_sums"), py::arg("seg_last"),
+          py::arg("n_threads") = 0);
   mod.def("row_cos_angle", &row_cos_angle, py::arg("dot"), py::arg("ssa"), py::arg("ssb"),
           py::arg("cos"), py::arg("angle"));
   mod.def("to_float32", &to_float32, py::arg("src"), py::arg("dtype"), py::arg("dst"));

@@ -50,19 +50,19 @@ inline void cos_angle(double dot, double na, double ssb, double& cos, double& an
   angle = acos_branchless(clamped) * inv_pi;
 }
 
-// Positions [0, n) of one segment's row outputs (block_stats.cpp's five `rows` fields, each at its
-// own pointer) with its mask keep[0, n) -> out[0..6): the number of real rows and their sums of
-// |out| (the root of ssa), cos, angle, small and nonfinite. Padding rows hold zeros (cos 0, angle 1/2): only the
-// angle needs the mask, and it is taken off afterwards (with the mask in the loop, GCC vectorised
-// it 64 rows a step, for the uint8 loads, spilt registers and ran 2.5x slower).
+// n slots of one segment's row outputs (block_stats.cpp's five `rows` fields, each at its own
+// pointer), `padding` of which are not real rows and hold zeros -> out[0..6): the number of real
+// rows and their sums of |out| (the root of ssa), cos, angle, small and nonfinite. A zero row
+// adds 0 to each sum but the angle (1/2 at cos 0), which is taken off afterwards (with the mask
+// in the loop, GCC vectorised it 64 rows a step, for the uint8 loads, and ran 2.5x slower).
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC's jump threading split the vectorised loop at the clamps and the arccos's selects and
 // evaluated the rational and the roots once per side: 1.7x slower
 __attribute__((optimize("no-thread-jumps")))
 #endif
 inline void segment_row_sums(const double* dot, const double* ssa, const double* ssb,
-                             const double* small, const double* nonfinite, const uint8_t* keep,
-                             int64_t n, double* out) {
+                             const double* small, const double* nonfinite, int64_t n,
+                             int64_t padding, double* out) {
   double norm_sum = 0, cos_sum = 0, angle_sum = 0, small_sum = 0, nonfinite_sum = 0;
 #pragma omp simd reduction(+ : norm_sum, cos_sum, angle_sum, small_sum, nonfinite_sum)
   for (int64_t j = 0; j < n; ++j) {
@@ -75,8 +75,6 @@ inline void segment_row_sums(const double* dot, const double* ssa, const double*
     small_sum += small[j];
     nonfinite_sum += nonfinite[j];
   }
-  int64_t padding = 0;
-  for (int64_t j = 0; j < n; ++j) padding += !keep[j];
   if (padding) {
     double cos, angle;
     cos_angle(0.0, 0.0, 0.0, cos, angle);

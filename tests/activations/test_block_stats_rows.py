@@ -125,6 +125,19 @@ def segment_sums_from_rows(rows: torch.Tensor, mask: torch.Tensor, seg_len: int)
     return padded.view(B, S, seg_len, 6).sum(2)
 
 
+def segment_last_rows(rows: torch.Tensor, mask: torch.Tensor, seg_len: int) -> torch.Tensor:
+    """[B, S, 3] dot, ssa, ssb of each segment's last real row (0 without one), from the rows."""
+    B, T = mask.shape
+    S = -(-T // seg_len)
+    out = torch.zeros(B, S, 3, dtype=torch.float64)
+    for b in range(B):
+        for s in range(S):
+            real = torch.nonzero(mask[b, s * seg_len : (s + 1) * seg_len])[:, 0]
+            if len(real):
+                out[b, s] = rows[:3, b, s * seg_len + int(real[-1])]
+    return out
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seg_len", [1, 3, 128, 2048])
 @pytest.mark.parametrize("shape", [(3, 300, 67), (2, 1, 5), (4, 1023, 31)])
@@ -140,7 +153,9 @@ def test_fused_segment_sums_are_those_of_the_rows(dtype, seg_len, shape):
         x_in[B - 1, 4] *= -1e30 if dtype != torch.float16 else -1e4  # inf or huge |in|
     mask[B - 1, T - 1] = 0
     for threads in (1, 2):
-        p = cpp_block_stats(x_in, x_out, mask.to(torch.uint8), 0.3, False, seg_len, threads)
+        mask8 = mask.to(torch.uint8)
+        p = cpp_block_stats(x_in, x_out, mask8, 0.3, False, seg_len, threads, with_rows=True)
+        assert cpp_block_stats(x_in, x_out, mask8, 0.3, False, seg_len, threads).rows is None
         want = segment_sums_from_rows(p.rows, mask, p.seg_len)
         got = p.seg_sums
         assert got.shape == want.shape
@@ -150,6 +165,8 @@ def test_fused_segment_sums_are_those_of_the_rows(dtype, seg_len, shape):
         assert (close | same_nan).all(), (got[~(close | same_nan)], want[~(close | same_nan)])
         counts = [0, 4, 5]  # real rows, #small, #nonfinite: exactly
         assert torch.equal(got[..., counts], want[..., counts])
+        last = segment_last_rows(p.rows, mask, p.seg_len)
+        torch.testing.assert_close(p.seg_last, last, rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -159,10 +176,14 @@ def test_finish_takes_the_fused_sums_as_it_takes_the_rows(dtype):
 
     x_in, x_out, mask = random_batch((5, 517, 43), dtype, seed=3)
     mask[2] = 0  # a sample of padding only
-    p = cpp_block_stats(x_in, x_out, mask.to(torch.uint8), 0.3, False)
-    fused, plain = finish(p, mask), finish(p._replace(seg_sums=None), mask)
+    mask[3, 200:] = 0  # a sample whose last real row is inside a segment
+    p = cpp_block_stats(x_in, x_out, mask.to(torch.uint8), 0.3, False, seg_len=128, with_rows=True)
+    fused = finish(p._replace(rows=None), mask)
+    plain = finish(p._replace(seg_sums=None, seg_last=None), mask)
     assert list(fused) == list(plain)
     for key in ("small", "nonfinite", "n_tokens", "n_entries", "n_samples"):
+        assert fused[key] == plain[key]
+    for key in ("last_cos_sum", "last_angle_sum"):
         assert fused[key] == plain[key]
     for key in ("norm_sum", "cos_sum", "angle_sum"):
         assert fused[key] == pytest.approx(plain[key], rel=1e-13, abs=1e-13 * fused["n_tokens"])

@@ -112,7 +112,9 @@ def exact_partials(x_in, x_out, mask, seg_len: int, eps=EPS) -> Partials:
 
 
 def on(partials: Partials, device: str) -> Partials:
-    return Partials(*(x.to(device) for x in partials[:3]), partials.seg_len)
+    """``partials`` with every tensor on ``device`` (the optional ones that are None stay so)."""
+    fields = partials._asdict().items()
+    return partials._replace(**{k: v.to(device) for k, v in fields if isinstance(v, torch.Tensor)})
 
 
 # ---- finish adds no error of its own -------------------------------------------------------------

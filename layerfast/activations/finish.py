@@ -71,16 +71,17 @@ def finish(partials: Partials, mask: torch.Tensor) -> dict:
     n = sample_n.sum()
     acc.update(n_tokens=n, n_entries=n * d, n_samples=has_tokens.sum(dtype=f64))
     sums = torch.bmm(seg_n[:, None, :], seg_mean)[:, 0]  # [B, d] channel sums per sample
-    # AV: per-sample token means, unbiased variance across the d units (0 for a sample with
-    # no token: its means are 0), in two passes (Tensor.var took 9x as long on [228, 576])
-    if d > 1:
-        means = sums / sample_n.clamp_min(1)[:, None]  # [B, d]
-        acc["av_sum"] = means.sub_(means.mean(1, keepdim=True)).square_().sum() / (d - 1)
-    else:
-        acc["av_sum"] = torch.zeros((), dtype=f64, device=device)
     # channel moments over all real rows (Chan's merge of the segments); empty segments hold
     # zeros and get weight 0
     ch_mean = sums.sum(0) / n.clamp_min(1)  # [d]
+    # AV: per-sample token means, unbiased variance across the d units (0 for a sample with
+    # no token: its means are 0), in two passes (Tensor.var took 9x as long on [228, 576]),
+    # in place of the sums
+    if d > 1:
+        means = sums.div_(sample_n.clamp_min(1)[:, None])  # [B, d]
+        acc["av_sum"] = means.sub_(means.mean(1, keepdim=True)).square_().sum() / (d - 1)
+    else:
+        acc["av_sum"] = torch.zeros((), dtype=f64, device=device)
     spread = torch.mm(seg_n.view(1, B * S), (seg_mean - ch_mean).square_().reshape(B * S, d))[0]
     ch_m2 = seg_m2.sum((0, 1)) + spread  # [d]
     last_cos, last_angle = cos_angle(*last)  # [B] each

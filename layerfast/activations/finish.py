@@ -1,13 +1,15 @@
 """The kernels' raw partials -> the fp64 accumulators of :func:`~.reference.block_stats_ref`.
 
 Both compiled kernels (:func:`~.cpp_block_stats.cpp_block_stats`,
-:func:`~.triton_block_stats.triton_block_stats`) return the same :class:`Partials`: per real row
-(token) five scalars, and per segment of ``seg_len`` consecutive positions of one sample the
-channel moments of its real rows. :func:`finish` reduces those in fp64, once for both kernels, so
-no statistic is written twice. It runs on the partials' own device (the GPU for the Triton kernel,
-the CPU for the C++ one) without data-dependent shapes, so nothing waits on the device until the
-end; then only the results (eleven scalars and the two [d] channel vectors, one fp64 vector) cross
-to the host, in one transfer: one device synchronisation per call.
+:func:`~.triton_block_stats.triton_block_stats`) return the same :class:`Partials`: per segment
+of ``seg_len`` consecutive positions of one sample the channel moments of its real rows, and
+either per real row (token) five scalars (Triton) or each segment's sums of them and its last
+row (C++). :func:`finish` reduces those in fp64, once for both kernels, so no statistic is
+written twice (but each row's cos and angle, which the C++ kernel also computes to sum them).
+It runs on the partials' own device (the GPU for the Triton kernel, the CPU for the C++ one)
+without data-dependent shapes, so nothing waits on the device until the end; then only the
+results (eleven scalars and the two [d] channel vectors, one fp64 vector) cross to the host, in
+one transfer: one device synchronisation per call.
 """
 
 from __future__ import annotations

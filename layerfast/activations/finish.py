@@ -103,9 +103,9 @@ def _row_fields(partials: Partials) -> tuple[torch.Tensor, dict, tuple[torch.Ten
     """From the segments' sums: real rows per segment [B, S], the per-row fields (0-dim
     tensors) and (dot, |out|^2, |in|^2) of each sample's last real row, [B] each: the last one
     of its last segment that has any (anything, for a sample without a real row)."""
-    seg_n, *per_row = partials.seg_sums.to(torch.float64).unbind(2)  # [B, S] each
-    seg_n = seg_n.contiguous()  # strided, it sent bmm in finish down a loop over B: 35x slower
-    acc = {key: x.sum() for key, x in zip(PER_ROW, per_row)}
+    seg_sums = partials.seg_sums.to(torch.float64)  # [B, S, 6]
+    seg_n = seg_sums[..., 0].contiguous()  # [B, S]; strided, it sent bmm down a loop over B
+    acc = dict(zip(PER_ROW, seg_sums[..., 1:].sum((0, 1)).unbind()))  # one reduction
     B, S = seg_n.shape
     last_seg = S - 1 - (seg_n > 0).flip(1).view(torch.uint8).argmax(1)  # [B]
     samples = torch.arange(B, device=seg_n.device)

@@ -106,9 +106,8 @@ def _row_fields(partials: Partials) -> tuple[torch.Tensor, dict, tuple[torch.Ten
     seg_sums = partials.seg_sums.to(torch.float64)  # [B, S, 6]
     seg_n = seg_sums[..., 0].contiguous()  # [B, S]; strided, it sent bmm down a loop over B
     acc = dict(zip(PER_ROW, seg_sums[..., 1:].sum((0, 1)).unbind()))  # one reduction
-    B, S = seg_n.shape
-    last_seg = S - 1 - (seg_n > 0).flip(1).view(torch.uint8).argmax(1)  # [B]
-    samples = torch.arange(B, device=seg_n.device)
+    last_seg = last_positions(seg_n > 0)  # [B] each sample's last segment with a real row
+    samples = torch.arange(seg_n.shape[0], device=seg_n.device)
     last = partials.seg_last.to(torch.float64)[samples, last_seg].unbind(1)  # [B] each
     return seg_n, acc, last
 

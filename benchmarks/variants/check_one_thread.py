@@ -8,7 +8,7 @@ against the first build's, as the largest relative difference (|a - b| / (|b| + 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,8 @@ import torch
 
 from layerfast.activations.block_stats_cpp import numpy_view
 
-
-def load(tag: str, path: Path):
-    """The extension module at ``path`` under a name of its own (its init symbol is fixed)."""
-    spec = importlib.util.spec_from_file_location(f"{tag}._block_stats_cpp", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+from bench_block_stats_builds import load  # noqa: E402  (one loader for the builds' modules)
 
 
 def main(argv=None) -> int:

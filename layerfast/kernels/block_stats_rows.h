@@ -1,7 +1,8 @@
 // The per-row part of layerfast/activations/finish.py, fused into the kernel: a segment's row
 // scalars and mask -> its number of real rows and the sums over them of |out|, cos(out, in),
-// arccos(cos) / pi, #small and #nonfinite. Each row's cos is reference.cos_angle's (norms clamped at 1e-12; cos clamped to
-// [-1, 1] for the angle only), correctly rounded, and its angle within 2 ulp. Taken per segment
+// arccos(cos) / pi, #small and #nonfinite. Each row's cos is reference.cos_angle's (norms
+// clamped at 1e-12; cos clamped to [-1, 1] for the angle only), correctly rounded, and its angle
+// within 2 ulp. Taken per segment
 // while its rows are in L2, they cost ~1.3 ms per 1 GiB of bf16 at hidden 576 (466,944 rows),
 // where PyTorch's passes over the [B, T] rows in finish took 10-12 ms (one thread).
 #pragma once
